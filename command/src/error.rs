@@ -1,0 +1,185 @@
+//! [`ApiError`]: every way a command request can fail, mapped to a status and a JSON body.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use orderflow_domain::DomainError;
+use orderflow_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The failure of one request. `{"error": {"code", "message"}}` is always the body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is malformed: syntax, types, missing or unknown fields, headers.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// A business rule said no.
+    #[error(transparent)]
+    Rule(#[from] DomainError),
+    /// Well-formed, but refers to something that cannot be used (an unknown product, ...).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    /// `If-Match` named another version than the stream's current one.
+    #[error("the stream is at version {current}, not {expected}")]
+    VersionMismatch { expected: i32, current: i32 },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// Machine-readable, stable: `SCREAMING_SNAKE_CASE`.
+    pub code: String,
+    pub message: String,
+    /// On version mismatches: the stream's version now, to retry against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i32>,
+}
+
+/// The cause chain of a 5xx, handed to the logging middleware through response extensions
+/// so that `into_response` stays free of side effects.
+#[derive(Debug, Clone)]
+pub struct UnexpectedError(pub Arc<anyhow::Error>);
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        Self::NotFound {
+            code: "NOT_FOUND",
+            message: format!("{what} {id} does not exist"),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
+            Self::Rule(rule) if rule.code() == "NOT_FOUND" => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::Rule(rule) => (StatusCode::UNPROCESSABLE_ENTITY, rule.code()),
+            Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            Self::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        }
+    }
+
+    /// Whether this failure means another writer got to the stream first.
+    pub fn is_concurrency_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { code, .. } if *code == "CONCURRENCY_CONFLICT")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict { stream_id, .. } => Self::Conflict {
+                code: "CONCURRENCY_CONFLICT",
+                message: format!("stream {stream_id} was changed concurrently; retry"),
+            },
+            StoreError::Taken { scope, value } => Self::Conflict {
+                code: match scope.as_str() {
+                    "email" => "EMAIL_TAKEN",
+                    "sku" => "SKU_TAKEN",
+                    _ => "ALREADY_TAKEN",
+                },
+                message: format!("{scope} {value:?} is already taken"),
+            },
+            StoreError::WrongStreamType {
+                stream_id,
+                expected,
+                ..
+            } => Self::not_found(expected, stream_id),
+            other => Self::Unexpected(anyhow::Error::new(other).context("event store")),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::from(StoreError::from(err))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let message = rejection.body_text();
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(message),
+            JsonRejection::JsonSyntaxError(_) => Self::bad_request("MALFORMED_JSON", message),
+            JsonRejection::JsonDataError(_) => Self::bad_request("INVALID_BODY", message),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge(message)
+            }
+            _ => Self::bad_request("INVALID_BODY", message),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::bad_request("INVALID_PATH", rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request("INVALID_QUERY", rejection.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let current_version = match &self {
+            Self::VersionMismatch { current, .. } => Some(*current),
+            _ => None,
+        };
+        let message = match &self {
+            Self::Unexpected(_) => "internal error; it has been logged".to_owned(),
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+                current_version,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Self::Unexpected(err) = self {
+            response
+                .extensions_mut()
+                .insert(UnexpectedError(Arc::new(err)));
+        }
+        response
+    }
+}

@@ -1,0 +1,122 @@
+//! Extractors whose rejections are [`ApiError`]s, and the command headers.
+
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// `axum::Json` with JSON error bodies (400 / 413 / 415 instead of plain text).
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Path` with JSON error bodies.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `axum::extract::Query` with JSON error bodies.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+pub const CORRELATION_ID: &str = "x-correlation-id";
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// What a command request says about itself beyond its body.
+#[derive(Debug, Clone)]
+pub struct CommandHeaders {
+    /// From `X-Correlation-Id` (set by the correlation middleware when the client sent none).
+    pub correlation_id: Uuid,
+    /// From `Idempotency-Key`: a retry with the same key gets the first response back.
+    pub idempotency_key: Option<String>,
+    /// From `If-Match`: the stream version the client decided on.
+    pub if_match: Option<i32>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        from_headers(&parts.headers)
+    }
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
+    headers
+        .get(name)
+        .map(|value| {
+            value.to_str().map(str::trim).map_err(|_| {
+                ApiError::bad_request("INVALID_HEADER", format!("{name} is not visible ASCII"))
+            })
+        })
+        .transpose()
+}
+
+fn from_headers(headers: &HeaderMap) -> Result<CommandHeaders, ApiError> {
+    let correlation_id = match header(headers, CORRELATION_ID)? {
+        Some(value) => parse_correlation_id(value)?,
+        None => Uuid::now_v7(),
+    };
+    let idempotency_key = match header(headers, IDEMPOTENCY_KEY)? {
+        Some(key) if key.is_empty() || key.len() > 255 => {
+            return Err(ApiError::bad_request(
+                "INVALID_HEADER",
+                "Idempotency-Key must be 1 to 255 characters",
+            ))
+        }
+        other => other.map(str::to_owned),
+    };
+    let if_match = header(headers, "if-match")?
+        .map(parse_if_match)
+        .transpose()?
+        .flatten();
+    Ok(CommandHeaders {
+        correlation_id,
+        idempotency_key,
+        if_match,
+    })
+}
+
+pub fn parse_correlation_id(value: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(value).map_err(|_| {
+        ApiError::bad_request("INVALID_HEADER", "X-Correlation-Id must be a UUID")
+    })
+}
+
+/// `3`, `"3"` and `W/"3"` name version 3; `*` asks for no particular version.
+fn parse_if_match(value: &str) -> Result<Option<i32>, ApiError> {
+    if value == "*" {
+        return Ok(None);
+    }
+    value
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse::<i32>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "INVALID_HEADER",
+                "If-Match must be a stream version such as \"3\"",
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_accepts_bare_quoted_and_weak_versions() {
+        assert_eq!(parse_if_match("3").unwrap(), Some(3));
+        assert_eq!(parse_if_match("\"3\"").unwrap(), Some(3));
+        assert_eq!(parse_if_match("W/\"3\"").unwrap(), Some(3));
+        assert_eq!(parse_if_match("*").unwrap(), None);
+        assert!(parse_if_match("abc").is_err());
+        assert!(parse_if_match("-1").is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! Liveness and readiness for orchestrators and load balancers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::startup::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200)))]
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The database answers; 503 while it does not.
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200), (status = 503)))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match sqlx::query("select 1").execute(&state.pool).await {
+        Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": err.to_string() })),
+        ),
+    }
+}

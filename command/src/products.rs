@@ -1,0 +1,143 @@
+//! `/api/products`: the catalogue and its stock. SKUs are unique across products.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use orderflow_domain::product::{normalize_sku, Product, ProductCommand};
+use orderflow_domain::{Aggregate, Money};
+use orderflow_store::claims;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::exec::{fingerprint, run, Decide, CommandContext, WriteCommand, WriteResponse};
+use crate::extract::{ApiJson, ApiPath, CommandHeaders};
+use crate::startup::AppState;
+
+const SKU: &str = "sku";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/products", post(create))
+        .route("/api/products/{id}/price", post(change_price))
+        .route("/api/products/{id}/restock", post(restock))
+}
+
+/// An amount in the currency's minor units (cents): no floats near money.
+#[derive(Debug, ToSchema)]
+#[schema(as = Money)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct MoneySchema {
+    #[schema(example = 1999)]
+    amount_minor: i64,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    currency: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateProduct {
+    #[schema(example = "MUG-01")]
+    pub sku: String,
+    #[schema(example = "Coffee mug")]
+    pub name: String,
+    #[schema(value_type = MoneySchema)]
+    pub price: Money,
+    #[schema(example = 100)]
+    pub initial_stock: u32,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChangePrice {
+    #[schema(value_type = MoneySchema)]
+    pub price: Money,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Restock {
+    #[schema(example = 25)]
+    pub quantity: u32,
+}
+
+/// Create a product with its price and initial stock.
+#[utoipa::path(post, path = "/api/products", tag = "products", request_body = CreateProduct,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 201, body = WriteResponse), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "SKU_TAKEN"), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    headers: CommandHeaders,
+    ApiJson(body): ApiJson<CreateProduct>,
+) -> Result<Response, ApiError> {
+    let print = fingerprint("POST", "/api/products", &body);
+    let command = Create {
+        id: Uuid::now_v7(),
+        body,
+    };
+    run(&state, &headers, print, StatusCode::CREATED, command).await
+}
+
+struct Create {
+    id: Uuid,
+    body: CreateProduct,
+}
+
+impl WriteCommand for Create {
+    async fn execute(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &CommandContext,
+    ) -> Result<WriteResponse, ApiError> {
+        let loaded = orderflow_store::load::<Product>(tx, self.id).await?;
+        let decided = loaded.state.handle(ProductCommand::Create {
+            sku: self.body.sku.clone(),
+            name: self.body.name.clone(),
+            price: self.body.price,
+            initial_stock: self.body.initial_stock,
+        })?;
+        claims::claim(tx, SKU, &normalize_sku(&self.body.sku)?, self.id).await?;
+        ctx.append(tx, self.id, &loaded, decided).await
+    }
+}
+
+/// Change a product's price (same currency); orders keep the price they snapshotted.
+#[utoipa::path(post, path = "/api/products/{id}/price", tag = "products", request_body = ChangePrice,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected stream version")),
+    responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn change_price(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: CommandHeaders,
+    ApiJson(body): ApiJson<ChangePrice>,
+) -> Result<Response, ApiError> {
+    let print = fingerprint("POST", &format!("/api/products/{id}/price"), &body);
+    let command = ProductCommand::ChangePrice { price: body.price };
+    run(&state, &headers, print, StatusCode::OK, Decide::<Product> { stream_id: id, command }).await
+}
+
+/// Add stock.
+#[utoipa::path(post, path = "/api/products/{id}/restock", tag = "products", request_body = Restock,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected stream version")),
+    responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn restock(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: CommandHeaders,
+    ApiJson(body): ApiJson<Restock>,
+) -> Result<Response, ApiError> {
+    let print = fingerprint("POST", &format!("/api/products/{id}/restock"), &body);
+    let command = ProductCommand::Restock {
+        quantity: body.quantity,
+    };
+    run(&state, &headers, print, StatusCode::OK, Decide::<Product> { stream_id: id, command }).await
+}

@@ -1,0 +1,106 @@
+//! Wiring: the state handlers share, the router with its middleware, and the server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+
+use crate::error::{ApiError, UnexpectedError};
+use crate::extract::CORRELATION_ID;
+
+/// Largest request body accepted; commands are small.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+}
+
+/// The whole command API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::users::router())
+        .merge(crate::products::router())
+        .merge(crate::orders::router())
+        .merge(crate::streams::router())
+        .merge(crate::health::router())
+        .merge(crate::openapi::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_unexpected))
+        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(correlation_id))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound {
+        code: "NO_SUCH_ROUTE",
+        message: "no such route".into(),
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = ApiError::bad_request("METHOD_NOT_ALLOWED", "method not allowed here")
+        .into_response();
+    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// Every request carries an `X-Correlation-Id` (the client's, or a new one), and so does
+/// its response. A malformed one is refused before any handler runs.
+async fn correlation_id(mut request: Request, next: Next) -> Response {
+    let name = HeaderName::from_static(CORRELATION_ID);
+    let id = match request.headers().get(&name).map(|v| v.to_str()) {
+        None => Uuid::now_v7(),
+        Some(value) => match value
+            .map_err(|_| ())
+            .and_then(|v| crate::extract::parse_correlation_id(v.trim()).map_err(|_| ()))
+        {
+            Ok(id) => id,
+            Err(()) => {
+                return ApiError::bad_request("INVALID_HEADER", "X-Correlation-Id must be a UUID")
+                    .into_response()
+            }
+        },
+    };
+    let value = HeaderValue::from_str(&id.to_string()).expect("a UUID is a header value");
+    request.headers_mut().insert(name.clone(), value.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(name, value);
+    response
+}
+
+/// Log the cause chain of every 5xx that a handler produced.
+async fn log_unexpected(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if let Some(UnexpectedError(err)) = response.extensions().get::<UnexpectedError>() {
+        tracing::error!(%method, %path, error = ?err, "request failed");
+    }
+    response
+}
+
+/// Serve the API on `listener` until `shutdown` resolves, then finish in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    pool: PgPool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(AppState { pool });
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the command API")
+}

@@ -1,0 +1,150 @@
+//! `/api/users`: registration and profile changes. Emails are unique across users.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use orderflow_domain::user::{normalize_email, User, UserCommand};
+use orderflow_domain::Aggregate;
+use orderflow_store::claims;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::exec::{fingerprint, run, Decide, CommandContext, WriteCommand, WriteResponse};
+use crate::extract::{ApiJson, ApiPath, CommandHeaders};
+use crate::startup::AppState;
+
+const EMAIL: &str = "email";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/users", post(register))
+        .route("/api/users/{id}/name", post(rename))
+        .route("/api/users/{id}/email", post(change_email))
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterUser {
+    #[schema(example = "Ada Lovelace")]
+    pub name: String,
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenameUser {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChangeEmail {
+    pub email: String,
+}
+
+/// Register a user.
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = RegisterUser,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses(
+        (status = 201, body = WriteResponse, description = "Registered"),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "EMAIL_TAKEN"),
+        (status = 422, body = ErrorBody)))]
+pub async fn register(
+    State(state): State<AppState>,
+    headers: CommandHeaders,
+    ApiJson(body): ApiJson<RegisterUser>,
+) -> Result<Response, ApiError> {
+    let print = fingerprint("POST", "/api/users", &body);
+    let command = Register {
+        id: Uuid::now_v7(),
+        body,
+    };
+    run(&state, &headers, print, StatusCode::CREATED, command).await
+}
+
+struct Register {
+    id: Uuid,
+    body: RegisterUser,
+}
+
+impl WriteCommand for Register {
+    async fn execute(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &CommandContext,
+    ) -> Result<WriteResponse, ApiError> {
+        let loaded = orderflow_store::load::<User>(tx, self.id).await?;
+        let decided = loaded.state.handle(UserCommand::Register {
+            name: self.body.name.clone(),
+            email: self.body.email.clone(),
+        })?;
+        claims::claim(tx, EMAIL, &normalize_email(&self.body.email)?, self.id).await?;
+        ctx.append(tx, self.id, &loaded, decided).await
+    }
+}
+
+/// Rename a user; their orders show the new name.
+#[utoipa::path(post, path = "/api/users/{id}/name", tag = "users", request_body = RenameUser,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected stream version")),
+    responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn rename(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: CommandHeaders,
+    ApiJson(body): ApiJson<RenameUser>,
+) -> Result<Response, ApiError> {
+    let print = fingerprint("POST", &format!("/api/users/{id}/name"), &body);
+    let command = UserCommand::Rename { name: body.name };
+    let command = Decide::<User> { stream_id: id, command };
+    run(&state, &headers, print, StatusCode::OK, command).await
+}
+
+/// Change a user's email; the old address becomes free for others.
+#[utoipa::path(post, path = "/api/users/{id}/email", tag = "users", request_body = ChangeEmail,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected stream version")),
+    responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "EMAIL_TAKEN"),
+        (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn change_email(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: CommandHeaders,
+    ApiJson(body): ApiJson<ChangeEmail>,
+) -> Result<Response, ApiError> {
+    let print = fingerprint("POST", &format!("/api/users/{id}/email"), &body);
+    run(&state, &headers, print, StatusCode::OK, ChangeUserEmail { id, body }).await
+}
+
+struct ChangeUserEmail {
+    id: Uuid,
+    body: ChangeEmail,
+}
+
+impl WriteCommand for ChangeUserEmail {
+    async fn execute(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &CommandContext,
+    ) -> Result<WriteResponse, ApiError> {
+        let loaded = orderflow_store::load::<User>(tx, self.id).await?;
+        ctx.expect_version(loaded.version)?;
+        let old = loaded.state.email().map(str::to_owned);
+        let decided = loaded.state.handle(UserCommand::ChangeEmail {
+            email: self.body.email.clone(),
+        })?;
+        if !decided.is_empty() {
+            if let Some(old) = old {
+                claims::release(tx, EMAIL, &old, self.id).await?;
+            }
+            claims::claim(tx, EMAIL, &normalize_email(&self.body.email)?, self.id).await?;
+        }
+        ctx.append(tx, self.id, &loaded, decided).await
+    }
+}

@@ -1,0 +1,113 @@
+//! `spawn_app`: the command API on a random port over a test's own database.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+
+use reqwest::{Client, Response};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub pool: PgPool,
+}
+
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let addr = listener.local_addr().unwrap();
+    let server_pool = pool.clone();
+    tokio::spawn(async move {
+        orderflow_command::startup::serve(listener, server_pool, std::future::pending())
+            .await
+            .expect("server runs");
+    });
+    TestApp {
+        addr,
+        client: Client::new(),
+        pool,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Total events in the store: rejected commands must not change it.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn register_user(&self, name: &str, email: &str) -> Uuid {
+        let response = self
+            .post("/api/users", json!({"name": name, "email": email}))
+            .await;
+        created_id(response).await
+    }
+
+    pub async fn create_product(&self, sku: &str, price: i64, stock: u32) -> Uuid {
+        let response = self
+            .post(
+                "/api/products",
+                json!({"sku": sku, "name": format!("Product {sku}"),
+                       "price": {"amountMinor": price, "currency": "EUR"}, "initialStock": stock}),
+            )
+            .await;
+        created_id(response).await
+    }
+
+    pub async fn create_order(&self, user: Uuid) -> Uuid {
+        let response = self
+            .post("/api/orders", json!({"userId": user, "currency": "EUR"}))
+            .await;
+        created_id(response).await
+    }
+
+    pub async fn stream(&self, id: Uuid) -> Value {
+        let response = self.get(&format!("/api/streams/{id}/events")).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+}
+
+pub async fn created_id(response: Response) -> Uuid {
+    assert_eq!(response.status(), 201, "expected 201 Created");
+    let body: Value = response.json().await.unwrap();
+    body["streamId"].as_str().unwrap().parse().unwrap()
+}
+
+/// Status and the error code of an error response.
+pub async fn error_of(response: Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("error bodies are JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+        .to_owned();
+    assert!(body["error"]["message"].is_string(), "no message in {body}");
+    (status, code)
+}

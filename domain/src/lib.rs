@@ -1,0 +1,30 @@
+//! The orderflow domain: aggregates that decide which events a command produces and fold
+//! events back into state. No I/O, no clocks: whatever a decision needs arrives in the
+//! command, so every business rule is testable with plain values.
+//!
+//! # Layout
+//!
+//! - [`money`]: exact amounts in minor units with validated ISO 4217 currencies.
+//! - [`aggregate`]: the [`Aggregate`] and [`DomainEvent`] traits the store and command
+//!   layer are written against, and [`DecodeError`] for stored events.
+//! - [`error`]: [`DomainError`], one variant per broken rule, each with a stable code.
+//! - [`user`], [`product`], [`order`], [`payment`]: the aggregates, each with its commands,
+//!   events and state.
+//! - `text` (private): trimming and length rules shared by names and reasons.
+
+pub mod aggregate;
+pub mod error;
+pub mod money;
+pub mod order;
+pub mod payment;
+pub mod product;
+pub mod user;
+
+mod text;
+
+#[cfg(test)]
+mod testing;
+
+pub use aggregate::{Aggregate, DecodeError, DomainEvent};
+pub use error::DomainError;
+pub use money::{Currency, Money, MoneyError};

@@ -1,0 +1,728 @@
+//! Products: the catalogue entry and its stock. Orders reserve stock while they are open
+//! and commit it when confirmed, so stock is never sold twice nor goes negative.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::aggregate::{self, Aggregate, DecodeError, DomainEvent};
+use crate::{text, DomainError, Money};
+
+/// Longest SKU, in characters.
+pub const MAX_SKU_LEN: usize = 64;
+
+/// Trimmed and uppercased so "mug-01" and "MUG-01 " claim the same unique SKU.
+pub fn normalize_sku(input: &str) -> Result<String, DomainError> {
+    let sku = input.trim().to_ascii_uppercase();
+    let allowed = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.".contains(&b);
+    if (1..=MAX_SKU_LEN).contains(&sku.len()) && sku.bytes().all(allowed) {
+        Ok(sku)
+    } else {
+        Err(DomainError::InvalidSku { max: MAX_SKU_LEN })
+    }
+}
+
+/// What can be asked of a product; reservations are keyed by the order that holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProductCommand {
+    Create {
+        sku: String,
+        name: String,
+        price: Money,
+        initial_stock: u32,
+    },
+    ChangePrice {
+        price: Money,
+    },
+    Restock {
+        quantity: u32,
+    },
+    Reserve {
+        order_id: Uuid,
+        quantity: u32,
+    },
+    Release {
+        order_id: Uuid,
+    },
+    CommitReservation {
+        order_id: Uuid,
+    },
+}
+
+/// What happened to a product; quantities on release and commit repeat the reserved amount
+/// so projections need no memory of the reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all_fields = "camelCase")]
+pub enum ProductEvent {
+    ProductCreated {
+        sku: String,
+        name: String,
+        price: Money,
+        initial_stock: u32,
+    },
+    PriceChanged {
+        previous_price: Money,
+        price: Money,
+    },
+    Restocked {
+        quantity: u32,
+    },
+    StockReserved {
+        order_id: Uuid,
+        quantity: u32,
+    },
+    ReservationReleased {
+        order_id: Uuid,
+        quantity: u32,
+    },
+    ReservationCommitted {
+        order_id: Uuid,
+        quantity: u32,
+    },
+}
+
+impl ProductEvent {
+    /// Every `event_type` this enum writes, for consumers that filter by name.
+    pub const EVENT_TYPES: &'static [&'static str] = &[
+        "ProductCreated",
+        "PriceChanged",
+        "Restocked",
+        "StockReserved",
+        "ReservationReleased",
+        "ReservationCommitted",
+    ];
+}
+
+impl DomainEvent for ProductEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::ProductCreated { .. } => "ProductCreated",
+            Self::PriceChanged { .. } => "PriceChanged",
+            Self::Restocked { .. } => "Restocked",
+            Self::StockReserved { .. } => "StockReserved",
+            Self::ReservationReleased { .. } => "ReservationReleased",
+            Self::ReservationCommitted { .. } => "ReservationCommitted",
+        }
+    }
+
+    fn schema_version(&self) -> i16 {
+        1
+    }
+
+    fn to_payload(&self) -> Value {
+        aggregate::payload_of(self)
+    }
+
+    fn from_stored(
+        event_type: &str,
+        schema_version: i16,
+        payload: Value,
+    ) -> Result<Self, DecodeError> {
+        match schema_version {
+            1 => aggregate::decode(Self::EVENT_TYPES, event_type, payload),
+            _ => Err(aggregate::unsupported(
+                Self::EVENT_TYPES,
+                event_type,
+                schema_version,
+            )),
+        }
+    }
+}
+
+/// A product's catalogue entry and stock; empty until created.
+///
+/// Counters are `u64` although commands carry `u32`: stock only grows by events of at most
+/// `u32::MAX` each, so the sums cannot overflow in practice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Product {
+    listing: Option<Listing>,
+    on_hand: u64,
+    reserved: u64,
+    sold: u64,
+    reservations: BTreeMap<Uuid, Reservation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listing {
+    sku: String,
+    name: String,
+    price: Money,
+}
+
+/// Kept after release or commit too, so an order reserves a product at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reservation {
+    quantity: u32,
+    open: bool,
+}
+
+impl Product {
+    /// Whether the stream has been created, i.e. anything else may be asked of it.
+    pub fn exists(&self) -> bool {
+        self.listing.is_some()
+    }
+
+    /// The normalized SKU; `None` before creation.
+    pub fn sku(&self) -> Option<&str> {
+        self.listing.as_ref().map(|listing| listing.sku.as_str())
+    }
+
+    /// The name orders snapshot; `None` before creation.
+    pub fn name(&self) -> Option<&str> {
+        self.listing.as_ref().map(|listing| listing.name.as_str())
+    }
+
+    /// The price orders snapshot; `None` before creation.
+    pub fn price(&self) -> Option<Money> {
+        self.listing.as_ref().map(|listing| listing.price)
+    }
+
+    /// Units that can still be reserved.
+    pub fn available(&self) -> u64 {
+        self.on_hand
+    }
+
+    /// Units held by open reservations, not yet sold.
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Units whose reservations were committed.
+    pub fn sold(&self) -> u64 {
+        self.sold
+    }
+
+    /// The quantity `order_id` holds, if its reservation is still open.
+    pub fn reservation(&self, order_id: Uuid) -> Option<u32> {
+        self.reservations
+            .get(&order_id)
+            .filter(|reservation| reservation.open)
+            .map(|reservation| reservation.quantity)
+    }
+
+    fn listing(&self) -> Result<&Listing, DomainError> {
+        self.listing.as_ref().ok_or(DomainError::NotFound {
+            stream_type: Self::STREAM_TYPE,
+        })
+    }
+
+    fn held_by(&self, order_id: Uuid) -> Result<u32, DomainError> {
+        self.listing()?;
+        self.reservation(order_id)
+            .ok_or(DomainError::ReservationNotFound { order_id })
+    }
+
+    fn close(&mut self, order_id: Uuid, quantity: u32) {
+        self.reserved = self.reserved.saturating_sub(quantity.into());
+        if let Some(reservation) = self.reservations.get_mut(&order_id) {
+            reservation.open = false;
+        }
+    }
+}
+
+fn ensure_price(price: Money) -> Result<(), DomainError> {
+    if price.is_negative() {
+        Err(DomainError::PriceNegative { price })
+    } else {
+        Ok(())
+    }
+}
+
+fn ensure_quantity(quantity: u32) -> Result<(), DomainError> {
+    if quantity == 0 {
+        Err(DomainError::QuantityOutOfRange {
+            quantity: 0,
+            max: u32::MAX.into(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+impl Aggregate for Product {
+    const STREAM_TYPE: &'static str = "product";
+    type Command = ProductCommand;
+    type Event = ProductEvent;
+
+    fn handle(&self, command: ProductCommand) -> Result<Vec<ProductEvent>, DomainError> {
+        let event = match command {
+            ProductCommand::Create {
+                sku,
+                name,
+                price,
+                initial_stock,
+            } => {
+                if self.exists() {
+                    return Err(DomainError::AlreadyExists {
+                        stream_type: Self::STREAM_TYPE,
+                    });
+                }
+                ensure_price(price)?;
+                ProductEvent::ProductCreated {
+                    sku: normalize_sku(&sku)?,
+                    name: text::name(&name)?,
+                    price,
+                    initial_stock,
+                }
+            }
+            ProductCommand::ChangePrice { price } => {
+                let previous_price = self.listing()?.price;
+                price.ensure_currency(previous_price.currency)?;
+                ensure_price(price)?;
+                if price == previous_price {
+                    return Ok(vec![]);
+                }
+                ProductEvent::PriceChanged {
+                    previous_price,
+                    price,
+                }
+            }
+            ProductCommand::Restock { quantity } => {
+                self.listing()?;
+                ensure_quantity(quantity)?;
+                ProductEvent::Restocked { quantity }
+            }
+            ProductCommand::Reserve { order_id, quantity } => {
+                self.listing()?;
+                ensure_quantity(quantity)?;
+                if self.reservations.contains_key(&order_id) {
+                    return Err(DomainError::ReservationExists { order_id });
+                }
+                if u64::from(quantity) > self.on_hand {
+                    return Err(DomainError::InsufficientStock {
+                        requested: quantity,
+                        available: self.on_hand,
+                    });
+                }
+                ProductEvent::StockReserved { order_id, quantity }
+            }
+            ProductCommand::Release { order_id } => ProductEvent::ReservationReleased {
+                order_id,
+                quantity: self.held_by(order_id)?,
+            },
+            ProductCommand::CommitReservation { order_id } => ProductEvent::ReservationCommitted {
+                order_id,
+                quantity: self.held_by(order_id)?,
+            },
+        };
+        Ok(vec![event])
+    }
+
+    fn apply(&mut self, event: &ProductEvent) {
+        match event {
+            ProductEvent::ProductCreated {
+                sku,
+                name,
+                price,
+                initial_stock,
+            } => {
+                self.listing = Some(Listing {
+                    sku: sku.clone(),
+                    name: name.clone(),
+                    price: *price,
+                });
+                self.on_hand = (*initial_stock).into();
+            }
+            ProductEvent::PriceChanged { price, .. } => {
+                if let Some(listing) = &mut self.listing {
+                    listing.price = *price;
+                }
+            }
+            ProductEvent::Restocked { quantity } => {
+                self.on_hand = self.on_hand.saturating_add((*quantity).into());
+            }
+            ProductEvent::StockReserved { order_id, quantity } => {
+                let quantity = *quantity;
+                self.on_hand = self.on_hand.saturating_sub(quantity.into());
+                self.reserved = self.reserved.saturating_add(quantity.into());
+                let open = Reservation {
+                    quantity,
+                    open: true,
+                };
+                self.reservations.insert(*order_id, open);
+            }
+            ProductEvent::ReservationReleased { order_id, quantity } => {
+                self.close(*order_id, *quantity);
+                self.on_hand = self.on_hand.saturating_add((*quantity).into());
+            }
+            ProductEvent::ReservationCommitted { order_id, quantity } => {
+                self.close(*order_id, *quantity);
+                self.sold = self.sold.saturating_add((*quantity).into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{assert_round_trip, given};
+    use crate::Currency;
+
+    const ORDER: Uuid = Uuid::from_u128(1);
+    const OTHER_ORDER: Uuid = Uuid::from_u128(2);
+
+    fn eur(amount_minor: i64) -> Money {
+        Money::new(amount_minor, Currency::EUR)
+    }
+
+    fn created(initial_stock: u32) -> ProductEvent {
+        ProductEvent::ProductCreated {
+            sku: "MUG-01".into(),
+            name: "Coffee mug".into(),
+            price: eur(1299),
+            initial_stock,
+        }
+    }
+
+    fn create(sku: &str, name: &str, price: Money) -> ProductCommand {
+        ProductCommand::Create {
+            sku: sku.into(),
+            name: name.into(),
+            price,
+            initial_stock: 10,
+        }
+    }
+
+    fn reserved(order_id: Uuid, quantity: u32) -> ProductEvent {
+        ProductEvent::StockReserved { order_id, quantity }
+    }
+
+    fn released(order_id: Uuid, quantity: u32) -> ProductEvent {
+        ProductEvent::ReservationReleased { order_id, quantity }
+    }
+
+    fn committed(order_id: Uuid, quantity: u32) -> ProductEvent {
+        ProductEvent::ReservationCommitted { order_id, quantity }
+    }
+
+    #[test]
+    fn creating_a_product_normalizes_its_sku_and_name() {
+        let product = given::<Product>(vec![])
+            .when(create(" mug-01 ", "  Coffee mug ", eur(1299)))
+            .then_expect(vec![created(10)]);
+        assert!(product.exists());
+        assert_eq!(product.sku(), Some("MUG-01"));
+        assert_eq!(product.name(), Some("Coffee mug"));
+        assert_eq!(product.price(), Some(eur(1299)));
+        assert_eq!(
+            (product.available(), product.reserved(), product.sold()),
+            (10, 0, 0)
+        );
+    }
+
+    #[test]
+    fn creating_an_existing_product_is_rejected() {
+        given::<Product>(vec![created(10)])
+            .when(create("MUG-02", "Mug", eur(1)))
+            .then_error("ALREADY_EXISTS");
+    }
+
+    #[test]
+    fn creating_with_an_invalid_sku_is_rejected() {
+        given::<Product>(vec![])
+            .when(create("mug 01", "Coffee mug", eur(1)))
+            .then_error("INVALID_SKU");
+    }
+
+    #[test]
+    fn skus_are_1_to_64_characters_of_letters_digits_dashes_underscores_and_dots() {
+        assert_eq!(normalize_sku(" ab-c_1.2 ").as_deref(), Ok("AB-C_1.2"));
+        assert_eq!(normalize_sku(&"a".repeat(64)), Ok("A".repeat(64)));
+        for input in ["", "   ", "A B", "MUG/01", "MÜG", "mug#1", &"A".repeat(65)] {
+            let error = normalize_sku(input).unwrap_err();
+            assert_eq!(error.code(), "INVALID_SKU", "{input:?}");
+        }
+    }
+
+    #[test]
+    fn creating_with_a_blank_name_is_rejected() {
+        given::<Product>(vec![])
+            .when(create("MUG-01", " ", eur(1)))
+            .then_error("INVALID_NAME");
+    }
+
+    #[test]
+    fn creating_with_a_name_over_200_characters_is_rejected() {
+        given::<Product>(vec![])
+            .when(create("MUG-01", &"x".repeat(201), eur(1)))
+            .then_error("INVALID_NAME");
+    }
+
+    #[test]
+    fn creating_with_a_negative_price_is_rejected() {
+        given::<Product>(vec![])
+            .when(create("MUG-01", "Coffee mug", eur(-1)))
+            .then_error("PRICE_NEGATIVE");
+    }
+
+    #[test]
+    fn a_product_may_be_free() {
+        given::<Product>(vec![])
+            .when(ProductCommand::Create {
+                sku: "FREEBIE".into(),
+                name: "Sticker".into(),
+                price: eur(0),
+                initial_stock: 0,
+            })
+            .then_expect(vec![ProductEvent::ProductCreated {
+                sku: "FREEBIE".into(),
+                name: "Sticker".into(),
+                price: eur(0),
+                initial_stock: 0,
+            }]);
+    }
+
+    #[test]
+    fn changing_the_price_records_the_old_and_new_price() {
+        let product = given::<Product>(vec![created(10)])
+            .when(ProductCommand::ChangePrice { price: eur(999) })
+            .then_expect(vec![ProductEvent::PriceChanged {
+                previous_price: eur(1299),
+                price: eur(999),
+            }]);
+        assert_eq!(product.price(), Some(eur(999)));
+    }
+
+    #[test]
+    fn changing_to_the_same_price_records_nothing() {
+        given::<Product>(vec![created(10)])
+            .when(ProductCommand::ChangePrice { price: eur(1299) })
+            .then_expect(vec![]);
+    }
+
+    #[test]
+    fn changing_the_price_to_another_currency_is_rejected() {
+        given::<Product>(vec![created(10)])
+            .when(ProductCommand::ChangePrice {
+                price: Money::new(1299, Currency::USD),
+            })
+            .then_error("CURRENCY_MISMATCH");
+    }
+
+    #[test]
+    fn changing_to_a_negative_price_is_rejected() {
+        given::<Product>(vec![created(10)])
+            .when(ProductCommand::ChangePrice { price: eur(-5) })
+            .then_error("PRICE_NEGATIVE");
+    }
+
+    #[test]
+    fn changing_the_price_of_a_missing_product_is_not_found() {
+        given::<Product>(vec![])
+            .when(ProductCommand::ChangePrice { price: eur(5) })
+            .then_error("NOT_FOUND");
+    }
+
+    #[test]
+    fn restocking_adds_to_available_stock() {
+        let product = given::<Product>(vec![created(10)])
+            .when(ProductCommand::Restock { quantity: 5 })
+            .then_expect(vec![ProductEvent::Restocked { quantity: 5 }]);
+        assert_eq!(product.available(), 15);
+    }
+
+    #[test]
+    fn restocking_nothing_is_rejected() {
+        given::<Product>(vec![created(10)])
+            .when(ProductCommand::Restock { quantity: 0 })
+            .then_error("QUANTITY_OUT_OF_RANGE");
+    }
+
+    #[test]
+    fn restocking_a_missing_product_is_not_found() {
+        given::<Product>(vec![])
+            .when(ProductCommand::Restock { quantity: 1 })
+            .then_error("NOT_FOUND");
+    }
+
+    #[test]
+    fn reserving_moves_stock_from_available_to_reserved() {
+        let product = given::<Product>(vec![created(10)])
+            .when(ProductCommand::Reserve {
+                order_id: ORDER,
+                quantity: 4,
+            })
+            .then_expect(vec![reserved(ORDER, 4)]);
+        assert_eq!((product.available(), product.reserved()), (6, 4));
+        assert_eq!(product.reservation(ORDER), Some(4));
+    }
+
+    #[test]
+    fn reserving_all_available_stock_is_allowed() {
+        given::<Product>(vec![created(10), reserved(OTHER_ORDER, 4)])
+            .when(ProductCommand::Reserve {
+                order_id: ORDER,
+                quantity: 6,
+            })
+            .then_expect(vec![reserved(ORDER, 6)]);
+    }
+
+    #[test]
+    fn reserving_more_than_available_is_rejected() {
+        given::<Product>(vec![created(10), reserved(OTHER_ORDER, 4)])
+            .when(ProductCommand::Reserve {
+                order_id: ORDER,
+                quantity: 7,
+            })
+            .then_error("INSUFFICIENT_STOCK");
+    }
+
+    #[test]
+    fn reserving_nothing_is_rejected() {
+        given::<Product>(vec![created(10)])
+            .when(ProductCommand::Reserve {
+                order_id: ORDER,
+                quantity: 0,
+            })
+            .then_error("QUANTITY_OUT_OF_RANGE");
+    }
+
+    #[test]
+    fn reserving_twice_for_one_order_is_rejected() {
+        given::<Product>(vec![created(10), reserved(ORDER, 1)])
+            .when(ProductCommand::Reserve {
+                order_id: ORDER,
+                quantity: 1,
+            })
+            .then_error("RESERVATION_EXISTS");
+    }
+
+    #[test]
+    fn reserving_again_after_a_release_is_rejected() {
+        given::<Product>(vec![created(10), reserved(ORDER, 1), released(ORDER, 1)])
+            .when(ProductCommand::Reserve {
+                order_id: ORDER,
+                quantity: 1,
+            })
+            .then_error("RESERVATION_EXISTS");
+    }
+
+    #[test]
+    fn reserving_a_missing_product_is_not_found() {
+        given::<Product>(vec![])
+            .when(ProductCommand::Reserve {
+                order_id: ORDER,
+                quantity: 1,
+            })
+            .then_error("NOT_FOUND");
+    }
+
+    #[test]
+    fn releasing_returns_the_reserved_stock() {
+        let product = given::<Product>(vec![created(10), reserved(ORDER, 4)])
+            .when(ProductCommand::Release { order_id: ORDER })
+            .then_expect(vec![released(ORDER, 4)]);
+        assert_eq!((product.available(), product.reserved()), (10, 0));
+        assert_eq!(product.reservation(ORDER), None);
+    }
+
+    #[test]
+    fn releasing_without_a_reservation_is_rejected() {
+        given::<Product>(vec![created(10), reserved(OTHER_ORDER, 4)])
+            .when(ProductCommand::Release { order_id: ORDER })
+            .then_error("RESERVATION_NOT_FOUND");
+    }
+
+    #[test]
+    fn releasing_twice_is_rejected() {
+        given::<Product>(vec![created(10), reserved(ORDER, 4), released(ORDER, 4)])
+            .when(ProductCommand::Release { order_id: ORDER })
+            .then_error("RESERVATION_NOT_FOUND");
+    }
+
+    #[test]
+    fn releasing_a_committed_reservation_is_rejected() {
+        given::<Product>(vec![created(10), reserved(ORDER, 4), committed(ORDER, 4)])
+            .when(ProductCommand::Release { order_id: ORDER })
+            .then_error("RESERVATION_NOT_FOUND");
+    }
+
+    #[test]
+    fn releasing_on_a_missing_product_is_not_found() {
+        given::<Product>(vec![])
+            .when(ProductCommand::Release { order_id: ORDER })
+            .then_error("NOT_FOUND");
+    }
+
+    #[test]
+    fn committing_turns_reserved_stock_into_sold_stock() {
+        let product = given::<Product>(vec![created(10), reserved(ORDER, 4)])
+            .when(ProductCommand::CommitReservation { order_id: ORDER })
+            .then_expect(vec![committed(ORDER, 4)]);
+        assert_eq!(
+            (product.available(), product.reserved(), product.sold()),
+            (6, 0, 4)
+        );
+    }
+
+    #[test]
+    fn committing_without_a_reservation_is_rejected() {
+        given::<Product>(vec![created(10)])
+            .when(ProductCommand::CommitReservation { order_id: ORDER })
+            .then_error("RESERVATION_NOT_FOUND");
+    }
+
+    #[test]
+    fn committing_twice_is_rejected() {
+        given::<Product>(vec![created(10), reserved(ORDER, 4), committed(ORDER, 4)])
+            .when(ProductCommand::CommitReservation { order_id: ORDER })
+            .then_error("RESERVATION_NOT_FOUND");
+    }
+
+    #[test]
+    fn committing_a_released_reservation_is_rejected() {
+        given::<Product>(vec![created(10), reserved(ORDER, 4), released(ORDER, 4)])
+            .when(ProductCommand::CommitReservation { order_id: ORDER })
+            .then_error("RESERVATION_NOT_FOUND");
+    }
+
+    #[test]
+    fn committing_on_a_missing_product_is_not_found() {
+        given::<Product>(vec![])
+            .when(ProductCommand::CommitReservation { order_id: ORDER })
+            .then_error("NOT_FOUND");
+    }
+
+    #[test]
+    fn every_product_event_survives_storage_under_a_stable_name() {
+        let events = [
+            created(10),
+            ProductEvent::PriceChanged {
+                previous_price: eur(1299),
+                price: eur(999),
+            },
+            ProductEvent::Restocked { quantity: 3 },
+            reserved(ORDER, 2),
+            released(ORDER, 2),
+            committed(ORDER, 2),
+        ];
+        let names = [
+            "ProductCreated",
+            "PriceChanged",
+            "Restocked",
+            "StockReserved",
+            "ReservationReleased",
+            "ReservationCommitted",
+        ];
+        assert_round_trip(&events, &names);
+        assert_eq!(ProductEvent::EVENT_TYPES, names);
+        assert_eq!(
+            created(10).to_payload(),
+            json!({
+                "sku": "MUG-01",
+                "name": "Coffee mug",
+                "price": {"amountMinor": 1299, "currency": "EUR"},
+                "initialStock": 10,
+            })
+        );
+        assert_eq!(
+            reserved(ORDER, 2).to_payload(),
+            json!({"orderId": ORDER, "quantity": 2})
+        );
+    }
+}

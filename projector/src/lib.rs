@@ -1,0 +1,1 @@
+//! Projector workers that fold events from Kafka into Postgres read models, and the replay engine.

@@ -1,0 +1,1 @@
+//! The GraphQL query service over the read models.

@@ -1,0 +1,177 @@
+//! Argument parsing and wiring of the roles; each role's logic lives in its crate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use orderflow_command::config::CommandArgs;
+use orderflow_store::DatabaseArgs;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::devdb::{self, PrivatePostgres};
+
+/// orderflow: an event-sourced CQRS order platform on PostgreSQL and Kafka.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    /// Log as JSON lines (for log shippers) instead of human-readable text.
+    #[arg(long, env = "ORDERFLOW_LOG_JSON", global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// Apply the database migrations (event store, read models, saga state) and exit.
+    Migrate(DatabaseArgs),
+    /// Run the command service (REST API that appends events).
+    Command(CommandArgs),
+    /// Run the whole platform in one process, starting a private PostgreSQL when no
+    /// database URL is given.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DevArgs {
+    /// Use this PostgreSQL instead of starting a private one.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Where the private PostgreSQL keeps its data between runs.
+    #[arg(long, env = "ORDERFLOW_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Port of the private PostgreSQL (loopback only).
+    #[arg(long, env = "ORDERFLOW_PG_PORT", default_value_t = 54329)]
+    pg_port: u16,
+    /// Wipe the private PostgreSQL's data first.
+    #[arg(long)]
+    fresh: bool,
+    /// Address the REST command API listens on.
+    #[arg(long, env = "ORDERFLOW_COMMAND_LISTEN", default_value = "127.0.0.1:8081")]
+    command_listen: std::net::SocketAddr,
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.role)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(role: Role) -> anyhow::Result<()> {
+    match role {
+        Role::Migrate(database) => {
+            database
+                .connect_and_migrate()
+                .await
+                .context("migrating the database")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Role::Command(args) => {
+            let pool = args
+                .database
+                .connect_and_migrate()
+                .await
+                .context("connecting to the database")?;
+            let listener = bind(args.listen).await?;
+            tracing::info!(addr = %listener.local_addr()?, "command API listening");
+            orderflow_command::startup::serve(listener, pool, shutdown_signal()).await
+        }
+        Role::Dev(args) => dev(args).await,
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let (database_url, private) = match args.database_url {
+        Some(url) => (url, None),
+        None => {
+            let dir = args.data_dir.unwrap_or_else(devdb::default_data_dir);
+            let pg = PrivatePostgres::start(&dir, args.pg_port, args.fresh)
+                .await
+                .context("starting the private PostgreSQL")?;
+            (pg.url().to_owned(), Some(pg))
+        }
+    };
+    let result = serve_dev(&database_url, args.command_listen).await;
+    if let Some(pg) = private {
+        println!("stopping the private PostgreSQL");
+        pg.stop().await.context("stopping the private PostgreSQL")?;
+    }
+    result
+}
+
+async fn serve_dev(database_url: &str, command_listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let pool = DatabaseArgs::new(database_url)
+        .connect_and_migrate()
+        .await
+        .context("connecting to the database")?;
+    let listener = bind(command_listen).await?;
+    let api = listener.local_addr()?;
+    println!();
+    println!("orderflow dev is running (Ctrl-C stops everything)");
+    println!("  command API   http://{api}/api   (OpenAPI: http://{api}/api/openapi.json)");
+    println!("  database      {database_url}");
+    println!();
+    orderflow_command::startup::serve(listener, pool, shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

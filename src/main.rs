@@ -1,0 +1,8 @@
+//! `orderflow`: one binary whose subcommands start each role of the platform.
+
+mod cli;
+mod devdb;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

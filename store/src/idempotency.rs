@@ -1,0 +1,49 @@
+//! The stored first response of each idempotent command.
+
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::{unique_violation, StoreError};
+
+/// The response recorded for an idempotency key, and what request it answered.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StoredResponse {
+    /// A digest of method, path and body: the same key with another request is a client bug.
+    pub fingerprint: String,
+    pub status: i16,
+    pub response: serde_json::Value,
+}
+
+pub async fn find<'e>(
+    executor: impl PgExecutor<'e>,
+    key: &str,
+) -> Result<Option<StoredResponse>, StoreError> {
+    Ok(sqlx::query_as(
+        "select fingerprint, status, response from idempotency_keys where key = $1",
+    )
+    .bind(key)
+    .fetch_optional(executor)
+    .await?)
+}
+
+/// Record the response in the command's own transaction. `Ok(false)` means a concurrent
+/// retry recorded it first: roll back and answer with [`find`].
+pub async fn record(
+    conn: &mut PgConnection,
+    key: &str,
+    stored: &StoredResponse,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "insert into idempotency_keys (key, fingerprint, status, response) values ($1, $2, $3, $4)",
+    )
+    .bind(key)
+    .bind(&stored.fingerprint)
+    .bind(stored.status)
+    .bind(&stored.response)
+    .execute(conn)
+    .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if unique_violation(&err) == Some("idempotency_keys_pkey") => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}

@@ -1,0 +1,41 @@
+//! The PostgreSQL event store shared by the write side, the relay, the projectors and the saga.
+//!
+//! Appends are optimistic (`unique (stream_id, version)`), reads are either per stream or
+//! global in commit order with a gap-safe cursor, and the same transaction can claim values
+//! unique across streams and record an idempotent command's response.
+//!
+//! # Layout
+//! - [`event`]: the stored event, the event to append and its metadata.
+//! - [`append`]: loading a stream for a decision and appending with an expected version.
+//! - [`reader`]: the gap-safe global reader (`(tx_id, position)` cursor).
+//! - [`claims`]: values unique across streams (email, sku).
+//! - [`idempotency`]: stored responses of idempotent commands.
+//! - [`config`]: [`DatabaseArgs`], the flags every role shares.
+//! - [`error`]: [`StoreError`].
+
+pub mod append;
+pub mod claims;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod idempotency;
+pub mod reader;
+
+pub use append::{append, load, load_events, AppendOutcome, Loaded};
+pub use config::DatabaseArgs;
+pub use error::StoreError;
+pub use event::{EventMetadata, NewEvent, StoredEvent};
+pub use reader::{read_after, read_stream, Cursor};
+
+/// The migrations of every crate's tables, embedded so `orderflow migrate` needs no files.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// A unique violation (SQLSTATE 23505) names the constraint it broke; that name is the fact.
+pub fn unique_violation(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            Some(db.constraint().unwrap_or(""))
+        }
+        _ => None,
+    }
+}

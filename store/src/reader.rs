@@ -1,0 +1,69 @@
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::event::{StoredEvent, COLUMNS};
+use crate::StoreError;
+
+/// A position in commit order: the last `(tx_id, position)` a reader has consumed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
+    pub tx_id: i64,
+    pub position: i64,
+}
+
+impl Cursor {
+    /// The cursor just past `event`.
+    pub fn after(event: &StoredEvent) -> Self {
+        Self {
+            tx_id: event.tx_id,
+            position: event.position,
+        }
+    }
+}
+
+/// Up to `limit` committed events after `cursor`, in commit order.
+///
+/// Positions are allocated before commit, so a reader that follows `position` alone skips a
+/// transaction that commits after a later-numbered one. Reading only below the oldest
+/// transaction still running (`pg_snapshot_xmin`) and ordering by `(tx_id, position)` never
+/// does: every transaction that could still commit sorts after everything returned.
+pub async fn read_after<'e>(
+    executor: impl PgExecutor<'e>,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from events \
+         where (tx_id, position) > ($1::bigint::text::xid8, $2) \
+           and tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         order by tx_id, position \
+         limit $3"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(cursor.tx_id)
+        .bind(cursor.position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?)
+}
+
+/// A stream's events from `from_version` on (inclusive), in version order.
+pub async fn read_stream<'e>(
+    executor: impl PgExecutor<'e>,
+    stream_id: Uuid,
+    from_version: i32,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from events where stream_id = $1 and version >= $2 \
+         order by version limit $3"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(stream_id)
+        .bind(from_version)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?)
+}
