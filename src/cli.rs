@@ -49,7 +49,11 @@ struct DevArgs {
     #[arg(long)]
     fresh: bool,
     /// Address the REST command API listens on.
-    #[arg(long, env = "ORDERFLOW_COMMAND_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "ORDERFLOW_COMMAND_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
     command_listen: std::net::SocketAddr,
 }
 

@@ -10,6 +10,10 @@ pub struct CommandArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Address the REST API listens on.
-    #[arg(long = "listen", env = "ORDERFLOW_COMMAND_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(
+        long = "listen",
+        env = "ORDERFLOW_COMMAND_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
     pub listen: SocketAddr,
 }

@@ -81,9 +81,8 @@ fn from_headers(headers: &HeaderMap) -> Result<CommandHeaders, ApiError> {
 }
 
 pub fn parse_correlation_id(value: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(value).map_err(|_| {
-        ApiError::bad_request("INVALID_HEADER", "X-Correlation-Id must be a UUID")
-    })
+    Uuid::parse_str(value)
+        .map_err(|_| ApiError::bad_request("INVALID_HEADER", "X-Correlation-Id must be a UUID"))
 }
 
 /// `3`, `"3"` and `W/"3"` name version 3; `*` asks for no particular version.

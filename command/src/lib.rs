@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`startup`]: state, router and middleware, the server.
-//! - [`config`]: [`config::CommandArgs`].
+//! - [`config`]: the flags of `orderflow command`.
 //! - [`exec`]: the write pipeline (idempotency, transaction, retries, response).
 //! - [`extract`]: extractors with JSON rejections and the command headers.
 //! - [`error`]: [`error::ApiError`] and the error body.

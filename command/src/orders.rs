@@ -132,7 +132,14 @@ pub async fn add_item(
     ApiJson(body): ApiJson<AddItem>,
 ) -> Result<Response, ApiError> {
     let print = fingerprint("POST", &format!("/api/orders/{id}/items"), &body);
-    run(&state, &headers, print, StatusCode::OK, AddToOrder { id, body }).await
+    run(
+        &state,
+        &headers,
+        print,
+        StatusCode::OK,
+        AddToOrder { id, body },
+    )
+    .await
 }
 
 struct AddToOrder {
@@ -154,7 +161,9 @@ impl WriteCommand for AddToOrder {
         let product_id = self.body.product_id;
         let product = referenced::<Product>(tx, product_id, "UNKNOWN_PRODUCT").await?;
         let (Some(name), Some(price)) = (product.state.name(), product.state.price()) else {
-            return Err(anyhow::anyhow!("product {product_id} has events but no name or price").into());
+            return Err(
+                anyhow::anyhow!("product {product_id} has events but no name or price").into(),
+            );
         };
         let decided = loaded.state.handle(OrderCommand::AddItem {
             product_id,
@@ -177,7 +186,11 @@ pub async fn update_quantity(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<UpdateQuantity>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("PATCH", &format!("/api/orders/{id}/items/{product_id}"), &body);
+    let print = fingerprint(
+        "PATCH",
+        &format!("/api/orders/{id}/items/{product_id}"),
+        &body,
+    );
     let command = OrderCommand::UpdateQuantity {
         product_id,
         quantity: body.quantity,
@@ -195,8 +208,19 @@ pub async fn remove_item(
     ApiPath((id, product_id)): ApiPath<(Uuid, Uuid)>,
     headers: CommandHeaders,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("DELETE", &format!("/api/orders/{id}/items/{product_id}"), &());
-    on_order(&state, &headers, print, id, OrderCommand::RemoveItem { product_id }).await
+    let print = fingerprint(
+        "DELETE",
+        &format!("/api/orders/{id}/items/{product_id}"),
+        &(),
+    );
+    on_order(
+        &state,
+        &headers,
+        print,
+        id,
+        OrderCommand::RemoveItem { product_id },
+    )
+    .await
 }
 
 /// Place a draft order: from here the saga reserves stock and takes payment.

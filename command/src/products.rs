@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::exec::{fingerprint, run, Decide, CommandContext, WriteCommand, WriteResponse};
+use crate::exec::{fingerprint, run, CommandContext, Decide, WriteCommand, WriteResponse};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
 use crate::startup::AppState;
 
@@ -121,7 +121,17 @@ pub async fn change_price(
 ) -> Result<Response, ApiError> {
     let print = fingerprint("POST", &format!("/api/products/{id}/price"), &body);
     let command = ProductCommand::ChangePrice { price: body.price };
-    run(&state, &headers, print, StatusCode::OK, Decide::<Product> { stream_id: id, command }).await
+    run(
+        &state,
+        &headers,
+        print,
+        StatusCode::OK,
+        Decide::<Product> {
+            stream_id: id,
+            command,
+        },
+    )
+    .await
 }
 
 /// Add stock.
@@ -139,5 +149,15 @@ pub async fn restock(
     let command = ProductCommand::Restock {
         quantity: body.quantity,
     };
-    run(&state, &headers, print, StatusCode::OK, Decide::<Product> { stream_id: id, command }).await
+    run(
+        &state,
+        &headers,
+        print,
+        StatusCode::OK,
+        Decide::<Product> {
+            stream_id: id,
+            command,
+        },
+    )
+    .await
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::exec::{fingerprint, run, Decide, CommandContext, WriteCommand, WriteResponse};
+use crate::exec::{fingerprint, run, CommandContext, Decide, WriteCommand, WriteResponse};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
 use crate::startup::AppState;
 
@@ -102,7 +102,10 @@ pub async fn rename(
 ) -> Result<Response, ApiError> {
     let print = fingerprint("POST", &format!("/api/users/{id}/name"), &body);
     let command = UserCommand::Rename { name: body.name };
-    let command = Decide::<User> { stream_id: id, command };
+    let command = Decide::<User> {
+        stream_id: id,
+        command,
+    };
     run(&state, &headers, print, StatusCode::OK, command).await
 }
 
@@ -119,7 +122,14 @@ pub async fn change_email(
     ApiJson(body): ApiJson<ChangeEmail>,
 ) -> Result<Response, ApiError> {
     let print = fingerprint("POST", &format!("/api/users/{id}/email"), &body);
-    run(&state, &headers, print, StatusCode::OK, ChangeUserEmail { id, body }).await
+    run(
+        &state,
+        &headers,
+        print,
+        StatusCode::OK,
+        ChangeUserEmail { id, body },
+    )
+    .await
 }
 
 struct ChangeUserEmail {

@@ -41,7 +41,11 @@ async fn registering_a_user_stores_one_event_with_metadata(pool: PgPool) {
     assert_eq!(event["data"]["name"], "Ada Lovelace");
     assert_eq!(event["data"]["email"], "ada@example.com");
     assert_eq!(event["metadata"]["correlationId"], correlation.to_string());
-    let event_id: Uuid = event["metadata"]["eventId"].as_str().unwrap().parse().unwrap();
+    let event_id: Uuid = event["metadata"]["eventId"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(event_id.get_version_num(), 7);
     assert!(event["metadata"]["commandId"].is_string());
     assert!(event["recordedAt"].is_string());
@@ -52,19 +56,28 @@ async fn a_user_can_be_renamed_and_change_email(pool: PgPool) {
     let app = spawn_app(pool).await;
     let ada = app.register_user("Ada", "ada@example.com").await;
     let renamed = app
-        .post(&format!("/api/users/{ada}/name"), json!({"name": "Ada King"}))
+        .post(
+            &format!("/api/users/{ada}/name"),
+            json!({"name": "Ada King"}),
+        )
         .await;
     assert_eq!(renamed.status(), 200);
     assert_eq!(renamed.json::<Value>().await.unwrap()["version"], 2);
 
     let moved = app
-        .post(&format!("/api/users/{ada}/email"), json!({"email": "ada@king.org"}))
+        .post(
+            &format!("/api/users/{ada}/email"),
+            json!({"email": "ada@king.org"}),
+        )
         .await;
     assert_eq!(moved.status(), 200);
     // The old address is free again, the new one is taken.
     app.register_user("Other", "ada@example.com").await;
     let taken = app
-        .post("/api/users", json!({"name": "Copy", "email": "ADA@king.org"}))
+        .post(
+            "/api/users",
+            json!({"name": "Copy", "email": "ADA@king.org"}),
+        )
         .await;
     assert_eq!(error_of(taken).await, (409, "EMAIL_TAKEN".into()));
 
@@ -84,7 +97,10 @@ async fn two_concurrent_registrations_of_one_email_give_one_201_and_one_409(pool
     for round in 0..5 {
         let email = format!("race{round}@example.com");
         let attempts = (0..2).map(|i| {
-            app.post("/api/users", json!({"name": format!("Racer {i}"), "email": email}))
+            app.post(
+                "/api/users",
+                json!({"name": format!("Racer {i}"), "email": email}),
+            )
         });
         let mut statuses: Vec<u16> = join_all(attempts)
             .await
@@ -109,7 +125,10 @@ async fn products_are_created_repriced_and_restocked(pool: PgPool) {
         .await;
     assert_eq!(repriced.status(), 200);
     let restocked = app
-        .post(&format!("/api/products/{mug}/restock"), json!({"quantity": 5}))
+        .post(
+            &format!("/api/products/{mug}/restock"),
+            json!({"quantity": 5}),
+        )
         .await;
     assert_eq!(restocked.json::<Value>().await.unwrap()["version"], 3);
 
@@ -131,9 +150,15 @@ async fn products_are_created_repriced_and_restocked(pool: PgPool) {
             json!({"price": {"amountMinor": 1500, "currency": "USD"}}),
         )
         .await;
-    assert_eq!(error_of(other_currency).await, (422, "CURRENCY_MISMATCH".into()));
+    assert_eq!(
+        error_of(other_currency).await,
+        (422, "CURRENCY_MISMATCH".into())
+    );
     let nothing = app
-        .post(&format!("/api/products/{mug}/restock"), json!({"quantity": 0}))
+        .post(
+            &format!("/api/products/{mug}/restock"),
+            json!({"quantity": 0}),
+        )
         .await;
     assert_eq!(error_of(nothing).await.0, 422);
     assert_eq!(app.event_count().await, 3);
@@ -149,7 +174,7 @@ async fn an_order_goes_from_draft_to_placed(pool: PgPool) {
 
     let add = |product: Uuid, quantity: u32| {
         app.post(
-            &format!("/api/orders/{order}/items"),
+            format!("/api/orders/{order}/items"),
             json!({"productId": product, "quantity": quantity}),
         )
     };
@@ -180,7 +205,10 @@ async fn an_order_goes_from_draft_to_placed(pool: PgPool) {
 
     let stream = app.stream(order).await;
     let events = stream["events"].as_array().unwrap();
-    let types: Vec<&str> = events.iter().map(|e| e["eventType"].as_str().unwrap()).collect();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap())
+        .collect();
     assert_eq!(
         types,
         [
@@ -201,11 +229,17 @@ async fn an_order_goes_from_draft_to_placed(pool: PgPool) {
     let late = add(tea, 1).await;
     assert_eq!(error_of(late).await, (422, "ORDER_NOT_DRAFT".into()));
     let cancelled = app
-        .post(&format!("/api/orders/{order}/cancel"), json!({"reason": "changed my mind"}))
+        .post(
+            &format!("/api/orders/{order}/cancel"),
+            json!({"reason": "changed my mind"}),
+        )
         .await;
     assert_eq!(cancelled.status(), 200);
     let again = app
-        .post(&format!("/api/orders/{order}/cancel"), json!({"reason": "again"}))
+        .post(
+            &format!("/api/orders/{order}/cancel"),
+            json!({"reason": "again"}),
+        )
         .await;
     assert_eq!(error_of(again).await.0, 422);
     assert_eq!(app.stream(order).await["version"], 8);
@@ -219,10 +253,15 @@ async fn broken_business_rules_are_422_and_store_nothing(pool: PgPool) {
     let order = app.create_order(user).await;
     let before = app.event_count().await;
 
-    let empty = app.post(&format!("/api/orders/{order}/place"), json!({})).await;
+    let empty = app
+        .post(&format!("/api/orders/{order}/place"), json!({}))
+        .await;
     assert_eq!(error_of(empty).await, (422, "ORDER_EMPTY".into()));
     let zero = app
-        .post(&format!("/api/orders/{order}/items"), json!({"productId": mug, "quantity": 0}))
+        .post(
+            &format!("/api/orders/{order}/items"),
+            json!({"productId": mug, "quantity": 0}),
+        )
         .await;
     assert_eq!(error_of(zero).await, (422, "QUANTITY_OUT_OF_RANGE".into()));
     let not_in_order = app
@@ -231,21 +270,33 @@ async fn broken_business_rules_are_422_and_store_nothing(pool: PgPool) {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(not_in_order).await, (422, "ITEM_NOT_IN_ORDER".into()));
+    assert_eq!(
+        error_of(not_in_order).await,
+        (422, "ITEM_NOT_IN_ORDER".into())
+    );
     let unknown_product = app
         .post(
             &format!("/api/orders/{order}/items"),
             json!({"productId": Uuid::now_v7(), "quantity": 1}),
         )
         .await;
-    assert_eq!(error_of(unknown_product).await, (422, "UNKNOWN_PRODUCT".into()));
+    assert_eq!(
+        error_of(unknown_product).await,
+        (422, "UNKNOWN_PRODUCT".into())
+    );
     // A user id is not a product id.
     let wrong_type = app
-        .post(&format!("/api/orders/{order}/items"), json!({"productId": user, "quantity": 1}))
+        .post(
+            &format!("/api/orders/{order}/items"),
+            json!({"productId": user, "quantity": 1}),
+        )
         .await;
     assert_eq!(error_of(wrong_type).await, (422, "UNKNOWN_PRODUCT".into()));
     let unknown_user = app
-        .post("/api/orders", json!({"userId": Uuid::now_v7(), "currency": "EUR"}))
+        .post(
+            "/api/orders",
+            json!({"userId": Uuid::now_v7(), "currency": "EUR"}),
+        )
         .await;
     assert_eq!(error_of(unknown_user).await, (422, "UNKNOWN_USER".into()));
     let dollars = app
@@ -264,11 +315,18 @@ async fn broken_business_rules_are_422_and_store_nothing(pool: PgPool) {
         .await;
     assert_eq!(error_of(bad_email).await.0, 422);
     let blank_reason = app
-        .post(&format!("/api/orders/{order}/cancel"), json!({"reason": "  "}))
+        .post(
+            &format!("/api/orders/{order}/cancel"),
+            json!({"reason": "  "}),
+        )
         .await;
     assert_eq!(error_of(blank_reason).await.0, 422);
 
-    assert_eq!(app.event_count().await, before + 1, "only the USD order was stored");
+    assert_eq!(
+        app.event_count().await,
+        before + 1,
+        "only the USD order was stored"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -283,7 +341,10 @@ async fn malformed_requests_are_400_with_a_json_body(pool: PgPool) {
     };
     let cases = [
         ("{\"name\": \"Ada\", ", "MALFORMED_JSON"),
-        ("{\"name\": \"Ada\", \"email\": \"a@b.co\", \"admin\": true}", "INVALID_BODY"),
+        (
+            "{\"name\": \"Ada\", \"email\": \"a@b.co\", \"admin\": true}",
+            "INVALID_BODY",
+        ),
         ("{\"name\": 42, \"email\": \"a@b.co\"}", "INVALID_BODY"),
         ("{\"name\": \"Ada\"}", "INVALID_BODY"),
         ("[]", "INVALID_BODY"),
@@ -348,10 +409,15 @@ async fn malformed_requests_are_400_with_a_json_body(pool: PgPool) {
 async fn unknown_ids_and_routes_are_404(pool: PgPool) {
     let app = spawn_app(pool).await;
     let missing = Uuid::now_v7();
-    let place = app.post(&format!("/api/orders/{missing}/place"), json!({})).await;
+    let place = app
+        .post(&format!("/api/orders/{missing}/place"), json!({}))
+        .await;
     assert_eq!(error_of(place).await, (404, "NOT_FOUND".into()));
     let restock = app
-        .post(&format!("/api/products/{missing}/restock"), json!({"quantity": 1}))
+        .post(
+            &format!("/api/products/{missing}/restock"),
+            json!({"quantity": 1}),
+        )
         .await;
     assert_eq!(error_of(restock).await, (404, "NOT_FOUND".into()));
     let add = app
@@ -365,11 +431,18 @@ async fn unknown_ids_and_routes_are_404(pool: PgPool) {
     assert_eq!(error_of(stream).await, (404, "NOT_FOUND".into()));
     // An existing stream of another type is not an order.
     let user = app.register_user("Ada", "ada@example.com").await;
-    let not_an_order = app.post(&format!("/api/orders/{user}/place"), json!({})).await;
+    let not_an_order = app
+        .post(&format!("/api/orders/{user}/place"), json!({}))
+        .await;
     assert_eq!(error_of(not_an_order).await, (404, "NOT_FOUND".into()));
     let route = app.get("/api/nothing-here").await;
     assert_eq!(error_of(route).await, (404, "NO_SUCH_ROUTE".into()));
-    let method = app.client.delete(app.url("/api/users")).send().await.unwrap();
+    let method = app
+        .client
+        .delete(app.url("/api/users"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(method).await.0, 405);
 }
 
@@ -405,19 +478,29 @@ async fn a_retried_command_with_an_idempotency_key_returns_the_first_response(po
             .json(&body)
             .send()
     };
-    let first = send(json!({"name": "Ada", "email": "ada@example.com"})).await.unwrap();
+    let first = send(json!({"name": "Ada", "email": "ada@example.com"}))
+        .await
+        .unwrap();
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.unwrap();
-    let retry = send(json!({"name": "Ada", "email": "ada@example.com"})).await.unwrap();
+    let retry = send(json!({"name": "Ada", "email": "ada@example.com"}))
+        .await
+        .unwrap();
     assert_eq!(retry.status(), 201);
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     assert_eq!(retry.json::<Value>().await.unwrap(), first);
     assert_eq!(app.event_count().await, 1);
 
-    let other = send(json!({"name": "Bob", "email": "bob@example.com"})).await.unwrap();
-    assert_eq!(error_of(other).await, (422, "IDEMPOTENCY_KEY_REUSED".into()));
-    let command_id = &app.stream(first["streamId"].as_str().unwrap().parse().unwrap()).await
-        ["events"][0]["metadata"]["commandId"];
+    let other = send(json!({"name": "Bob", "email": "bob@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(other).await,
+        (422, "IDEMPOTENCY_KEY_REUSED".into())
+    );
+    let command_id = &app
+        .stream(first["streamId"].as_str().unwrap().parse().unwrap())
+        .await["events"][0]["metadata"]["commandId"];
     assert_eq!(command_id, "register-ada-1");
 }
 
@@ -478,8 +561,15 @@ async fn fifty_concurrent_appends_at_one_version_have_exactly_one_winner(pool: P
         .map(|r| r.unwrap().status().as_u16())
         .collect();
     statuses.sort_unstable();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|s| [200, 409, 412].contains(s)), "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 409, 412].contains(s)),
+        "{statuses:?}"
+    );
     assert_eq!(app.stream(mug).await["version"], 2);
 }
 
@@ -488,12 +578,19 @@ async fn fifty_concurrent_appends_without_if_match_get_one_version_each(pool: Pg
     let app = spawn_app(pool).await;
     let mug = app.create_product("MUG", 1250, 1000).await;
     let attempts = (0..50).map(|_| {
-        app.post(&format!("/api/products/{mug}/restock"), json!({"quantity": 1}))
+        app.post(
+            format!("/api/products/{mug}/restock"),
+            json!({"quantity": 1}),
+        )
     });
     let mut versions = Vec::new();
     for response in join_all(attempts).await {
         match response.status().as_u16() {
-            200 => versions.push(response.json::<Value>().await.unwrap()["version"].as_i64().unwrap()),
+            200 => versions.push(
+                response.json::<Value>().await.unwrap()["version"]
+                    .as_i64()
+                    .unwrap(),
+            ),
             409 => {}
             other => panic!("unexpected status {other}"),
         }
@@ -535,7 +632,10 @@ async fn health_ready_and_openapi_answer(pool: PgPool) {
         "/health",
         "/ready",
     ] {
-        assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
     }
     assert!(spec["components"]["schemas"]["CreateProduct"].is_object());
 }

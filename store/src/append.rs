@@ -29,10 +29,7 @@ pub async fn load_events(
     stream_id: Uuid,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let sql = format!("select {COLUMNS} from events where stream_id = $1 order by version");
-    Ok(sqlx::query_as(&sql)
-        .bind(stream_id)
-        .fetch_all(conn)
-        .await?)
+    Ok(sqlx::query_as(&sql).bind(stream_id).fetch_all(conn).await?)
 }
 
 /// Load and fold a stream. Call it for every stream a transaction appends to before the
@@ -75,7 +72,10 @@ pub async fn append(
     metadata: &EventMetadata,
 ) -> Result<AppendOutcome, StoreError> {
     assert!(!events.is_empty(), "append needs at least one event");
-    let versions: Vec<i32> = (1..).take(events.len()).map(|i| expected_version + i).collect();
+    let versions: Vec<i32> = (1..)
+        .take(events.len())
+        .map(|i| expected_version + i)
+        .collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let schemas: Vec<i16> = events.iter().map(|e| e.schema_version).collect();
     let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();

@@ -17,12 +17,12 @@ pub async fn find<'e>(
     executor: impl PgExecutor<'e>,
     key: &str,
 ) -> Result<Option<StoredResponse>, StoreError> {
-    Ok(sqlx::query_as(
-        "select fingerprint, status, response from idempotency_keys where key = $1",
+    Ok(
+        sqlx::query_as("select fingerprint, status, response from idempotency_keys where key = $1")
+            .bind(key)
+            .fetch_optional(executor)
+            .await?,
     )
-    .bind(key)
-    .fetch_optional(executor)
-    .await?)
 }
 
 /// Record the response in the command's own transaction. `Ok(false)` means a concurrent

@@ -11,7 +11,7 @@
 //! - [`claims`]: values unique across streams (email, sku).
 //! - [`idempotency`]: stored responses of idempotent commands.
 //! - [`config`]: [`DatabaseArgs`], the flags every role shares.
-//! - [`error`]: [`StoreError`].
+//! - [`error`]: the [`StoreError`] every operation returns.
 
 pub mod append;
 pub mod claims;

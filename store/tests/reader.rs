@@ -54,11 +54,17 @@ async fn a_transaction_that_commits_late_is_still_read(pool: PgPool) {
 
     slow.commit().await.unwrap();
     let events = read_after(&pool, Cursor::default(), 1000).await.unwrap();
-    let order: Vec<i64> = events.iter().map(|e| e.payload["n"].as_i64().unwrap()).collect();
+    let order: Vec<i64> = events
+        .iter()
+        .map(|e| e.payload["n"].as_i64().unwrap())
+        .collect();
     assert_eq!(order, [1, 2]);
     // Reading on from the cursor of the first event returns the rest, and only that.
     assert_eq!(read_all(&pool, Cursor::after(&events[0])).await, [2]);
-    assert_eq!(read_all(&pool, Cursor::after(&events[1])).await, Vec::<i64>::new());
+    assert_eq!(
+        read_all(&pool, Cursor::after(&events[1])).await,
+        Vec::<i64>::new()
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -86,15 +92,25 @@ async fn the_reader_pages_in_commit_order(pool: PgPool) {
 async fn appending_at_a_taken_version_is_a_conflict(pool: PgPool) {
     let stream = Uuid::now_v7();
     let mut tx = pool.begin().await.unwrap();
-    append(&mut tx, stream, "test", 0, &[event(1), event(2)], &metadata())
-        .await
-        .unwrap();
+    append(
+        &mut tx,
+        stream,
+        "test",
+        0,
+        &[event(1), event(2)],
+        &metadata(),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
     let err = append(&mut tx, stream, "test", 1, &[event(3)], &metadata())
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { expected: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Conflict { expected: 1, .. }),
+        "{err:?}"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]

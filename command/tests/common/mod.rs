@@ -37,9 +37,9 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Response {
+    pub async fn post(&self, path: impl AsRef<str>, body: Value) -> Response {
         self.client
-            .post(self.url(path))
+            .post(self.url(path.as_ref()))
             .json(&body)
             .send()
             .await
