@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use orderflow_command::config::CommandArgs;
+use orderflow_command::config::{CommandArgs, RelayArgs};
+use orderflow_kafka::KafkaArgs;
 use orderflow_store::DatabaseArgs;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use crate::devdb::{self, PrivatePostgres};
@@ -29,6 +31,8 @@ enum Role {
     Migrate(DatabaseArgs),
     /// Run the command service (REST API that appends events).
     Command(CommandArgs),
+    /// Run the outbox relay (publishes committed events to Kafka; one active, others stand by).
+    Relay(RelayArgs),
     /// Run the whole platform in one process, starting a private PostgreSQL when no
     /// database URL is given.
     Dev(DevArgs),
@@ -55,6 +59,12 @@ struct DevArgs {
         default_value = "127.0.0.1:8081"
     )]
     command_listen: std::net::SocketAddr,
+    /// Use this Kafka instead of an in-process Kafka-protocol broker.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Topic prefix (one per environment sharing a cluster).
+    #[arg(long, env = "ORDERFLOW_TOPIC_PREFIX", default_value = "orderflow")]
+    topic_prefix: String,
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -107,6 +117,18 @@ async fn run(role: Role) -> anyhow::Result<()> {
             tracing::info!(addr = %listener.local_addr()?, "command API listening");
             orderflow_command::startup::serve(listener, pool, shutdown_signal()).await
         }
+        Role::Relay(args) => {
+            let pool = args
+                .database
+                .connect_and_migrate()
+                .await
+                .context("connecting to the database")?;
+            orderflow_kafka::topics::ensure_topics(&args.kafka)
+                .await
+                .context("creating the Kafka topics")?;
+            orderflow_command::relay::run(pool, args.kafka.clone(), args.options(), shutdown_watch())
+                .await
+        }
         Role::Dev(args) => dev(args).await,
     }
 }
@@ -118,17 +140,17 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let (database_url, private) = match args.database_url {
+    let (database_url, private) = match args.database_url.clone() {
         Some(url) => (url, None),
         None => {
-            let dir = args.data_dir.unwrap_or_else(devdb::default_data_dir);
+            let dir = args.data_dir.clone().unwrap_or_else(devdb::default_data_dir);
             let pg = PrivatePostgres::start(&dir, args.pg_port, args.fresh)
                 .await
                 .context("starting the private PostgreSQL")?;
             (pg.url().to_owned(), Some(pg))
         }
     };
-    let result = serve_dev(&database_url, args.command_listen).await;
+    let result = run_dev(&args, &database_url).await;
     if let Some(pg) = private {
         println!("stopping the private PostgreSQL");
         pg.stop().await.context("stopping the private PostgreSQL")?;
@@ -136,19 +158,83 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn serve_dev(database_url: &str, command_listen: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
+    // librdkafka's in-process mock cluster speaks the Kafka protocol; it lives as long as
+    // this function and keeps nothing between runs.
+    let mock = match &args.kafka_brokers {
+        Some(_) => None,
+        None => Some(
+            rdkafka::mocking::MockCluster::new(1).context("starting the in-process Kafka broker")?,
+        ),
+    };
+    let brokers = match (&args.kafka_brokers, &mock) {
+        (Some(brokers), _) => brokers.clone(),
+        (None, Some(mock)) => mock.bootstrap_servers(),
+        (None, None) => unreachable!("a mock cluster exists when no brokers are given"),
+    };
+    let kafka = KafkaArgs::new(brokers.clone(), args.topic_prefix.clone());
     let pool = DatabaseArgs::new(database_url)
         .connect_and_migrate()
         .await
         .context("connecting to the database")?;
-    let listener = bind(command_listen).await?;
+    match &mock {
+        Some(mock) => {
+            for topic in orderflow_kafka::topics::all_topics(&kafka.topic_prefix) {
+                mock.create_topic(&topic, kafka.topic_partitions, 1)
+                    .with_context(|| format!("creating topic {topic}"))?;
+            }
+        }
+        None => {
+            orderflow_kafka::topics::ensure_topics(&kafka)
+                .await
+                .context("creating the Kafka topics")?;
+        }
+    }
+    let listener = bind(args.command_listen).await?;
     let api = listener.local_addr()?;
+    let shutdown = shutdown_watch();
+
+    let mut roles = tokio::task::JoinSet::new();
+    let mut stop = shutdown.clone();
+    roles.spawn(orderflow_command::startup::serve(listener, pool.clone(), async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    }));
+    roles.spawn(orderflow_command::relay::run(
+        pool.clone(),
+        kafka.clone(),
+        Default::default(),
+        shutdown.clone(),
+    ));
+
+    let kafka_note = if mock.is_some() { " (in-process)" } else { "" };
     println!();
     println!("orderflow dev is running (Ctrl-C stops everything)");
     println!("  command API   http://{api}/api   (OpenAPI: http://{api}/api/openapi.json)");
     println!("  database      {database_url}");
+    println!("  kafka         {brokers}{kafka_note}");
     println!();
-    orderflow_command::startup::serve(listener, pool, shutdown_signal()).await
+
+    let mut first_error = None;
+    while let Some(joined) = roles.join_next().await {
+        let result = joined.context("a role panicked").and_then(|r| r);
+        if let Err(err) = result {
+            tracing::error!(error = %format!("{err:#}"), "a role stopped; stopping the others");
+            first_error.get_or_insert(err);
+            // One role failing takes the others down rather than leaving half a platform.
+            roles.abort_all();
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// A watch that flips to `true` on Ctrl-C or SIGTERM.
+fn shutdown_watch() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -17,3 +17,28 @@ pub struct CommandArgs {
     )]
     pub listen: SocketAddr,
 }
+
+/// The outbox relay: publishes committed events to Kafka.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: orderflow_kafka::KafkaArgs,
+    /// Cursor name; relays with one name share one cursor and one active instance.
+    #[arg(long = "relay-name", env = "ORDERFLOW_RELAY_NAME", default_value = "default")]
+    pub name: String,
+    /// Events per publish round trip.
+    #[arg(long = "relay-batch-size", env = "ORDERFLOW_RELAY_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: i64,
+}
+
+impl RelayArgs {
+    pub fn options(&self) -> crate::relay::RelayOptions {
+        crate::relay::RelayOptions {
+            name: self.name.clone(),
+            batch_size: self.batch_size,
+            ..Default::default()
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! - [`extract`]: extractors with JSON rejections and the command headers.
 //! - [`error`]: [`error::ApiError`] and the error body.
 //! - [`users`], [`products`], [`orders`]: the command routes.
+//! - [`relay`]: the outbox relay publishing committed events to Kafka.
 //! - [`streams`]: reading a stream back; [`health`]: liveness and readiness;
 //!   [`openapi`]: the API description.
 
@@ -19,6 +20,7 @@ pub mod health;
 pub mod openapi;
 pub mod orders;
 pub mod products;
+pub mod relay;
 pub mod startup;
 pub mod streams;
 pub mod users;

@@ -1,1 +1,22 @@
-//! Kafka plumbing: envelope and headers, topic names, producer/consumer, dead letters, lag monitor.
+//! Kafka plumbing shared by the relay, the projectors and the saga: where events go
+//! (topics), how they travel (the envelope: JSON payload plus headers any client can read),
+//! an idempotent batching producer, at-least-once consumers and dead letters.
+//!
+//! # Layout
+//! - [`config`]: the `--kafka-*` flags every role flattens in.
+//! - [`topics`]: topic names and creating them at start.
+//! - [`envelope`]: a stored event as a Kafka record and back.
+//! - [`producer`]: the idempotent publisher the relay uses.
+//! - [`consumer`]: batched consumption with offsets committed after the work is durable.
+//! - [`dlq`]: dead-letter records carrying the original plus the error.
+
+pub mod config;
+pub mod consumer;
+pub mod dlq;
+pub mod envelope;
+pub mod producer;
+pub mod topics;
+
+pub use config::KafkaArgs;
+pub use envelope::{decode, EnvelopeError};
+pub use producer::EventPublisher;

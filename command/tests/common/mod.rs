@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod kafka;
+
 use std::net::SocketAddr;
 
 use reqwest::{Client, Response};
@@ -110,4 +112,60 @@ pub async fn error_of(response: Response) -> (u16, String) {
         .to_owned();
     assert!(body["error"]["message"].is_string(), "no message in {body}");
     (status, code)
+}
+
+impl TestApp {
+    /// A small realistic workload: users, products, orders with items, some placed or
+    /// cancelled. Returns the number of commands that succeeded.
+    pub async fn workload(&self, users: usize, orders_per_user: usize) -> usize {
+        let tag = Uuid::new_v4().simple().to_string();
+        let mut products = Vec::new();
+        for i in 0..3 {
+            products.push(self.create_product(&format!("P{i}-{}", &tag[..8]), 100 + i, 1000).await);
+        }
+        let mut ok = 3;
+        for u in 0..users {
+            let user = self
+                .register_user(&format!("User {u}"), &format!("u{u}-{tag}@example.com"))
+                .await;
+            ok += 1;
+            for o in 0..orders_per_user {
+                let order = self.create_order(user).await;
+                ok += 1;
+                for (i, product) in products.iter().enumerate().take(1 + (u + o) % 3) {
+                    let response = self
+                        .post(
+                            format!("/api/orders/{order}/items"),
+                            json!({"productId": product, "quantity": 1 + i}),
+                        )
+                        .await;
+                    assert_eq!(response.status(), 200);
+                    ok += 1;
+                }
+                let ending = match (u + o) % 3 {
+                    0 => Some(("place", json!({}))),
+                    1 => Some(("cancel", json!({"reason": "test"}))),
+                    _ => None,
+                };
+                if let Some((action, body)) = ending {
+                    let response = self.post(format!("/api/orders/{order}/{action}"), body).await;
+                    assert_eq!(response.status(), 200);
+                    ok += 1;
+                }
+            }
+        }
+        ok
+    }
+
+    /// The last version of every stream in the store.
+    pub async fn stream_versions(&self) -> std::collections::BTreeMap<Uuid, i32> {
+        sqlx::query_as::<_, (Uuid, i32)>(
+            "select stream_id, max(version) from events group by stream_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+    }
 }

@@ -1,0 +1,182 @@
+//! The outbox relay: publishes every committed event to Kafka in commit order.
+//!
+//! The event store is the outbox. The relay reads it with the gap-safe reader, publishes a
+//! page with the idempotent producer, and stores its cursor only after the broker has
+//! acknowledged the whole page. A crash between the two republishes the page (consumers
+//! dedupe by stream version); nothing is skipped. Exactly one relay is active: it holds a
+//! Postgres advisory lock on a connection of its own, and standbys wait for that lock, which
+//! the server releases when the active relay's connection dies.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use orderflow_kafka::{EventPublisher, KafkaArgs};
+use orderflow_store::{read_after, Cursor};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+
+/// Advisory lock key of the relay role ("orderflw" in ASCII).
+const LOCK_KEY: i64 = 0x6f72_6465_7266_6c77;
+
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Cursor name: one per relay deployment publishing to one cluster.
+    pub name: String,
+    /// Events published per round trip to the broker.
+    pub batch_size: i64,
+    /// How long to wait before looking again when the store has nothing new.
+    pub idle_poll: Duration,
+    /// How often a standby tries to become the active relay.
+    pub standby_poll: Duration,
+    /// Longest wait between retries while the broker is unreachable.
+    pub max_backoff: Duration,
+    /// How long one page may wait for the broker before it counts as failed and is retried.
+    pub delivery_timeout: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            batch_size: 1000,
+            idle_poll: Duration::from_millis(50),
+            standby_poll: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+            delivery_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Run the relay until `shutdown` flips to true: standby until the lock is ours, then publish.
+pub async fn run(
+    pool: PgPool,
+    kafka: KafkaArgs,
+    options: RelayOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut lock = PgConnection::connect_with(&pool.connect_options())
+        .await
+        .context("connecting the relay's lock connection")?;
+    let mut announced = false;
+    loop {
+        let acquired: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .fetch_one(&mut lock)
+            .await
+            .context("trying the relay lock")?;
+        if acquired {
+            break;
+        }
+        if !announced {
+            tracing::info!("another relay is active; standing by");
+            announced = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(options.standby_poll) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+    tracing::info!(name = %options.name, "relay is active");
+    let result = publish_loop(&mut lock, &pool, &kafka, &options, &mut shutdown).await;
+    let _ = lock.close().await;
+    result
+}
+
+async fn publish_loop(
+    lock: &mut PgConnection,
+    pool: &PgPool,
+    kafka: &KafkaArgs,
+    options: &RelayOptions,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let new_publisher = || {
+        EventPublisher::new(kafka, options.delivery_timeout).context("creating the Kafka producer")
+    };
+    let mut publisher = new_publisher()?;
+    let mut cursor = load_cursor(pool, &options.name).await?;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            let _ = publisher.flush(Duration::from_secs(5));
+            return Ok(());
+        }
+        let page = read_after(pool, cursor, options.batch_size)
+            .await
+            .context("reading the event store")?;
+        let Some(last) = page.last() else {
+            // Losing the lock connection means another relay may take over: stop publishing.
+            sqlx::query("select 1")
+                .execute(&mut *lock)
+                .await
+                .context("the relay lock connection was lost")?;
+            tokio::select! {
+                _ = tokio::time::sleep(options.idle_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        };
+        let next = Cursor::after(last);
+        match publisher.publish(&page).await {
+            Ok(()) => {
+                save_cursor(pool, &options.name, next).await?;
+                tracing::debug!(events = page.len(), ?next, "published");
+                cursor = next;
+                backoff = Duration::from_millis(100);
+            }
+            Err(err) => {
+                tracing::warn!(%err, retry_in = ?backoff, "publishing failed; the events wait in the store");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(options.max_backoff);
+                if publisher.has_fatal_error() {
+                    tracing::warn!("the producer hit a fatal error; starting a new one");
+                    publisher = new_publisher()?;
+                }
+            }
+        }
+    }
+}
+
+/// Where relay `name` has published up to.
+pub async fn load_cursor(pool: &PgPool, name: &str) -> anyhow::Result<Cursor> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("select tx_id, position from relay_cursors where name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .context("loading the relay cursor")?;
+    Ok(row.map_or_else(Cursor::default, |(tx_id, position)| Cursor {
+        tx_id,
+        position,
+    }))
+}
+
+async fn save_cursor(pool: &PgPool, name: &str, cursor: Cursor) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into relay_cursors (name, tx_id, position) values ($1, $2, $3) \
+         on conflict (name) do update set tx_id = excluded.tx_id, position = excluded.position, \
+         updated_at = now()",
+    )
+    .bind(name)
+    .bind(cursor.tx_id)
+    .bind(cursor.position)
+    .execute(pool)
+    .await
+    .context("storing the relay cursor")?;
+    Ok(())
+}
+
+/// Events committed but not yet published by relay `name` (the relay backlog).
+pub async fn backlog(pool: &PgPool, name: &str) -> anyhow::Result<i64> {
+    let cursor = load_cursor(pool, name).await?;
+    sqlx::query_scalar(
+        "select count(*) from events where (tx_id, position) > ($1::bigint::text::xid8, $2)",
+    )
+    .bind(cursor.tx_id)
+    .bind(cursor.position)
+    .fetch_one(pool)
+    .await
+    .context("counting the relay backlog")
+}

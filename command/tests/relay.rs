@@ -1,0 +1,162 @@
+//! The outbox relay against a real PostgreSQL and a real Kafka-protocol broker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::kafka::{assert_in_version_order, brokers, fresh_topics, read_published};
+use common::spawn_app;
+use orderflow_command::relay::{self, RelayOptions};
+use orderflow_kafka::KafkaArgs;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+struct Relay {
+    task: JoinHandle<anyhow::Result<()>>,
+    stop: watch::Sender<bool>,
+}
+
+fn start_relay(pool: &PgPool, kafka: &KafkaArgs, batch_size: i64) -> Relay {
+    let (stop, shutdown) = watch::channel(false);
+    let options = RelayOptions {
+        batch_size,
+        standby_poll: Duration::from_millis(200),
+        max_backoff: Duration::from_millis(500),
+        delivery_timeout: Duration::from_secs(3),
+        ..RelayOptions::default()
+    };
+    let task = tokio::spawn(relay::run(pool.clone(), kafka.clone(), options, shutdown));
+    Relay { task, stop }
+}
+
+async fn wait_for_cursor_to_reach(pool: &PgPool, count: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let backlog = relay::backlog(pool, "default").await.unwrap();
+        let published: i64 = sqlx::query_scalar("select count(*) from events")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if published - backlog >= count {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "relay stalled at {}", published - backlog);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_committed_event_reaches_kafka_in_version_order(pool: PgPool) {
+    let kafka = fresh_topics(&brokers()).await;
+    let app = spawn_app(pool.clone()).await;
+    let relay = start_relay(&pool, &kafka, 50);
+    app.workload(6, 3).await;
+    let expected = app.stream_versions().await;
+    let total: usize = expected.values().map(|v| *v as usize).sum();
+    let args = kafka.clone();
+    let published = tokio::task::spawn_blocking(move || {
+        read_published(&args, Duration::from_secs(60), |p| p.distinct() >= total)
+    })
+    .await
+    .unwrap();
+    assert_eq!(published.distinct(), total);
+    assert_eq!(published.records, total, "one relay, no crash: no duplicates");
+    assert_in_version_order(&published, &expected);
+    relay.stop.send(true).unwrap();
+    relay.task.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_relay_killed_mid_stream_loses_nothing_after_restart(pool: PgPool) {
+    let kafka = fresh_topics(&brokers()).await;
+    let app = spawn_app(pool.clone()).await;
+    app.workload(4, 2).await;
+    let first = start_relay(&pool, &kafka, 5);
+    wait_for_cursor_to_reach(&pool, 10).await;
+    // Killed, not stopped: no flush, no goodbye; its lock dies with its connection.
+    first.task.abort();
+    let _ = first.task.await;
+    app.workload(4, 2).await;
+    let second = start_relay(&pool, &kafka, 5);
+    let expected = app.stream_versions().await;
+    let total: usize = expected.values().map(|v| *v as usize).sum();
+    let args = kafka.clone();
+    let published = tokio::task::spawn_blocking(move || {
+        read_published(&args, Duration::from_secs(60), |p| p.distinct() >= total)
+    })
+    .await
+    .unwrap();
+    assert_eq!(published.distinct(), total, "nothing lost");
+    assert_in_version_order(&published, &expected);
+    second.stop.send(true).unwrap();
+    second.task.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_standby_relay_takes_over_when_the_active_one_stops(pool: PgPool) {
+    let kafka = fresh_topics(&brokers()).await;
+    let app = spawn_app(pool.clone()).await;
+    let active = start_relay(&pool, &kafka, 20);
+    wait_for_cursor_to_reach(&pool, 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let standby = start_relay(&pool, &kafka, 20);
+    app.workload(3, 2).await;
+    let before = app.stream_versions().await;
+    let total_before: usize = before.values().map(|v| *v as usize).sum();
+    let args = kafka.clone();
+    let published = tokio::task::spawn_blocking(move || {
+        read_published(&args, Duration::from_secs(60), |p| p.distinct() >= total_before)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        published.records, total_before,
+        "only one relay publishes while both run"
+    );
+
+    active.task.abort();
+    let _ = active.task.await;
+    app.workload(3, 2).await;
+    let expected = app.stream_versions().await;
+    let total: usize = expected.values().map(|v| *v as usize).sum();
+    let args = kafka.clone();
+    let published = tokio::task::spawn_blocking(move || {
+        read_published(&args, Duration::from_secs(60), |p| p.distinct() >= total)
+    })
+    .await
+    .unwrap();
+    assert_eq!(published.distinct(), total, "the standby published the rest");
+    assert_in_version_order(&published, &expected);
+    standby.stop.send(true).unwrap();
+    standby.task.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn commands_succeed_while_the_broker_is_down_and_everything_arrives_after(pool: PgPool) {
+    let mut broker = common::kafka::PrivateBroker::start().await;
+    let kafka = fresh_topics(&broker.brokers()).await;
+    let app = spawn_app(pool.clone()).await;
+    let relay = start_relay(&pool, &kafka, 20);
+    app.workload(2, 2).await;
+    wait_for_cursor_to_reach(&pool, 5).await;
+
+    broker.stop();
+    // The workload asserts that every command answers 2xx with the broker gone.
+    app.workload(3, 2).await;
+    assert!(relay::backlog(&pool, "default").await.unwrap() > 0, "events wait in the store");
+
+    broker.restart().await;
+    let expected = app.stream_versions().await;
+    let total: usize = expected.values().map(|v| *v as usize).sum();
+    let args = kafka.clone();
+    let published = tokio::task::spawn_blocking(move || {
+        read_published(&args, Duration::from_secs(90), |p| p.distinct() >= total)
+    })
+    .await
+    .unwrap();
+    assert_eq!(published.distinct(), total, "all events arrived after the restart");
+    assert_in_version_order(&published, &expected);
+    relay.stop.send(true).unwrap();
+    relay.task.await.unwrap().unwrap();
+}

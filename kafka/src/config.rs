@@ -1,0 +1,39 @@
+use rdkafka::ClientConfig;
+
+/// Kafka flags shared by every role that talks to the broker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, comma separated.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Topics are named `<prefix>.<stream type>.events`; one prefix per environment.
+    #[arg(long, env = "ORDERFLOW_TOPIC_PREFIX", default_value = "orderflow")]
+    pub topic_prefix: String,
+    /// Partitions of each topic created at start (the ceiling on parallel projectors).
+    #[arg(long, env = "ORDERFLOW_TOPIC_PARTITIONS", default_value_t = 6)]
+    pub topic_partitions: i32,
+    /// Replication factor of each topic created at start (3 in production, 1 on a laptop).
+    #[arg(long, env = "ORDERFLOW_TOPIC_REPLICATION", default_value_t = 1)]
+    pub topic_replication: i32,
+}
+
+impl KafkaArgs {
+    pub fn new(brokers: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Self {
+            kafka_brokers: brokers.into(),
+            topic_prefix: prefix.into(),
+            topic_partitions: 6,
+            topic_replication: 1,
+        }
+    }
+
+    /// The configuration every client starts from.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.kafka_brokers)
+            .set("broker.address.family", "v4")
+            .set("log_level", "3");
+        config
+    }
+}

@@ -1,0 +1,99 @@
+//! The relay's publisher: idempotent (`enable.idempotence`, `acks=all`), so librdkafka's own
+//! retries never reorder or duplicate within a partition, and batched: a whole page of events
+//! is in flight at once and the call returns when the broker has acknowledged all of it.
+
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use orderflow_store::StoredEvent;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::envelope;
+use crate::topics::events_topic;
+use crate::KafkaArgs;
+
+#[derive(Clone)]
+pub struct EventPublisher {
+    producer: FutureProducer,
+    prefix: String,
+}
+
+impl std::fmt::Debug for EventPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventPublisher")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventPublisher {
+    /// `delivery_timeout` bounds how long one publish waits for an unreachable broker
+    /// before failing, so that the relay can back off and try again.
+    pub fn new(args: &KafkaArgs, delivery_timeout: Duration) -> Result<Self, KafkaError> {
+        let producer = args
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
+            .create()?;
+        Ok(Self {
+            producer,
+            prefix: args.topic_prefix.clone(),
+        })
+    }
+
+    /// The underlying producer, for dead letters and tests.
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Publish `events` in order (key = stream id) and wait until the broker has
+    /// acknowledged every one of them.
+    pub async fn publish(&self, events: &[StoredEvent]) -> Result<(), KafkaError> {
+        let mut deliveries = Vec::with_capacity(events.len());
+        for event in events {
+            let topic = events_topic(&self.prefix, &event.stream_type);
+            let key = event.stream_id.to_string();
+            let payload = serde_json::to_vec(&event.payload).expect("JSON values serialize");
+            let headers = envelope::headers(event);
+            loop {
+                let record = FutureRecord::to(&topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(headers.clone());
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // The local queue is full: let what is in flight drain, then go on.
+                        self.producer.poll(Duration::from_millis(10));
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((err, _)) => return Err(err),
+                }
+            }
+        }
+        let results = try_join_all(deliveries)
+            .await
+            .map_err(|_| KafkaError::Canceled)?;
+        for result in results {
+            result.map_err(|(err, _)| err)?;
+        }
+        Ok(())
+    }
+
+    /// A fatal error (e.g. a fenced idempotent producer) makes this producer unusable.
+    pub fn has_fatal_error(&self) -> bool {
+        self.producer.client().fatal_error().is_some()
+    }
+
+    /// Wait for whatever is still in flight (on shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+}

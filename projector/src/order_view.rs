@@ -1,0 +1,441 @@
+//! `order_view`: one row per order with its items and totals, and the owner's current name
+//! and email. The owner's details come from user events, kept in the private helper table
+//! (user id → name, email); a change is copied into every order of that user, so the view
+//! converges whichever of an order and its user's events arrives first.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use orderflow_domain::order::{OrderEvent, OrderLine, OrderStatus};
+use orderflow_domain::user::UserEvent;
+use orderflow_domain::{Currency, Money};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::cache::Cache;
+use crate::event::{Envelope, Payload};
+use crate::Tables;
+
+/// One line of `order_view.items`, as the GraphQL view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Item {
+    product_id: Uuid,
+    product_name: String,
+    unit_price: Money,
+    quantity: u32,
+    line_total: Money,
+}
+
+impl Item {
+    fn new(
+        product_id: Uuid,
+        product_name: String,
+        unit_price: Money,
+        quantity: u32,
+    ) -> Result<Self, String> {
+        let line_total = line_total(unit_price, quantity)?;
+        Ok(Self {
+            product_id,
+            product_name,
+            unit_price,
+            quantity,
+            line_total,
+        })
+    }
+
+    fn of_line(line: &OrderLine) -> Result<Self, String> {
+        Self::new(
+            line.product_id,
+            line.product_name.clone(),
+            line.unit_price,
+            line.quantity,
+        )
+    }
+
+    fn set_quantity(&mut self, quantity: u32) -> Result<(), String> {
+        self.line_total = line_total(self.unit_price, quantity)?;
+        self.quantity = quantity;
+        Ok(())
+    }
+}
+
+fn line_total(unit_price: Money, quantity: u32) -> Result<Money, String> {
+    unit_price
+        .checked_mul(quantity)
+        .map_err(|err| format!("line total of {quantity} x {unit_price}: {err}"))
+}
+
+#[derive(Debug, Clone)]
+struct OrderRow {
+    user_id: Uuid,
+    status: OrderStatus,
+    currency: Currency,
+    items: Vec<Item>,
+    total_minor: i64,
+    created_at: DateTime<Utc>,
+    placed_at: Option<DateTime<Utc>>,
+    confirmed_at: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+    cancel_reason: Option<String>,
+    version: i32,
+    updated_at: DateTime<Utc>,
+}
+
+impl OrderRow {
+    fn item_mut(&mut self, product_id: Uuid) -> Result<&mut Item, String> {
+        self.items
+            .iter_mut()
+            .find(|item| item.product_id == product_id)
+            .ok_or_else(|| format!("product {product_id} is not in the order"))
+    }
+
+    fn item_count(&self) -> i64 {
+        self.items.iter().map(|item| i64::from(item.quantity)).sum()
+    }
+
+    fn items_total(&self) -> Result<i64, String> {
+        self.items
+            .iter()
+            .try_fold(0_i64, |sum, item| sum.checked_add(item.line_total.amount_minor))
+            .ok_or_else(|| "the order total overflows".to_owned())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Owner {
+    name: String,
+    email: String,
+}
+
+/// The rows a batch touches: orders, and the helper's users.
+#[derive(Debug)]
+pub(crate) struct OrderView {
+    orders: Cache<OrderRow>,
+    users: Cache<Owner>,
+    /// Users whose name or email changed since the last write, to copy into their orders.
+    changed_users: HashSet<Uuid>,
+}
+
+impl OrderView {
+    pub(crate) fn new(complete: bool) -> Self {
+        Self {
+            orders: Cache::new(complete),
+            users: Cache::new(complete),
+            changed_users: HashSet::new(),
+        }
+    }
+
+    pub(crate) fn cached(&self) -> usize {
+        self.orders.len() + self.users.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.orders.clear();
+        self.users.clear();
+    }
+
+    /// Loads the orders `events` change and the users they name.
+    pub(crate) async fn load(
+        &mut self,
+        conn: &mut PgConnection,
+        tables: &Tables,
+        events: &[Envelope],
+    ) -> Result<(), sqlx::Error> {
+        let mut orders = Vec::new();
+        let mut users = Vec::new();
+        for event in events {
+            match &event.payload {
+                Payload::Order(order_event) => {
+                    orders.push(event.stream_id);
+                    if let OrderEvent::OrderCreated { user_id, .. } = order_event {
+                        users.push(*user_id);
+                    }
+                }
+                Payload::User(_) => users.push(event.stream_id),
+                Payload::Product(_) => {}
+            }
+        }
+        let missing = self.users.missing(users);
+        if !missing.is_empty() {
+            let sql = format!(
+                "select user_id, name, email from {} where user_id = any($1)",
+                tables.helper
+            );
+            let rows = sqlx::query(&sql).bind(&missing).fetch_all(&mut *conn).await?;
+            let found = rows
+                .iter()
+                .map(|row| {
+                    let owner = Owner {
+                        name: row.try_get("name")?,
+                        email: row.try_get("email")?,
+                    };
+                    Ok((row.try_get("user_id")?, owner))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            self.users.fill(&missing, found);
+        }
+        let missing = self.orders.missing(orders);
+        if !missing.is_empty() {
+            let sql = format!(
+                "select order_id, user_id, status, currency, items, total_minor, created_at, \
+                 placed_at, confirmed_at, cancelled_at, cancel_reason, version, updated_at \
+                 from {} where order_id = any($1)",
+                tables.view
+            );
+            let rows = sqlx::query(&sql).bind(&missing).fetch_all(&mut *conn).await?;
+            let found = rows
+                .iter()
+                .map(|row| Ok((row.try_get("order_id")?, order_row(row)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            self.orders.fill(&missing, found);
+        }
+        Ok(())
+    }
+
+    /// Folds one event into the cached rows, or changes nothing and says why not.
+    pub(crate) fn apply(&mut self, event: &Envelope) -> Result<(), String> {
+        match &event.payload {
+            Payload::Order(order_event) => self.apply_order(event, order_event),
+            Payload::User(user_event) => self.apply_user(event.stream_id, user_event),
+            Payload::Product(_) => Ok(()),
+        }
+    }
+
+    fn apply_order(&mut self, envelope: &Envelope, event: &OrderEvent) -> Result<(), String> {
+        let id = envelope.stream_id;
+        let at = envelope.recorded_at;
+        let existing = self.orders.get(&id).cloned();
+        let mut row = match (event, existing) {
+            (OrderEvent::OrderCreated { user_id, currency }, None) => OrderRow {
+                user_id: *user_id,
+                status: OrderStatus::Draft,
+                currency: *currency,
+                items: Vec::new(),
+                total_minor: 0,
+                created_at: at,
+                placed_at: None,
+                confirmed_at: None,
+                cancelled_at: None,
+                cancel_reason: None,
+                version: envelope.version,
+                updated_at: at,
+            },
+            (OrderEvent::OrderCreated { .. }, Some(_)) => {
+                return Err("the order was already created".into())
+            }
+            (_, Some(row)) => row,
+            (_, None) => return Err("the order's OrderCreated was never applied".into()),
+        };
+        match event {
+            OrderEvent::OrderCreated { .. } => {}
+            OrderEvent::ItemAdded {
+                product_id,
+                product_name,
+                unit_price,
+                quantity,
+            } => {
+                if row.item_mut(*product_id).is_ok() {
+                    return Err(format!("product {product_id} is already in the order"));
+                }
+                let item = Item::new(*product_id, product_name.clone(), *unit_price, *quantity)?;
+                row.items.push(item);
+                row.total_minor = row.items_total()?;
+            }
+            OrderEvent::QuantityUpdated {
+                product_id,
+                quantity,
+                ..
+            } => {
+                row.item_mut(*product_id)?.set_quantity(*quantity)?;
+                row.total_minor = row.items_total()?;
+            }
+            OrderEvent::ItemRemoved { product_id } => {
+                row.item_mut(*product_id)?;
+                row.items.retain(|item| item.product_id != *product_id);
+                row.total_minor = row.items_total()?;
+            }
+            OrderEvent::OrderPlaced { total, lines } => {
+                row.items = lines.iter().map(Item::of_line).collect::<Result<_, _>>()?;
+                row.total_minor = total.amount_minor;
+                row.status = OrderStatus::Placed;
+                row.placed_at = Some(at);
+            }
+            OrderEvent::OrderConfirmed {} => {
+                row.status = OrderStatus::Confirmed;
+                row.confirmed_at = Some(at);
+            }
+            OrderEvent::OrderCancelled { reason } => {
+                row.status = OrderStatus::Cancelled;
+                row.cancelled_at = Some(at);
+                row.cancel_reason = Some(reason.clone());
+            }
+        }
+        row.version = envelope.version;
+        row.updated_at = at;
+        self.orders.put(id, row);
+        Ok(())
+    }
+
+    fn apply_user(&mut self, id: Uuid, event: &UserEvent) -> Result<(), String> {
+        let existing = self.users.get(&id).cloned();
+        let owner = match (event, existing) {
+            (UserEvent::UserRegistered { name, email }, None) => Owner {
+                name: name.clone(),
+                email: email.clone(),
+            },
+            (UserEvent::UserRegistered { .. }, Some(_)) => {
+                return Err("the user was already registered".into())
+            }
+            (UserEvent::UserRenamed { name }, Some(owner)) => Owner {
+                name: name.clone(),
+                ..owner
+            },
+            (UserEvent::UserEmailChanged { email }, Some(owner)) => Owner {
+                email: email.clone(),
+                ..owner
+            },
+            (_, None) => return Err("the user's UserRegistered was never applied".into()),
+        };
+        self.users.put(id, owner);
+        self.changed_users.insert(id);
+        Ok(())
+    }
+
+    /// Writes every changed row: users, then orders, then the changed users' details into
+    /// all of their orders, including those this batch never loaded.
+    pub(crate) async fn flush(
+        &mut self,
+        conn: &mut PgConnection,
+        tables: &Tables,
+    ) -> Result<(), sqlx::Error> {
+        let (users, _) = self.users.changes();
+        if !users.is_empty() {
+            let sql = format!(
+                "insert into {} (user_id, name, email) \
+                 select * from unnest($1::uuid[], $2::text[], $3::text[]) \
+                 on conflict (user_id) do update set name = excluded.name, email = excluded.email",
+                tables.helper
+            );
+            sqlx::query(&sql)
+                .bind(users.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .bind(users.iter().map(|(_, u)| u.name.as_str()).collect::<Vec<_>>())
+                .bind(users.iter().map(|(_, u)| u.email.as_str()).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
+        }
+
+        let (orders, _) = self.orders.changes();
+        if !orders.is_empty() {
+            // A new order takes its owner's details from the helper; an existing one keeps
+            // its own, which the copy below maintains.
+            let owners: Vec<Option<&Owner>> = orders
+                .iter()
+                .map(|(_, row)| self.users.get(&row.user_id))
+                .collect();
+            let sql = format!(
+                "insert into {} (order_id, user_id, user_name, user_email, status, currency, \
+                   items, item_count, total_minor, created_at, placed_at, confirmed_at, \
+                   cancelled_at, cancel_reason, version, updated_at) \
+                 select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                   $6::text[], $7::jsonb[], $8::int[], $9::int8[], $10::timestamptz[], \
+                   $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::text[], \
+                   $15::int[], $16::timestamptz[]) \
+                 on conflict (order_id) do update set status = excluded.status, \
+                   items = excluded.items, item_count = excluded.item_count, \
+                   total_minor = excluded.total_minor, placed_at = excluded.placed_at, \
+                   confirmed_at = excluded.confirmed_at, cancelled_at = excluded.cancelled_at, \
+                   cancel_reason = excluded.cancel_reason, version = excluded.version, \
+                   updated_at = excluded.updated_at",
+                tables.view
+            );
+            let rows = || orders.iter().map(|(_, row)| *row);
+            sqlx::query(&sql)
+                .bind(orders.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .bind(rows().map(|r| r.user_id).collect::<Vec<_>>())
+                .bind(owners.iter().map(|o| o.map(|o| o.name.as_str())).collect::<Vec<_>>())
+                .bind(owners.iter().map(|o| o.map(|o| o.email.as_str())).collect::<Vec<_>>())
+                .bind(rows().map(|r| r.status.as_str()).collect::<Vec<_>>())
+                .bind(rows().map(|r| r.currency.code()).collect::<Vec<_>>())
+                .bind(rows().map(|r| Json(&r.items)).collect::<Vec<_>>())
+                .bind(
+                    rows()
+                        .map(|r| i32::try_from(r.item_count()).unwrap_or(i32::MAX))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(rows().map(|r| r.total_minor).collect::<Vec<_>>())
+                .bind(rows().map(|r| r.created_at).collect::<Vec<_>>())
+                .bind(rows().map(|r| r.placed_at).collect::<Vec<_>>())
+                .bind(rows().map(|r| r.confirmed_at).collect::<Vec<_>>())
+                .bind(rows().map(|r| r.cancelled_at).collect::<Vec<_>>())
+                .bind(rows().map(|r| r.cancel_reason.as_deref()).collect::<Vec<_>>())
+                .bind(rows().map(|r| r.version).collect::<Vec<_>>())
+                .bind(rows().map(|r| r.updated_at).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
+        }
+
+        if !self.changed_users.is_empty() {
+            let mut changed: Vec<(Uuid, &Owner)> = self
+                .changed_users
+                .iter()
+                .filter_map(|id| Some((*id, self.users.get(id)?)))
+                .collect();
+            changed.sort_unstable_by_key(|(id, _)| *id);
+            let sql = format!(
+                "update {} o set user_name = u.name, user_email = u.email \
+                 from unnest($1::uuid[], $2::text[], $3::text[]) as u(user_id, name, email) \
+                 where o.user_id = u.user_id \
+                   and (o.user_name is distinct from u.name or o.user_email is distinct from u.email)",
+                tables.view
+            );
+            sqlx::query(&sql)
+                .bind(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .bind(changed.iter().map(|(_, u)| u.name.as_str()).collect::<Vec<_>>())
+                .bind(changed.iter().map(|(_, u)| u.email.as_str()).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
+        }
+        self.changed_users.clear();
+        self.users.mark_clean();
+        self.orders.mark_clean();
+        Ok(())
+    }
+}
+
+fn order_row(row: &sqlx::postgres::PgRow) -> Result<OrderRow, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let currency: String = row.try_get("currency")?;
+    let Json(items) = row.try_get::<Json<Vec<Item>>, _>("items")?;
+    Ok(OrderRow {
+        user_id: row.try_get("user_id")?,
+        status: parse_status(&status).ok_or_else(|| decode_error("status", &status))?,
+        currency: Currency::parse(&currency).map_err(|_| decode_error("currency", &currency))?,
+        items,
+        total_minor: row.try_get("total_minor")?,
+        created_at: row.try_get("created_at")?,
+        placed_at: row.try_get("placed_at")?,
+        confirmed_at: row.try_get("confirmed_at")?,
+        cancelled_at: row.try_get("cancelled_at")?,
+        cancel_reason: row.try_get("cancel_reason")?,
+        version: row.try_get("version")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn parse_status(status: &str) -> Option<OrderStatus> {
+    [
+        OrderStatus::Draft,
+        OrderStatus::Placed,
+        OrderStatus::Confirmed,
+        OrderStatus::Cancelled,
+    ]
+    .into_iter()
+    .find(|known| known.as_str() == status)
+}
+
+fn decode_error(column: &str, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("order_view.{column} holds an unknown value {value:?}").into())
+}
