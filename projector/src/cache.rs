@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// Rows keyed by id: loaded and present, loaded and absent, or changed since the last
-/// write. A `complete` cache holds every row there is (a replay's empty shadow tables), so
-/// an unknown key is absent without asking the database.
+/// write. A `complete` cache holds every row there is (a replay's tables start empty), so
+/// an unknown key is absent without asking the database, until it is cleared.
 #[derive(Debug)]
 pub(crate) struct Cache<V> {
     slots: HashMap<Uuid, Slot<V>>,
@@ -106,12 +106,10 @@ impl<V> Cache<V> {
         }
     }
 
-    /// Forgets every row; they are loaded again when needed. A complete cache keeps its
-    /// rows, since nothing could load them back.
+    /// Forgets every row (write them first); they are loaded again when needed.
     pub(crate) fn clear(&mut self) {
-        if !self.complete {
-            self.slots.clear();
-        }
+        self.slots.clear();
+        self.complete = false;
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -152,11 +150,12 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_cache_never_asks_for_rows_and_survives_clearing() {
+    fn a_complete_cache_asks_for_no_rows_until_it_is_cleared() {
         let mut cache = Cache::new(true);
         assert!(cache.missing([id(1)]).is_empty());
         cache.put(id(1), 1);
         cache.clear();
-        assert_eq!(cache.get(&id(1)), Some(&1));
+        assert_eq!(cache.get(&id(1)), None);
+        assert_eq!(cache.missing([id(1)]), [id(1)]);
     }
 }

@@ -99,7 +99,9 @@ impl OrderRow {
     fn items_total(&self) -> Result<i64, String> {
         self.items
             .iter()
-            .try_fold(0_i64, |sum, item| sum.checked_add(item.line_total.amount_minor))
+            .try_fold(0_i64, |sum, item| {
+                sum.checked_add(item.line_total.amount_minor)
+            })
             .ok_or_else(|| "the order total overflows".to_owned())
     }
 }
@@ -164,7 +166,10 @@ impl OrderView {
                 "select user_id, name, email from {} where user_id = any($1)",
                 tables.helper
             );
-            let rows = sqlx::query(&sql).bind(&missing).fetch_all(&mut *conn).await?;
+            let rows = sqlx::query(&sql)
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?;
             let found = rows
                 .iter()
                 .map(|row| {
@@ -185,7 +190,10 @@ impl OrderView {
                  from {} where order_id = any($1)",
                 tables.view
             );
-            let rows = sqlx::query(&sql).bind(&missing).fetch_all(&mut *conn).await?;
+            let rows = sqlx::query(&sql)
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?;
             let found = rows
                 .iter()
                 .map(|row| Ok((row.try_get("order_id")?, order_row(row)?)))
@@ -321,8 +329,18 @@ impl OrderView {
             );
             sqlx::query(&sql)
                 .bind(users.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-                .bind(users.iter().map(|(_, u)| u.name.as_str()).collect::<Vec<_>>())
-                .bind(users.iter().map(|(_, u)| u.email.as_str()).collect::<Vec<_>>())
+                .bind(
+                    users
+                        .iter()
+                        .map(|(_, u)| u.name.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    users
+                        .iter()
+                        .map(|(_, u)| u.email.as_str())
+                        .collect::<Vec<_>>(),
+                )
                 .execute(&mut *conn)
                 .await?;
         }
@@ -355,8 +373,18 @@ impl OrderView {
             sqlx::query(&sql)
                 .bind(orders.iter().map(|(id, _)| *id).collect::<Vec<_>>())
                 .bind(rows().map(|r| r.user_id).collect::<Vec<_>>())
-                .bind(owners.iter().map(|o| o.map(|o| o.name.as_str())).collect::<Vec<_>>())
-                .bind(owners.iter().map(|o| o.map(|o| o.email.as_str())).collect::<Vec<_>>())
+                .bind(
+                    owners
+                        .iter()
+                        .map(|o| o.map(|o| o.name.as_str()))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    owners
+                        .iter()
+                        .map(|o| o.map(|o| o.email.as_str()))
+                        .collect::<Vec<_>>(),
+                )
                 .bind(rows().map(|r| r.status.as_str()).collect::<Vec<_>>())
                 .bind(rows().map(|r| r.currency.code()).collect::<Vec<_>>())
                 .bind(rows().map(|r| Json(&r.items)).collect::<Vec<_>>())
@@ -370,7 +398,11 @@ impl OrderView {
                 .bind(rows().map(|r| r.placed_at).collect::<Vec<_>>())
                 .bind(rows().map(|r| r.confirmed_at).collect::<Vec<_>>())
                 .bind(rows().map(|r| r.cancelled_at).collect::<Vec<_>>())
-                .bind(rows().map(|r| r.cancel_reason.as_deref()).collect::<Vec<_>>())
+                .bind(
+                    rows()
+                        .map(|r| r.cancel_reason.as_deref())
+                        .collect::<Vec<_>>(),
+                )
                 .bind(rows().map(|r| r.version).collect::<Vec<_>>())
                 .bind(rows().map(|r| r.updated_at).collect::<Vec<_>>())
                 .execute(&mut *conn)
@@ -393,8 +425,18 @@ impl OrderView {
             );
             sqlx::query(&sql)
                 .bind(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-                .bind(changed.iter().map(|(_, u)| u.name.as_str()).collect::<Vec<_>>())
-                .bind(changed.iter().map(|(_, u)| u.email.as_str()).collect::<Vec<_>>())
+                .bind(
+                    changed
+                        .iter()
+                        .map(|(_, u)| u.name.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    changed
+                        .iter()
+                        .map(|(_, u)| u.email.as_str())
+                        .collect::<Vec<_>>(),
+                )
                 .execute(&mut *conn)
                 .await?;
         }

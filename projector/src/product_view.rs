@@ -98,7 +98,10 @@ impl ProductView {
                 "select order_id, lines from {} where order_id = any($1)",
                 tables.helper
             );
-            let rows = sqlx::query(&sql).bind(&missing).fetch_all(&mut *conn).await?;
+            let rows = sqlx::query(&sql)
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?;
             let found = rows
                 .iter()
                 .map(|row| {
@@ -131,7 +134,10 @@ impl ProductView {
                  units_sold, revenue_minor, version from {} where product_id = any($1)",
                 tables.view
             );
-            let rows = sqlx::query(&sql).bind(&missing).fetch_all(&mut *conn).await?;
+            let rows = sqlx::query(&sql)
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?;
             let found = rows
                 .iter()
                 .map(|row| {
@@ -244,12 +250,12 @@ impl ProductView {
                         let known = self.products.get(&line.product_id);
                         known.cloned().unwrap_or_default()
                     });
-                    row.revenue_minor =
-                        row.revenue_minor
-                            .checked_add(line.total_minor)
-                            .ok_or_else(|| {
-                                format!("revenue of product {} overflows", line.product_id)
-                            })?;
+                    row.revenue_minor = row
+                        .revenue_minor
+                        .checked_add(line.total_minor)
+                        .ok_or_else(|| {
+                            format!("revenue of product {} overflows", line.product_id)
+                        })?;
                 }
                 for (product_id, row) in credited {
                     self.products.put(product_id, row);
@@ -290,7 +296,12 @@ impl ProductView {
             );
             sqlx::query(&sql)
                 .bind(orders.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-                .bind(orders.iter().map(|(_, lines)| Json(*lines)).collect::<Vec<_>>())
+                .bind(
+                    orders
+                        .iter()
+                        .map(|(_, lines)| Json(*lines))
+                        .collect::<Vec<_>>(),
+                )
                 .execute(&mut *conn)
                 .await?;
         }

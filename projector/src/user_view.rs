@@ -96,7 +96,10 @@ impl UserView {
                 "select order_id, user_id, currency, total_minor from {} where order_id = any($1)",
                 tables.helper
             );
-            let rows = sqlx::query(&sql).bind(&missing).fetch_all(&mut *conn).await?;
+            let rows = sqlx::query(&sql)
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?;
             let found = rows
                 .iter()
                 .map(|row| {
@@ -126,7 +129,10 @@ impl UserView {
                  version from {} where user_id = any($1)",
                 tables.view
             );
-            let rows = sqlx::query(&sql).bind(&missing).fetch_all(&mut *conn).await?;
+            let rows = sqlx::query(&sql)
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?;
             let found = rows
                 .iter()
                 .map(|row| {
@@ -258,8 +264,18 @@ impl UserView {
             sqlx::query(&sql)
                 .bind(orders.iter().map(|(id, _)| *id).collect::<Vec<_>>())
                 .bind(orders.iter().map(|(_, o)| o.user_id).collect::<Vec<_>>())
-                .bind(orders.iter().map(|(_, o)| o.currency.as_str()).collect::<Vec<_>>())
-                .bind(orders.iter().map(|(_, o)| o.total_minor).collect::<Vec<_>>())
+                .bind(
+                    orders
+                        .iter()
+                        .map(|(_, o)| o.currency.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    orders
+                        .iter()
+                        .map(|(_, o)| o.total_minor)
+                        .collect::<Vec<_>>(),
+                )
                 .execute(&mut *conn)
                 .await?;
         }
@@ -295,4 +311,3 @@ impl UserView {
         Ok(())
     }
 }
-

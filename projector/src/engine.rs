@@ -1,0 +1,363 @@
+//! The fold shared by live batches and replays: checkpoints decide what is new, gaps are
+//! filled from the store, events are decoded and folded into rows held in memory, and the
+//! changed rows are written back with one multi-row statement per table.
+
+use std::borrow::Cow;
+
+use orderflow_store::{read_stream, StoredEvent};
+use sqlx::{Connection, PgConnection, Row};
+use uuid::Uuid;
+
+use crate::cache::Cache;
+use crate::event::{chain, decode, Envelope};
+use crate::order_view::OrderView;
+use crate::product_view::ProductView;
+use crate::user_view::UserView;
+use crate::{Projection, ProjectionError, Rejected, Tables};
+
+/// The advisory-lock class of projection writers (the object is [`Projection::lock_id`]).
+pub(crate) const WRITER_LOCK: i32 = 0x6f66_7077; // "ofpw"
+
+/// Apply a batch (any stream types, in delivery order) to `projection`'s live tables inside
+/// `tx`, which must be a transaction the caller commits (then commits its Kafka offsets).
+///
+/// Per stream, a version at or below the checkpoint is a duplicate and skipped, the next
+/// version is applied, and a later one first gets the missing versions from the event
+/// store. Events of streams the projection does not consume are skipped and not
+/// checkpointed. An event that cannot be decoded or applied comes back as [`Rejected`] (to
+/// dead-letter) while the rest applies; an `Err` means nothing should be committed.
+///
+/// Writers of one projection take turns on a transaction-scoped advisory lock: rows such
+/// as a user's totals are fed by every order partition, and read-modify-write by two
+/// workers at once would lose updates. A replay's swap takes the same lock.
+#[tracing::instrument(skip_all, fields(%projection, events = events.len()), err)]
+pub async fn apply_batch(
+    tx: &mut PgConnection,
+    projection: Projection,
+    events: &[StoredEvent],
+) -> Result<Vec<Rejected>, ProjectionError> {
+    lock_writers(tx, projection).await?;
+    let tables = projection.tables();
+    let mut engine = Engine::new(projection, tables, false);
+    let planned = engine.plan(tx, events.iter().map(Cow::Borrowed)).await?;
+    if planned.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut savepoint = tx.begin().await?;
+    match engine.fold_and_flush(&mut savepoint, planned.clone()).await {
+        Ok(rejected) => {
+            savepoint.commit().await?;
+            Ok(rejected)
+        }
+        Err(err) if err.is_data_error() => {
+            savepoint.rollback().await?;
+            tracing::warn!(error = %chain(&err), "a batch write failed, applying its events one by one");
+            one_by_one(tx, projection, tables, planned).await
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Waits until no other transaction writes `projection`'s tables; held until commit.
+pub(crate) async fn lock_writers(
+    conn: &mut PgConnection,
+    projection: Projection,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock($1, $2)")
+        .bind(WRITER_LOCK)
+        .bind(projection.lock_id())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// After a batch write the database refused: each event in its own savepoint, so the
+/// one it refuses is rejected (its checkpoint still moves) and the others apply.
+async fn one_by_one(
+    conn: &mut PgConnection,
+    projection: Projection,
+    tables: Tables,
+    planned: Vec<Cow<'_, StoredEvent>>,
+) -> Result<Vec<Rejected>, ProjectionError> {
+    let mut rejected = Vec::new();
+    for event in planned {
+        let (position, stream_id, version) = (event.position, event.stream_id, event.version);
+        let mut engine = Engine::new(projection, tables, false);
+        let mut savepoint = conn.begin().await?;
+        match engine.fold_and_flush(&mut savepoint, vec![event]).await {
+            Ok(mut refused) => {
+                savepoint.commit().await?;
+                rejected.append(&mut refused);
+            }
+            Err(err) if err.is_data_error() => {
+                savepoint.rollback().await?;
+                let mut engine = Engine::new(projection, tables, false);
+                engine.checkpoints.put(stream_id, version);
+                engine.flush(conn).await?;
+                rejected.push(Rejected {
+                    position,
+                    stream_id,
+                    version,
+                    error: format!("the read model refused the event: {}", chain(&err)),
+                });
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(rejected)
+}
+
+/// One projection's fold over one set of tables, with the rows it has in memory.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    projection: Projection,
+    tables: Tables,
+    checkpoints: Cache<i32>,
+    model: Model,
+    /// Events folded since the last flush.
+    pending: usize,
+}
+
+impl Engine {
+    /// `complete` when the tables start empty and only this engine writes them (a replay):
+    /// nothing is looked up until the first [`Engine::clear`], and checkpoints never are.
+    pub(crate) fn new(projection: Projection, tables: Tables, complete: bool) -> Self {
+        let model = match projection {
+            Projection::OrderView => Model::Order(OrderView::new(complete)),
+            Projection::UserView => Model::User(UserView::new(complete)),
+            Projection::ProductView => Model::Product(ProductView::new(complete)),
+        };
+        Self {
+            projection,
+            tables,
+            checkpoints: Cache::new(complete),
+            model,
+            pending: 0,
+        }
+    }
+
+    /// Events folded and not yet written.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Rows held in memory.
+    pub(crate) fn cached(&self) -> usize {
+        self.model.cached()
+    }
+
+    /// The events to fold, in delivery order: those of consumed streams that are new, each
+    /// preceded by any versions missing between its stream's checkpoint and it.
+    pub(crate) async fn plan<'a>(
+        &mut self,
+        conn: &mut PgConnection,
+        events: impl IntoIterator<Item = Cow<'a, StoredEvent>>,
+    ) -> Result<Vec<Cow<'a, StoredEvent>>, ProjectionError> {
+        let events: Vec<_> = events
+            .into_iter()
+            .filter(|event| self.projection.consumes(&event.stream_type))
+            .collect();
+        self.load_checkpoints(conn, events.iter().map(|event| event.stream_id))
+            .await?;
+        let mut next = std::collections::HashMap::new();
+        let mut planned = Vec::with_capacity(events.len());
+        for event in events {
+            let applied = *next
+                .entry(event.stream_id)
+                .or_insert_with(|| self.checkpoints.get(&event.stream_id).copied().unwrap_or(0));
+            if event.version <= applied {
+                continue;
+            }
+            if event.version > applied + 1 {
+                let filled =
+                    fill_gap(conn, event.stream_id, applied + 1, event.version - 1).await?;
+                planned.extend(filled.into_iter().map(Cow::Owned));
+            }
+            next.insert(event.stream_id, event.version);
+            planned.push(event);
+        }
+        Ok(planned)
+    }
+
+    async fn load_checkpoints(
+        &mut self,
+        conn: &mut PgConnection,
+        streams: impl IntoIterator<Item = Uuid>,
+    ) -> Result<(), sqlx::Error> {
+        let missing = self.checkpoints.missing(streams);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "select stream_id, version from {} where stream_id = any($1)",
+            self.tables.checkpoints
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&missing)
+            .fetch_all(&mut *conn)
+            .await?;
+        let found = rows
+            .iter()
+            .map(|row| Ok((row.try_get("stream_id")?, row.try_get("version")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        self.checkpoints.fill(&missing, found);
+        Ok(())
+    }
+
+    /// Folds planned events into memory; what cannot be decoded or applied is rejected, and
+    /// every planned event moves its stream's checkpoint.
+    pub(crate) async fn fold(
+        &mut self,
+        conn: &mut PgConnection,
+        planned: Vec<Cow<'_, StoredEvent>>,
+    ) -> Result<Vec<Rejected>, ProjectionError> {
+        let mut rejected = Vec::new();
+        let mut envelopes = Vec::with_capacity(planned.len());
+        let count = planned.len();
+        for event in planned {
+            self.checkpoints.put(event.stream_id, event.version);
+            let (position, stream_id, version) = (event.position, event.stream_id, event.version);
+            match decode(event) {
+                Ok(envelope) => envelopes.push(envelope),
+                Err(error) => rejected.push(Rejected {
+                    position,
+                    stream_id,
+                    version,
+                    error,
+                }),
+            }
+        }
+        self.model.load(conn, &self.tables, &envelopes).await?;
+        for envelope in &envelopes {
+            if let Err(error) = self.model.apply(envelope) {
+                rejected.push(Rejected {
+                    position: envelope.position,
+                    stream_id: envelope.stream_id,
+                    version: envelope.version,
+                    error: format!("cannot apply: {error}"),
+                });
+            }
+        }
+        self.pending += count;
+        rejected.sort_by_key(|rejected| rejected.position);
+        Ok(rejected)
+    }
+
+    /// Writes every changed row and checkpoint.
+    pub(crate) async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        self.model.flush(conn, &self.tables).await?;
+        let (checkpoints, _) = self.checkpoints.changes();
+        if !checkpoints.is_empty() {
+            let sql = format!(
+                "insert into {} (stream_id, version) \
+                 select * from unnest($1::uuid[], $2::int[]) \
+                 on conflict (stream_id) do update set version = excluded.version",
+                self.tables.checkpoints
+            );
+            sqlx::query(&sql)
+                .bind(checkpoints.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .bind(checkpoints.iter().map(|(_, v)| **v).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
+        }
+        self.checkpoints.mark_clean();
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Forgets the rows held in memory (after a flush), to bound a replay's memory. The
+    /// checkpoints stay: one number per stream, and a replay plans every batch with them.
+    pub(crate) fn clear(&mut self) {
+        self.model.clear();
+    }
+
+    async fn fold_and_flush(
+        &mut self,
+        conn: &mut PgConnection,
+        planned: Vec<Cow<'_, StoredEvent>>,
+    ) -> Result<Vec<Rejected>, ProjectionError> {
+        let rejected = self.fold(conn, planned).await?;
+        self.flush(conn).await?;
+        Ok(rejected)
+    }
+}
+
+/// Versions `from..=to` of a stream, all of them or an error.
+async fn fill_gap(
+    conn: &mut PgConnection,
+    stream_id: Uuid,
+    from: i32,
+    to: i32,
+) -> Result<Vec<StoredEvent>, ProjectionError> {
+    let filled = read_stream(&mut *conn, stream_id, from, i64::from(to - from + 1)).await?;
+    let complete = filled.len() == (to - from + 1) as usize
+        && filled
+            .iter()
+            .zip(from..)
+            .all(|(event, v)| event.version == v);
+    if !complete {
+        return Err(ProjectionError::MissingEvents {
+            stream_id,
+            from,
+            to,
+            found: filled.len(),
+        });
+    }
+    tracing::debug!(%stream_id, from, to, "filled a gap from the event store");
+    Ok(filled)
+}
+
+/// The per-projection rows, dispatched by projection.
+#[derive(Debug)]
+enum Model {
+    Order(OrderView),
+    User(UserView),
+    Product(ProductView),
+}
+
+impl Model {
+    async fn load(
+        &mut self,
+        conn: &mut PgConnection,
+        tables: &Tables,
+        events: &[Envelope],
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Order(model) => model.load(conn, tables, events).await,
+            Self::User(model) => model.load(conn, tables, events).await,
+            Self::Product(model) => model.load(conn, tables, events).await,
+        }
+    }
+
+    fn apply(&mut self, event: &Envelope) -> Result<(), String> {
+        match self {
+            Self::Order(model) => model.apply(event),
+            Self::User(model) => model.apply(event),
+            Self::Product(model) => model.apply(event),
+        }
+    }
+
+    async fn flush(&mut self, conn: &mut PgConnection, tables: &Tables) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Order(model) => model.flush(conn, tables).await,
+            Self::User(model) => model.flush(conn, tables).await,
+            Self::Product(model) => model.flush(conn, tables).await,
+        }
+    }
+
+    fn cached(&self) -> usize {
+        match self {
+            Self::Order(model) => model.cached(),
+            Self::User(model) => model.cached(),
+            Self::Product(model) => model.cached(),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Self::Order(model) => model.clear(),
+            Self::User(model) => model.clear(),
+            Self::Product(model) => model.clear(),
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! Live application of delivered batches against a real PostgreSQL, a database per test.
+
+mod common;
+
+use common::{
+    actual, all_events, append_raw, apply, assert_same, deliver, expected, new_event,
+    shuffle_across_streams, Rng, Stream, View, Workload,
+};
+use orderflow_domain::order::{Order, OrderCommand, OrderEvent};
+use orderflow_domain::user::{User, UserCommand, UserEvent};
+use orderflow_domain::{Currency, Money};
+use orderflow_projector::{apply_batch, Projection};
+use orderflow_store::{NewEvent, StoredEvent};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn eur(amount_minor: i64) -> Money {
+    Money::new(amount_minor, Currency::EUR)
+}
+
+async fn order_view_row(pool: &PgPool, order_id: Uuid) -> common::OrderRow {
+    match actual(pool, Projection::OrderView).await.view {
+        View::Orders(rows) => rows[&order_id].clone(),
+        _ => unreachable!(),
+    }
+}
+
+async fn checkpoint(pool: &PgPool, projection: Projection, stream_id: Uuid) -> Option<i32> {
+    actual(pool, projection)
+        .await
+        .checkpoints
+        .get(&stream_id)
+        .copied()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn shuffled_cross_stream_delivery_converges_to_the_fold_of_the_store(pool: PgPool) {
+    let mut workload = Workload::new(0x5eed);
+    workload.run(&pool, 600).await;
+    let events = all_events(&pool).await;
+    assert!(events.len() > 500, "only {} events", events.len());
+    for (seed, projection) in (1..).zip(Projection::ALL) {
+        let mut rng = Rng::new(seed);
+        let delivered = shuffle_across_streams(events.clone(), &mut rng);
+        let rejected = deliver(&pool, projection, &delivered, &mut rng).await;
+        assert_eq!(rejected, [], "{projection}");
+        let actual = actual(&pool, projection).await;
+        assert_same(projection, &actual, &expected(projection, &events));
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_kind_of_row_is_checked_by_the_random_workload(pool: PgPool) {
+    // Guards the test above against a workload that never reaches the interesting paths.
+    let mut workload = Workload::new(0x5eed);
+    workload.run(&pool, 600).await;
+    let events = all_events(&pool).await;
+    let types: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.event_type.as_str()).collect();
+    for wanted in [
+        "UserRenamed",
+        "UserEmailChanged",
+        "PriceChanged",
+        "Restocked",
+        "QuantityUpdated",
+        "ItemRemoved",
+        "OrderConfirmed",
+        "OrderCancelled",
+        "ReservationCommitted",
+        "ReservationReleased",
+    ] {
+        assert!(types.contains(wanted), "no {wanted} in {types:?}");
+    }
+    let View::Users(users) = expected(Projection::UserView, &events).view else {
+        unreachable!()
+    };
+    let currencies: std::collections::BTreeSet<String> = users
+        .values()
+        .flat_map(|u| u.spent.as_object().unwrap().keys().cloned())
+        .collect();
+    assert_eq!(currencies.len(), 2, "{currencies:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_duplicate_delivery_is_applied_once(pool: PgPool) {
+    let mut user = Stream::<User>::new();
+    user.exec(
+        &pool,
+        UserCommand::Register {
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        },
+    )
+    .await;
+    let mut order = Stream::<Order>::new();
+    order
+        .exec(
+            &pool,
+            OrderCommand::Create {
+                user_id: user.id,
+                currency: Currency::EUR,
+            },
+        )
+        .await;
+    let mug = Uuid::now_v7();
+    order
+        .exec(
+            &pool,
+            OrderCommand::AddItem {
+                product_id: mug,
+                product_name: "Mug".into(),
+                unit_price: eur(1250),
+                quantity: 2,
+            },
+        )
+        .await;
+    order.exec(&pool, OrderCommand::Place).await;
+    order.exec(&pool, OrderCommand::Confirm).await;
+    let events = all_events(&pool).await;
+
+    for projection in Projection::ALL {
+        let twice: Vec<StoredEvent> = events.iter().chain(&events).cloned().collect();
+        assert_eq!(apply(&pool, projection, &twice).await, []);
+        assert_eq!(apply(&pool, projection, &events).await, []);
+        assert_eq!(apply(&pool, projection, &events[2..4]).await, []);
+        let actual = actual(&pool, projection).await;
+        assert_same(projection, &actual, &expected(projection, &events));
+    }
+    let row = order_view_row(&pool, order.id).await;
+    assert_eq!((row.item_count, row.total_minor), (2, 2500));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_with_a_gap_gets_the_missing_versions_from_the_store(pool: PgPool) {
+    let user_id = Uuid::now_v7();
+    let mut order = Stream::<Order>::new();
+    order
+        .exec(
+            &pool,
+            OrderCommand::Create {
+                user_id,
+                currency: Currency::EUR,
+            },
+        )
+        .await;
+    for (n, price) in [(1, 100), (2, 200), (3, 300)] {
+        order
+            .exec(
+                &pool,
+                OrderCommand::AddItem {
+                    product_id: Uuid::from_u128(n),
+                    product_name: format!("Product {n}"),
+                    unit_price: eur(price),
+                    quantity: 1,
+                },
+            )
+            .await;
+    }
+    let events = all_events(&pool).await;
+    assert_eq!(events.len(), 4);
+
+    for projection in Projection::ALL {
+        // Versions 1 and 4 only: 2 and 3 come from the store, in order, before 4.
+        let with_gap = [events[0].clone(), events[3].clone()];
+        assert_eq!(apply(&pool, projection, &with_gap).await, []);
+        assert_eq!(checkpoint(&pool, projection, order.id).await, Some(4));
+        // The late versions are duplicates now.
+        assert_eq!(apply(&pool, projection, &events[1..3]).await, []);
+        let actual = actual(&pool, projection).await;
+        assert_same(projection, &actual, &expected(projection, &events));
+    }
+    let row = order_view_row(&pool, order.id).await;
+    assert_eq!((row.item_count, row.total_minor, row.version), (3, 600, 4));
+    let names: Vec<&str> = row
+        .items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["productName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Product 1", "Product 2", "Product 3"]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_gap_the_store_cannot_fill_fails_the_batch_and_commits_nothing(pool: PgPool) {
+    let mut user = Stream::<User>::new();
+    user.exec(
+        &pool,
+        UserCommand::Register {
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        },
+    )
+    .await;
+    let mut ahead = all_events(&pool).await[0].clone();
+    ahead.version = 3;
+    let mut tx = pool.begin().await.unwrap();
+    let err = apply_batch(&mut tx, Projection::OrderView, &[ahead])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("needs versions 1..=2"), "{err}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn poison_records_are_rejected_one_by_one_and_the_rest_of_the_batch_applies(pool: PgPool) {
+    let user_id = Uuid::now_v7();
+    let order_id = Uuid::now_v7();
+    let added = |n: u128| OrderEvent::ItemAdded {
+        product_id: Uuid::from_u128(n),
+        product_name: format!("Product {n}"),
+        unit_price: eur(100),
+        quantity: 1,
+    };
+    let created = OrderEvent::OrderCreated {
+        user_id,
+        currency: Currency::EUR,
+    };
+    let undecodable = NewEvent {
+        event_type: "ItemAdded".into(),
+        schema_version: 1,
+        payload: json!({"productId": "not a uuid"}),
+    };
+    let not_applicable = OrderEvent::QuantityUpdated {
+        product_id: Uuid::from_u128(99),
+        previous_quantity: 1,
+        quantity: 2,
+    };
+    let order_events = [
+        new_event(&created),
+        new_event(&added(1)),
+        undecodable,
+        new_event(&not_applicable),
+        new_event(&added(2)),
+    ];
+    append_raw(&pool, order_id, "order", 0, &order_events).await;
+    let unknown_type = NewEvent {
+        event_type: "UserTeleported".into(),
+        schema_version: 1,
+        payload: json!({}),
+    };
+    let future_schema = NewEvent {
+        schema_version: 9,
+        ..new_event(&UserEvent::UserRenamed { name: "Bob".into() })
+    };
+    let registered = UserEvent::UserRegistered {
+        name: "Ada".into(),
+        email: "ada@example.com".into(),
+    };
+    let renamed = UserEvent::UserRenamed {
+        name: "Ada King".into(),
+    };
+    let user_events = [
+        new_event(&registered),
+        unknown_type,
+        future_schema,
+        new_event(&renamed),
+    ];
+    append_raw(&pool, user_id, "user", 0, &user_events).await;
+    let events = all_events(&pool).await;
+
+    let rejected = apply(&pool, Projection::OrderView, &events).await;
+    let summary: Vec<(Uuid, i32)> = rejected.iter().map(|r| (r.stream_id, r.version)).collect();
+    assert_eq!(
+        summary,
+        [(order_id, 3), (order_id, 4), (user_id, 2), (user_id, 3)]
+    );
+    assert!(
+        rejected[0].error.contains("cannot decode ItemAdded"),
+        "{}",
+        rejected[0].error
+    );
+    assert!(
+        rejected[1].error.contains("is not in the order"),
+        "{}",
+        rejected[1].error
+    );
+    assert!(
+        rejected[2].error.contains("unknown event type"),
+        "{}",
+        rejected[2].error
+    );
+    assert!(
+        rejected[3].error.contains("schema version 9"),
+        "{}",
+        rejected[3].error
+    );
+    for (rejected, event) in rejected
+        .iter()
+        .zip([&events[2], &events[3], &events[6], &events[7]])
+    {
+        assert_eq!(rejected.position, event.position);
+    }
+
+    let row = order_view_row(&pool, order_id).await;
+    assert_eq!((row.item_count, row.total_minor, row.version), (2, 200, 5));
+    assert_eq!(row.user_name.as_deref(), Some("Ada King"));
+    assert_eq!(
+        checkpoint(&pool, Projection::OrderView, order_id).await,
+        Some(5)
+    );
+    assert_eq!(
+        checkpoint(&pool, Projection::OrderView, user_id).await,
+        Some(4)
+    );
+
+    // Redelivery skips them all: they were dead-lettered once.
+    assert_eq!(apply(&pool, Projection::OrderView, &events).await, []);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_event_the_database_refuses_is_rejected_alone_and_the_rest_applies(pool: PgPool) {
+    let mut ada = Stream::<User>::new();
+    ada.exec(
+        &pool,
+        UserCommand::Register {
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+        },
+    )
+    .await;
+    let mut events = all_events(&pool).await;
+    // PostgreSQL text cannot hold NUL, so this row is refused when the batch is written.
+    let mut refused = events[0].clone();
+    refused.stream_id = Uuid::now_v7();
+    refused.position += 1000;
+    refused.payload = json!({"name": "Nul\u{0}", "email": "nul@example.com"});
+    events.insert(0, refused.clone());
+
+    let rejected = apply(&pool, Projection::OrderView, &events).await;
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(
+        (
+            rejected[0].stream_id,
+            rejected[0].version,
+            rejected[0].position
+        ),
+        (refused.stream_id, 1, refused.position)
+    );
+    assert!(
+        rejected[0].error.contains("refused"),
+        "{}",
+        rejected[0].error
+    );
+    assert_eq!(
+        checkpoint(&pool, Projection::OrderView, refused.stream_id).await,
+        Some(1)
+    );
+    assert_eq!(
+        checkpoint(&pool, Projection::OrderView, ada.id).await,
+        Some(1)
+    );
+    let owners: i64 = sqlx::query_scalar("select count(*) from order_view_users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(owners, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_rename_shows_up_in_that_users_orders_whatever_the_arrival_order(pool: PgPool) {
+    // Three pieces per user: registration, the order, the rename and email change. Each user
+    // gets another arrival order that keeps the user's own stream in order.
+    let arrivals: [[usize; 3]; 3] = [[1, 0, 2], [0, 1, 2], [0, 2, 1]];
+    let mut cases = Vec::new();
+    for (n, arrival) in arrivals.iter().enumerate() {
+        let mut user = Stream::<User>::new();
+        user.exec(
+            &pool,
+            UserCommand::Register {
+                name: format!("User {n}"),
+                email: format!("user{n}@example.com"),
+            },
+        )
+        .await;
+        let mut order = Stream::<Order>::new();
+        order
+            .exec(
+                &pool,
+                OrderCommand::Create {
+                    user_id: user.id,
+                    currency: Currency::EUR,
+                },
+            )
+            .await;
+        user.exec(
+            &pool,
+            UserCommand::Rename {
+                name: format!("Renamed {n}"),
+            },
+        )
+        .await;
+        user.exec(
+            &pool,
+            UserCommand::ChangeEmail {
+                email: format!("moved{n}@example.org"),
+            },
+        )
+        .await;
+        cases.push((user.id, order.id, *arrival));
+    }
+    let events = all_events(&pool).await;
+    let of = |stream: Uuid| -> Vec<StoredEvent> {
+        events
+            .iter()
+            .filter(|e| e.stream_id == stream)
+            .cloned()
+            .collect()
+    };
+
+    for (n, (user_id, order_id, arrival)) in cases.iter().enumerate() {
+        let user_events = of(*user_id);
+        let pieces = [
+            user_events[..1].to_vec(),
+            of(*order_id),
+            user_events[1..].to_vec(),
+        ];
+        // Piece by piece in separate batches for odd users, all in one batch for even ones.
+        if n % 2 == 1 {
+            for piece in arrival {
+                assert_eq!(
+                    apply(&pool, Projection::OrderView, &pieces[*piece]).await,
+                    []
+                );
+            }
+        } else {
+            let batch: Vec<StoredEvent> = arrival.iter().flat_map(|p| pieces[*p].clone()).collect();
+            assert_eq!(apply(&pool, Projection::OrderView, &batch).await, []);
+        }
+        let row = order_view_row(&pool, *order_id).await;
+        assert_eq!(
+            row.user_name,
+            Some(format!("Renamed {n}")),
+            "arrival {arrival:?}"
+        );
+        assert_eq!(row.user_email, Some(format!("moved{n}@example.org")));
+    }
+
+    // A later rename reaches an order written long before.
+    let (user_id, order_id, _) = cases[0];
+    let version = of(user_id).len() as i32;
+    let again = UserEvent::UserRenamed {
+        name: "Ada Again".into(),
+    };
+    append_raw(&pool, user_id, "user", version, &[new_event(&again)]).await;
+    let latest = all_events(&pool).await.pop().unwrap();
+    assert_eq!(apply(&pool, Projection::OrderView, &[latest]).await, []);
+    let row = order_view_row(&pool, order_id).await;
+    assert_eq!(row.user_name.as_deref(), Some("Ada Again"));
+    let events = all_events(&pool).await;
+    let actual = actual(&pool, Projection::OrderView).await;
+    assert_same(
+        Projection::OrderView,
+        &actual,
+        &expected(Projection::OrderView, &events),
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn events_of_streams_a_projection_does_not_consume_are_skipped_without_a_checkpoint(
+    pool: PgPool,
+) {
+    let payment = Uuid::now_v7();
+    let event = NewEvent {
+        event_type: "PaymentAuthorized".into(),
+        schema_version: 1,
+        payload: json!({}),
+    };
+    append_raw(&pool, payment, "payment", 0, &[event]).await;
+    let events = all_events(&pool).await;
+    for projection in Projection::ALL {
+        assert_eq!(apply(&pool, projection, &events).await, []);
+        assert_eq!(checkpoint(&pool, projection, payment).await, None);
+    }
+}
