@@ -149,19 +149,27 @@ async fn run(
     let mut engine = Engine::new(projection, shadow, true);
     let mut cursor = Cursor::default();
     let mut tx = begin_quick(conn).await?;
+    let (mut t_wait, mut t_fold, mut t_flush) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut t = Instant::now();
     while let Some(page) = received.recv().await {
+        t_wait += t.elapsed(); t = Instant::now();
         let page = page?;
         let Some(last) = page.last() else { break };
         cursor = Cursor::after(last);
         bar.inc(page.len() as u64);
         fold_page(&mut engine, &mut tx, page, &mut report).await?;
+        t_fold += t.elapsed(); t = Instant::now();
         if engine.pending() >= WRITE_EVERY || engine.cached() >= MAX_ROWS {
             engine.flush(&mut tx).await?;
             engine.clear();
             tx.commit().await?;
             tx = begin_quick(conn).await?;
+            t_flush += t.elapsed();
+            eprintln!("flush at {} took {:?} (wait {:?} fold {:?})", report.events, t.elapsed(), t_wait, t_fold);
+            t = Instant::now();
         }
     }
+    eprintln!("wait {t_wait:?} fold {t_fold:?} flush {t_flush:?}");
     engine.flush(&mut tx).await?;
     tx.commit().await?;
     reader
