@@ -161,19 +161,19 @@ pub async fn run<C: WriteCommand>(
             Err(error) => error,
         };
         tx.rollback().await?;
-        if error.is_concurrency_conflict() {
-            // The race may have been lost to a retry of this very request.
-            if let Some(stored) = match key {
-                Some(key) => idempotency::find(&state.pool, key).await?,
-                None => None,
-            } {
+        if let (ApiError::Conflict { .. }, Some(key)) = (&error, key) {
+            // The race (for the stream or for a unique value) may have been lost to a
+            // retry of this very request: answer as it did.
+            if let Some(stored) = idempotency::find(&state.pool, key).await? {
                 return replay(stored, &fingerprint);
             }
-            if headers.if_match.is_none() && attempt < MAX_ATTEMPTS {
-                attempt += 1;
-                tracing::debug!(attempt, "lost a race for the stream; deciding again");
-                continue;
-            }
+        }
+        // Without If-Match the client asked for no particular version: decide again.
+        if error.is_concurrency_conflict() && headers.if_match.is_none() && attempt < MAX_ATTEMPTS
+        {
+            attempt += 1;
+            tracing::debug!(attempt, "lost a race for the stream; deciding again");
+            continue;
         }
         return Err(error);
     }

@@ -15,8 +15,9 @@ use orderflow_store::{read_after, Cursor};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
-/// Advisory lock key of the relay role ("orderflw" in ASCII).
-const LOCK_KEY: i64 = 0x6f72_6465_7266_6c77;
+/// Advisory lock class of relays ("ofrl"); the object is a hash of the relay's name, so
+/// relays of one name take turns and relays of different names run side by side.
+const LOCK_CLASS: i32 = 0x6f66_726c;
 
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
@@ -59,8 +60,9 @@ pub async fn run(
         .context("connecting the relay's lock connection")?;
     let mut announced = false;
     loop {
-        let acquired: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-            .bind(LOCK_KEY)
+        let acquired: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, hashtext($2))")
+            .bind(LOCK_CLASS)
+            .bind(&options.name)
             .fetch_one(&mut lock)
             .await
             .context("trying the relay lock")?;

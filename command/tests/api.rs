@@ -526,6 +526,21 @@ async fn concurrent_retries_of_one_command_append_once(pool: PgPool) {
     .await;
     assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
 
+    let registrations = (0..8).map(|_| {
+        app.client
+            .post(app.url("/api/users"))
+            .header("Idempotency-Key", "register-bob")
+            .json(&json!({"name": "Bob", "email": "bob@example.com"}))
+            .send()
+    });
+    let registered: Vec<Value> = join_all(registrations.map(|f| async {
+        let response = f.await.unwrap();
+        assert_eq!(response.status(), 201, "a racing retry is answered, not refused");
+        response.json::<Value>().await.unwrap()
+    }))
+    .await;
+    assert!(registered.iter().all(|b| *b == registered[0]), "{registered:?}");
+
     let adds = (0..8).map(|_| {
         app.client
             .post(app.url(&format!("/api/orders/{order}/items")))
@@ -539,8 +554,8 @@ async fn concurrent_retries_of_one_command_append_once(pool: PgPool) {
         .map(|r| r.unwrap().status().as_u16())
         .collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    // user + product + first order + one retried order + one added item.
-    assert_eq!(app.event_count().await, 5);
+    // user + product + first order + one retried order + Bob + one added item.
+    assert_eq!(app.event_count().await, 6);
     assert_eq!(app.stream(order).await["version"], 2);
 }
 
