@@ -7,6 +7,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use orderflow_command::config::{CommandArgs, RelayArgs};
 use orderflow_kafka::KafkaArgs;
+use orderflow_projector::config::{ProjectorArgs, ReplayArgs};
+use orderflow_projector::worker::WorkerOptions;
+use orderflow_projector::Projection;
 use orderflow_store::DatabaseArgs;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -33,6 +36,10 @@ enum Role {
     Command(CommandArgs),
     /// Run the outbox relay (publishes committed events to Kafka; one active, others stand by).
     Relay(RelayArgs),
+    /// Run projector workers (consume Kafka, maintain the read models).
+    Projector(ProjectorArgs),
+    /// Rebuild read models from the event store and swap them in.
+    Replay(ReplayArgs),
     /// Run the whole platform in one process, starting a private PostgreSQL when no
     /// database URL is given.
     Dev(DevArgs),
@@ -126,8 +133,50 @@ async fn run(role: Role) -> anyhow::Result<()> {
             orderflow_kafka::topics::ensure_topics(&args.kafka)
                 .await
                 .context("creating the Kafka topics")?;
-            orderflow_command::relay::run(pool, args.kafka.clone(), args.options(), shutdown_watch())
+            orderflow_command::relay::run(
+                pool,
+                args.kafka.clone(),
+                args.options(),
+                shutdown_watch(),
+            )
+            .await
+        }
+        Role::Projector(args) => {
+            let pool = args
+                .database
+                .connect_and_migrate()
                 .await
+                .context("connecting to the database")?;
+            orderflow_kafka::topics::ensure_topics(&args.kafka)
+                .await
+                .context("creating the Kafka topics")?;
+            orderflow_projector::worker::run(
+                pool,
+                args.kafka.clone(),
+                args.selected(),
+                args.options(),
+                shutdown_watch(),
+            )
+            .await
+        }
+        Role::Replay(args) => {
+            let pool = args
+                .database
+                .connect_and_migrate()
+                .await
+                .context("connecting to the database")?;
+            for projection in args.selected() {
+                let report = orderflow_projector::replay(&pool, projection, args.options())
+                    .await
+                    .with_context(|| format!("replaying {projection}"))?;
+                println!(
+                    "{projection}: {} events in {:.1}s ({:.0} events/s), swapped in",
+                    report.events,
+                    report.elapsed.as_secs_f64(),
+                    report.events_per_second()
+                );
+            }
+            Ok(())
         }
         Role::Dev(args) => dev(args).await,
     }
@@ -143,7 +192,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let (database_url, private) = match args.database_url.clone() {
         Some(url) => (url, None),
         None => {
-            let dir = args.data_dir.clone().unwrap_or_else(devdb::default_data_dir);
+            let dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(devdb::default_data_dir);
             let pg = PrivatePostgres::start(&dir, args.pg_port, args.fresh)
                 .await
                 .context("starting the private PostgreSQL")?;
@@ -164,7 +216,8 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
     let mock = match &args.kafka_brokers {
         Some(_) => None,
         None => Some(
-            rdkafka::mocking::MockCluster::new(1).context("starting the in-process Kafka broker")?,
+            rdkafka::mocking::MockCluster::new(1)
+                .context("starting the in-process Kafka broker")?,
         ),
     };
     let brokers = match (&args.kafka_brokers, &mock) {
@@ -196,13 +249,24 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
 
     let mut roles = tokio::task::JoinSet::new();
     let mut stop = shutdown.clone();
-    roles.spawn(orderflow_command::startup::serve(listener, pool.clone(), async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-    }));
+    roles.spawn(orderflow_command::startup::serve(
+        listener,
+        pool.clone(),
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        },
+    ));
     roles.spawn(orderflow_command::relay::run(
         pool.clone(),
         kafka.clone(),
         Default::default(),
+        shutdown.clone(),
+    ));
+    roles.spawn(orderflow_projector::worker::run(
+        pool.clone(),
+        kafka.clone(),
+        Projection::ALL.to_vec(),
+        WorkerOptions::default(),
         shutdown.clone(),
     ));
 

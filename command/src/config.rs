@@ -26,10 +26,18 @@ pub struct RelayArgs {
     #[command(flatten)]
     pub kafka: orderflow_kafka::KafkaArgs,
     /// Cursor name; relays with one name share one cursor and one active instance.
-    #[arg(long = "relay-name", env = "ORDERFLOW_RELAY_NAME", default_value = "default")]
+    #[arg(
+        long = "relay-name",
+        env = "ORDERFLOW_RELAY_NAME",
+        default_value = "default"
+    )]
     pub name: String,
     /// Events per publish round trip.
-    #[arg(long = "relay-batch-size", env = "ORDERFLOW_RELAY_BATCH_SIZE", default_value_t = 1000)]
+    #[arg(
+        long = "relay-batch-size",
+        env = "ORDERFLOW_RELAY_BATCH_SIZE",
+        default_value_t = 1000
+    )]
     pub batch_size: i64,
 }
 

@@ -169,8 +169,7 @@ pub async fn run<C: WriteCommand>(
             }
         }
         // Without If-Match the client asked for no particular version: decide again.
-        if error.is_concurrency_conflict() && headers.if_match.is_none() && attempt < MAX_ATTEMPTS
-        {
+        if error.is_concurrency_conflict() && headers.if_match.is_none() && attempt < MAX_ATTEMPTS {
             attempt += 1;
             tracing::debug!(attempt, "lost a race for the stream; deciding again");
             continue;

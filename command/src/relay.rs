@@ -149,10 +149,12 @@ pub async fn load_cursor(pool: &PgPool, name: &str) -> anyhow::Result<Cursor> {
             .fetch_optional(pool)
             .await
             .context("loading the relay cursor")?;
-    Ok(row.map_or_else(Cursor::default, |(tx_id, position)| Cursor {
-        tx_id,
-        position,
-    }))
+    Ok(
+        row.map_or_else(Cursor::default, |(tx_id, position)| Cursor {
+            tx_id,
+            position,
+        }),
+    )
 }
 
 async fn save_cursor(pool: &PgPool, name: &str, cursor: Cursor) -> anyhow::Result<()> {

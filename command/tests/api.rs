@@ -535,11 +535,18 @@ async fn concurrent_retries_of_one_command_append_once(pool: PgPool) {
     });
     let registered: Vec<Value> = join_all(registrations.map(|f| async {
         let response = f.await.unwrap();
-        assert_eq!(response.status(), 201, "a racing retry is answered, not refused");
+        assert_eq!(
+            response.status(),
+            201,
+            "a racing retry is answered, not refused"
+        );
         response.json::<Value>().await.unwrap()
     }))
     .await;
-    assert!(registered.iter().all(|b| *b == registered[0]), "{registered:?}");
+    assert!(
+        registered.iter().all(|b| *b == registered[0]),
+        "{registered:?}"
+    );
 
     let adds = (0..8).map(|_| {
         app.client

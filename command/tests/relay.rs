@@ -41,7 +41,11 @@ async fn wait_for_cursor_to_reach(pool: &PgPool, count: i64) {
         if published - backlog >= count {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "relay stalled at {}", published - backlog);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relay stalled at {}",
+            published - backlog
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -61,7 +65,10 @@ async fn every_committed_event_reaches_kafka_in_version_order(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(published.distinct(), total);
-    assert_eq!(published.records, total, "one relay, no crash: no duplicates");
+    assert_eq!(
+        published.records, total,
+        "one relay, no crash: no duplicates"
+    );
     assert_in_version_order(&published, &expected);
     relay.stop.send(true).unwrap();
     relay.task.await.unwrap().unwrap();
@@ -106,7 +113,9 @@ async fn a_standby_relay_takes_over_when_the_active_one_stops(pool: PgPool) {
     let total_before: usize = before.values().map(|v| *v as usize).sum();
     let args = kafka.clone();
     let published = tokio::task::spawn_blocking(move || {
-        read_published(&args, Duration::from_secs(60), |p| p.distinct() >= total_before)
+        read_published(&args, Duration::from_secs(60), |p| {
+            p.distinct() >= total_before
+        })
     })
     .await
     .unwrap();
@@ -126,7 +135,11 @@ async fn a_standby_relay_takes_over_when_the_active_one_stops(pool: PgPool) {
     })
     .await
     .unwrap();
-    assert_eq!(published.distinct(), total, "the standby published the rest");
+    assert_eq!(
+        published.distinct(),
+        total,
+        "the standby published the rest"
+    );
     assert_in_version_order(&published, &expected);
     standby.stop.send(true).unwrap();
     standby.task.await.unwrap().unwrap();
@@ -144,7 +157,10 @@ async fn commands_succeed_while_the_broker_is_down_and_everything_arrives_after(
     broker.stop();
     // The workload asserts that every command answers 2xx with the broker gone.
     app.workload(3, 2).await;
-    assert!(relay::backlog(&pool, "default").await.unwrap() > 0, "events wait in the store");
+    assert!(
+        relay::backlog(&pool, "default").await.unwrap() > 0,
+        "events wait in the store"
+    );
 
     broker.restart().await;
     let expected = app.stream_versions().await;
@@ -155,7 +171,11 @@ async fn commands_succeed_while_the_broker_is_down_and_everything_arrives_after(
     })
     .await
     .unwrap();
-    assert_eq!(published.distinct(), total, "all events arrived after the restart");
+    assert_eq!(
+        published.distinct(),
+        total,
+        "all events arrived after the restart"
+    );
     assert_in_version_order(&published, &expected);
     relay.stop.send(true).unwrap();
     relay.task.await.unwrap().unwrap();

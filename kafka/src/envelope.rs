@@ -55,14 +55,15 @@ pub fn headers(event: &StoredEvent) -> OwnedHeaders {
     if let Some(actor) = &meta.actor {
         fields.push((ACTOR, actor.clone()));
     }
-    fields
-        .iter()
-        .fold(OwnedHeaders::new_with_capacity(fields.len()), |h, (key, value)| {
+    fields.iter().fold(
+        OwnedHeaders::new_with_capacity(fields.len()),
+        |h, (key, value)| {
             h.insert(Header {
                 key,
                 value: Some(value.as_bytes()),
             })
-        })
+        },
+    )
 }
 
 /// The stored event a record carries.

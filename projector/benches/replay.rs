@@ -46,7 +46,10 @@ async fn main() {
             "seeded {seeded} events in {seconds:.1} s ({:.0} events/s)",
             seeded as f64 / seconds
         );
-        sqlx::query("vacuum analyze events").execute(&pool).await.unwrap();
+        sqlx::query("vacuum analyze events")
+            .execute(&pool)
+            .await
+            .unwrap();
     } else {
         println!("reusing {stored} events in database {DATABASE}");
     }
@@ -102,7 +105,10 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// A pool on the bench's own database, created and migrated if needed.
 async fn bench_database(url: &str, fresh: bool) -> PgPool {
     let server: PgConnectOptions = url.parse().expect("DATABASE_URL is a postgres:// URL");
-    let mut admin = server.connect().await.expect("the server accepts connections");
+    let mut admin = server
+        .connect()
+        .await
+        .expect("the server accepts connections");
     if fresh {
         let drop = format!("drop database if exists {DATABASE}");
         sqlx::query(&drop).execute(&mut admin).await.unwrap();
@@ -191,9 +197,16 @@ impl<A: Aggregate> Stream<A> {
             return 0;
         }
         let events: Vec<NewEvent> = self.pending.iter().map(NewEvent::from_domain).collect();
-        append(conn, self.id, A::STREAM_TYPE, self.version, &events, metadata)
-            .await
-            .unwrap();
+        append(
+            conn,
+            self.id,
+            A::STREAM_TYPE,
+            self.version,
+            &events,
+            metadata,
+        )
+        .await
+        .unwrap();
         self.version += events.len() as i32;
         self.pending.clear();
         events.len() as u64

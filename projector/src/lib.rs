@@ -17,15 +17,19 @@
 //! - [`engine`]: [`apply_batch`]; checkpoints, gap filling, rejection, the shared fold.
 //! - [`replay`]: [`replay`] into shadow tables, the catch-up and the swap.
 //! - [`error`]: [`ProjectionError`] and [`Rejected`].
+//! - [`worker`]: the live Kafka consumer loop, one consumer group per projection.
+//! - [`config`]: the flags of `orderflow projector` and `orderflow replay`.
 //! - `order_view`, `user_view`, `product_view` (private): each projection's rows, how an
 //!   event changes them and how they are loaded and written.
 //! - `event` (private): stored events decoded into the domain's event types.
 //! - `cache` (private): the rows of one table a batch works on.
 
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod projection;
 pub mod replay;
+pub mod worker;
 
 mod cache;
 mod event;

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use orderflow_store::{read_after, Cursor, StoreError, StoredEvent};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
@@ -149,27 +149,19 @@ async fn run(
     let mut engine = Engine::new(projection, shadow, true);
     let mut cursor = Cursor::default();
     let mut tx = begin_quick(conn).await?;
-    let (mut t_wait, mut t_fold, mut t_flush) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let mut t = Instant::now();
     while let Some(page) = received.recv().await {
-        t_wait += t.elapsed(); t = Instant::now();
         let page = page?;
         let Some(last) = page.last() else { break };
         cursor = Cursor::after(last);
         bar.inc(page.len() as u64);
         fold_page(&mut engine, &mut tx, page, &mut report).await?;
-        t_fold += t.elapsed(); t = Instant::now();
         if engine.pending() >= WRITE_EVERY || engine.cached() >= MAX_ROWS {
             engine.flush(&mut tx).await?;
             engine.clear();
             tx.commit().await?;
             tx = begin_quick(conn).await?;
-            t_flush += t.elapsed();
-            eprintln!("flush at {} took {:?} (wait {:?} fold {:?})", report.events, t.elapsed(), t_wait, t_fold);
-            t = Instant::now();
         }
     }
-    eprintln!("wait {t_wait:?} fold {t_fold:?} flush {t_flush:?}");
     engine.flush(&mut tx).await?;
     tx.commit().await?;
     reader
@@ -231,14 +223,17 @@ async fn fold_page(
 }
 
 /// A transaction whose commit does not wait for the disk: a crash loses only shadow rows
-/// that the next replay rebuilds anyway.
+/// that the next replay rebuilds anyway. The shadow tables have no statistics yet, so each
+/// lookup is planned for the table as it is, never with a plan cached while it was empty.
 async fn begin_quick(
     conn: &mut PgConnection,
 ) -> Result<sqlx::Transaction<'_, Postgres>, sqlx::Error> {
     let mut tx = conn.begin().await?;
-    sqlx::raw_sql("set local synchronous_commit = off; set local plan_cache_mode = force_custom_plan")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::raw_sql(
+        "set local synchronous_commit = off; set local plan_cache_mode = force_custom_plan",
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(tx)
 }
 
@@ -374,9 +369,15 @@ fn progress_bar(projection: Projection, total: i64, visible: bool) -> ProgressBa
     let bar = ProgressBar::new(u64::try_from(total).unwrap_or(0));
     let style = ProgressStyle::with_template(
         "{prefix:>12} [{elapsed_precise}] [{wide_bar}] {human_pos}/{human_len} events \
-         {per_sec} ETA {eta} {msg}",
+         {rate} ETA {eta} {msg}",
     )
     .expect("the template is valid")
+    .with_key(
+        "rate",
+        |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+            let _ = write!(out, "{:.0} events/s", state.per_sec());
+        },
+    )
     .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(projection.name());

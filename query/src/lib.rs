@@ -1,1 +1,35 @@
-//! The GraphQL query service over the read models.
+//! The GraphQL query service: composed order, user and product views over the projectors'
+//! read models, with read-your-writes (`minVersion`), subscriptions to order changes, and
+//! a playground that works offline.
+//!
+//! Reads only: `order_view`, `user_view` and `product_view` (owned by the projector) and an
+//! order's stream in the event store. Composition across views goes through one batching
+//! loader, so a page costs a constant number of statements however many items it has.
+//!
+//! # Layout
+//! - [`config`]: [`QueryArgs`](config::QueryArgs), the flags of `orderflow query`, and
+//!   [`QueryOptions`](config::QueryOptions), the limits the service enforces.
+//! - [`startup`]: [`QueryService`], its routes and [`serve`].
+//! - `schema` (private): the GraphQL types and resolvers; [`schema_sdl`] prints the schema.
+//! - `db` (private): every SQL statement, counted; `loaders` (private): the batched reads.
+//! - `freshness` (private): the one `LISTEN order_view_changed` connection and the poller
+//!   behind `minVersion` and `orderUpdated`.
+//! - `limits` (private): depth, complexity and time limits, and error codes.
+//! - [`error`]: the `extensions.code` values ([`error::code`]).
+//! - [`playground`]: the GraphiQL page and its embedded assets.
+
+pub mod config;
+pub mod error;
+pub mod playground;
+pub mod startup;
+
+mod db;
+mod freshness;
+mod limits;
+mod loaders;
+mod schema;
+
+pub use config::{QueryArgs, QueryOptions};
+pub use freshness::ORDER_VIEW_CHANGED;
+pub use schema::sdl as schema_sdl;
+pub use startup::{router, serve, QueryService};

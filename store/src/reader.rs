@@ -38,7 +38,7 @@ pub async fn read_after<'e>(
         "select {COLUMNS} from events \
          where (tx_id, position) > ($1::bigint::text::xid8, $2) \
            and tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         order by tx_id, position \
+         order by events.tx_id, events.position \
          limit $3"
     );
     Ok(sqlx::query_as(&sql)

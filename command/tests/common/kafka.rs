@@ -161,7 +161,10 @@ impl PrivateBroker {
             .await
             .is_err()
         {
-            assert!(tokio::time::Instant::now() < deadline, "tansu did not start");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tansu did not start"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -121,7 +121,10 @@ impl TestApp {
         let tag = Uuid::new_v4().simple().to_string();
         let mut products = Vec::new();
         for i in 0..3 {
-            products.push(self.create_product(&format!("P{i}-{}", &tag[..8]), 100 + i, 1000).await);
+            products.push(
+                self.create_product(&format!("P{i}-{}", &tag[..8]), 100 + i, 1000)
+                    .await,
+            );
         }
         let mut ok = 3;
         for u in 0..users {
@@ -148,7 +151,9 @@ impl TestApp {
                     _ => None,
                 };
                 if let Some((action, body)) = ending {
-                    let response = self.post(format!("/api/orders/{order}/{action}"), body).await;
+                    let response = self
+                        .post(format!("/api/orders/{order}/{action}"), body)
+                        .await;
                     assert_eq!(response.status(), 200);
                     ok += 1;
                 }

@@ -1,0 +1,274 @@
+//! The live projector: one Kafka consumer group per projection, each batch applied in one
+//! Postgres transaction, offsets committed only after that transaction commits.
+//!
+//! At-least-once delivery meets per-stream checkpoints: a redelivered record is at or below
+//! its stream's checkpoint and skipped. A record that is not one of our events, or an event
+//! the projection cannot apply, goes to `<topic>.dlq` and the worker goes on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use orderflow_kafka::consumer::{commit, next_batch, subscribe};
+use orderflow_kafka::dlq::dead_letter;
+use orderflow_kafka::topics::{dead_letter_topic, events_topic};
+use orderflow_kafka::{envelope, KafkaArgs};
+use orderflow_store::StoredEvent;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{apply_batch, Projection, Rejected};
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Consumer groups are `<group_prefix>.<projection>`; instances sharing it share partitions.
+    pub group_prefix: String,
+    /// Records applied per transaction.
+    pub batch_size: usize,
+    /// How long to gather a batch once its first record arrived.
+    pub linger: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            group_prefix: "orderflow.projector".into(),
+            batch_size: 500,
+            linger: Duration::from_millis(20),
+        }
+    }
+}
+
+impl WorkerOptions {
+    pub fn group(&self, projection: Projection) -> String {
+        format!("{}.{projection}", self.group_prefix)
+    }
+}
+
+/// Run a worker for each of `projections` until `shutdown` flips to true.
+pub async fn run(
+    pool: PgPool,
+    kafka: KafkaArgs,
+    projections: Vec<Projection>,
+    options: WorkerOptions,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut workers = tokio::task::JoinSet::new();
+    for projection in projections {
+        workers.spawn(run_one(
+            pool.clone(),
+            kafka.clone(),
+            projection,
+            options.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined.context("a projector worker panicked")??;
+    }
+    Ok(())
+}
+
+/// One projection's consumer loop.
+pub async fn run_one(
+    pool: PgPool,
+    kafka: KafkaArgs,
+    projection: Projection,
+    options: WorkerOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let group = options.group(projection);
+    let topics: Vec<String> = projection
+        .stream_types()
+        .iter()
+        .map(|stream_type| events_topic(&kafka.topic_prefix, stream_type))
+        .collect();
+    let consumer = subscribe(&kafka, &group, &topics).context("subscribing")?;
+    let dead_letters: FutureProducer = kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .create()
+        .context("creating the dead-letter producer")?;
+    tracing::info!(%projection, %group, ?topics, "projector worker started");
+    let mut backoff = Duration::from_millis(100);
+    while !*shutdown.borrow() {
+        let batch = tokio::select! {
+            batch = next_batch(&consumer, options.batch_size, Duration::from_millis(500), options.linger) => batch,
+            _ = shutdown.changed() => break,
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::warn!(%projection, %err, "consuming failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        match handle(
+            &pool,
+            &consumer,
+            &dead_letters,
+            projection,
+            &group,
+            &kafka.topic_prefix,
+            &batch,
+        )
+        .await
+        {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(err) => {
+                // Nothing was committed: the records come again after a seek to the last
+                // committed offsets, which a fresh subscription gives.
+                tracing::error!(%projection, error = %format!("{err:#}"), "a batch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                rewind(&consumer, &batch)?;
+            }
+        }
+    }
+    tracing::info!(%projection, "projector worker stopped");
+    Ok(())
+}
+
+async fn handle(
+    pool: &PgPool,
+    consumer: &StreamConsumer,
+    dead_letters: &FutureProducer,
+    projection: Projection,
+    group: &str,
+    prefix: &str,
+    batch: &[OwnedMessage],
+) -> anyhow::Result<()> {
+    let mut events = Vec::with_capacity(batch.len());
+    let mut by_event: HashMap<(Uuid, i32), &OwnedMessage> = HashMap::new();
+    for message in batch {
+        match envelope::decode(message) {
+            Ok(event) => {
+                by_event.insert((event.stream_id, event.version), message);
+                events.push(event);
+            }
+            Err(err) => {
+                tracing::warn!(topic = message.topic(), offset = message.offset(), %err, "dead-lettering a record that is not an event");
+                dead_letter(dead_letters, message, group, &err.to_string())
+                    .await
+                    .context("dead-lettering")?;
+            }
+        }
+    }
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting the batch transaction")?;
+    let rejected = apply_batch(&mut tx, projection, &events)
+        .await
+        .context("applying the batch")?;
+    if projection == Projection::OrderView {
+        notify_order_changes(&mut tx, &events).await?;
+    }
+    tx.commit().await.context("committing the batch")?;
+    for rejection in &rejected {
+        tracing::warn!(%projection, stream_id = %rejection.stream_id, version = rejection.version, error = %rejection.error, "dead-lettering an event that cannot be applied");
+        match by_event.get(&(rejection.stream_id, rejection.version)) {
+            Some(message) => dead_letter(dead_letters, message, group, &rejection.error)
+                .await
+                .context("dead-lettering")?,
+            None => dead_letter_from_store(pool, dead_letters, prefix, rejection).await?,
+        }
+    }
+    commit(consumer, batch).context("committing offsets")?;
+    Ok(())
+}
+
+/// Tell the query service (LISTEN `order_view_changed`) which orders changed; delivered when
+/// the batch commits, never for a batch that rolls back.
+async fn notify_order_changes(
+    tx: &mut sqlx::PgConnection,
+    events: &[StoredEvent],
+) -> anyhow::Result<()> {
+    let mut orders: Vec<Uuid> = events
+        .iter()
+        .filter(|e| e.stream_type == "order")
+        .map(|e| e.stream_id)
+        .collect();
+    orders.sort_unstable();
+    orders.dedup();
+    if orders.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "select pg_notify('order_view_changed', \
+                json_build_object('orderId', order_id, 'version', version)::text) \
+         from order_view where order_id = any($1)",
+    )
+    .bind(&orders)
+    .execute(tx)
+    .await
+    .context("notifying order changes")?;
+    Ok(())
+}
+
+/// A rejected event that was read from the store to fill a gap has no record of its own in
+/// the batch: dead-letter a record built from the store.
+async fn dead_letter_from_store(
+    pool: &PgPool,
+    producer: &FutureProducer,
+    prefix: &str,
+    rejection: &Rejected,
+) -> anyhow::Result<()> {
+    let event = orderflow_store::read_stream(pool, rejection.stream_id, rejection.version, 1)
+        .await
+        .context("reading a rejected event")?
+        .into_iter()
+        .next()
+        .context("a rejected event vanished from the store")?;
+    let topic = dead_letter_topic(&events_topic(prefix, &event.stream_type));
+    let headers = envelope::headers(&event).insert(rdkafka::message::Header {
+        key: orderflow_kafka::dlq::ERROR,
+        value: Some(rejection.error.as_bytes()),
+    });
+    let key = event.stream_id.to_string();
+    let payload = serde_json::to_vec(&event.payload).context("serializing a payload")?;
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|(err, _)| err)
+        .context("dead-lettering")?;
+    Ok(())
+}
+
+/// Seek back to the first record of each partition in a failed batch so it is retried.
+fn rewind(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+    use rdkafka::consumer::Consumer;
+    let mut first: HashMap<(&str, i32), i64> = HashMap::new();
+    for message in batch {
+        let offset = first
+            .entry((message.topic(), message.partition()))
+            .or_insert(message.offset());
+        *offset = (*offset).min(message.offset());
+    }
+    for ((topic, partition), offset) in first {
+        consumer
+            .seek(
+                topic,
+                partition,
+                rdkafka::Offset::Offset(offset),
+                Duration::from_secs(5),
+            )
+            .context("rewinding after a failed batch")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The whole pipeline against a real PostgreSQL and a real Kafka-protocol broker: events
+//! appended to the store, published by the relay, consumed by projector workers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_all_match_the_store, Workload};
+use orderflow_command::relay::{self, RelayOptions};
+use orderflow_kafka::topics::{dead_letter_topic, ensure_topics, events_topic};
+use orderflow_kafka::KafkaArgs;
+use orderflow_projector::worker::{self, WorkerOptions};
+use orderflow_projector::{replay, Projection, ReplayOptions};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+async fn fresh_topics() -> KafkaArgs {
+    let brokers = std::env::var("KAFKA_BROKERS")
+        .expect("KAFKA_BROKERS must point at a Kafka-protocol broker (scripts/test starts tansu)");
+    let mut args = KafkaArgs::new(brokers, format!("t{}", Uuid::new_v4().simple()));
+    args.topic_partitions = 3;
+    ensure_topics(&args).await.expect("topics created");
+    args
+}
+
+struct Running {
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        for task in self.tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+fn options(group: &str) -> WorkerOptions {
+    WorkerOptions {
+        group_prefix: group.to_owned(),
+        batch_size: 200,
+        ..WorkerOptions::default()
+    }
+}
+
+/// The relay plus one worker task per entry of `workers` (each runs all projections).
+fn start(pool: &PgPool, kafka: &KafkaArgs, group: &str, workers: usize) -> Running {
+    let (stop, shutdown) = watch::channel(false);
+    let relay_options = RelayOptions {
+        idle_poll: Duration::from_millis(20),
+        ..RelayOptions::default()
+    };
+    let mut tasks = vec![tokio::spawn(relay::run(
+        pool.clone(),
+        kafka.clone(),
+        relay_options,
+        shutdown.clone(),
+    ))];
+    for _ in 0..workers {
+        tasks.push(tokio::spawn(worker::run(
+            pool.clone(),
+            kafka.clone(),
+            Projection::ALL.to_vec(),
+            options(group),
+            shutdown.clone(),
+        )));
+    }
+    Running { tasks, stop }
+}
+
+/// Every projection has checkpointed the last version of every stream it consumes.
+async fn wait_until_caught_up(pool: &PgPool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut behind = 0i64;
+        for projection in Projection::ALL {
+            let sql = format!(
+                "select count(*) from (select stream_id, max(version) as version from events \
+                 where stream_type = any($1) group by stream_id) s \
+                 left join {projection}_checkpoints c using (stream_id) \
+                 where c.version is distinct from s.version"
+            );
+            let types: Vec<&str> = projection.stream_types().to_vec();
+            let count: i64 = sqlx::query_scalar(&sql)
+                .bind(&types)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            behind += count;
+        }
+        if behind == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projections still behind on {behind} streams"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn live_projectors_fed_through_kafka_match_a_fold_of_the_store(pool: PgPool) {
+    let kafka = fresh_topics().await;
+    let running = start(&pool, &kafka, &kafka.topic_prefix, 1);
+    let mut workload = Workload::new(0xfeed);
+    workload.run(&pool, 300).await;
+    wait_until_caught_up(&pool).await;
+    assert_all_match_the_store(&pool).await;
+    running.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn duplicate_delivery_is_applied_once(pool: PgPool) {
+    let kafka = fresh_topics().await;
+    let running = start(&pool, &kafka, &kafka.topic_prefix, 1);
+    let mut workload = Workload::new(0xd00d);
+    workload.run(&pool, 150).await;
+    wait_until_caught_up(&pool).await;
+    // A second relay with a cursor of its own publishes everything a second time.
+    let (stop_again, again_shutdown) = watch::channel(false);
+    let again = tokio::spawn(relay::run(
+        pool.clone(),
+        kafka.clone(),
+        RelayOptions {
+            name: "again".into(),
+            ..RelayOptions::default()
+        },
+        again_shutdown,
+    ));
+    let total: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    wait_for_records(&kafka, 2 * total as usize).await;
+    stop_again.send(true).unwrap();
+    again.await.unwrap().unwrap();
+    workload.run(&pool, 50).await;
+    wait_until_caught_up(&pool).await;
+    wait_for_group_to_drain(&kafka, &kafka.topic_prefix).await;
+    assert_all_match_the_store(&pool).await;
+    running.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_poison_record_goes_to_the_dead_letter_topic_and_the_worker_goes_on(pool: PgPool) {
+    let kafka = fresh_topics().await;
+    let topic = events_topic(&kafka.topic_prefix, "order");
+    let producer: FutureProducer = kafka.client_config().create().unwrap();
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key("poison")
+                .payload("this is not an event"),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|(err, _)| err)
+        .unwrap();
+    let running = start(&pool, &kafka, &kafka.topic_prefix, 1);
+    let mut workload = Workload::new(0xbad);
+    workload.run(&pool, 100).await;
+    wait_until_caught_up(&pool).await;
+    assert_all_match_the_store(&pool).await;
+
+    // Each projection consuming orders dead-letters it once, with the error.
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("dlq-reader-{}", Uuid::new_v4()))
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..kafka.topic_partitions {
+        assignment
+            .add_partition_offset(&dead_letter_topic(&topic), partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut dead = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dead.len() < 3 && std::time::Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.unwrap();
+            let headers = message.headers().expect("dead letters carry headers");
+            let error = headers
+                .iter()
+                .find(|h| h.key == orderflow_kafka::dlq::ERROR)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .expect("an error header");
+            assert_eq!(message.payload(), Some(&b"this is not an event"[..]));
+            assert_eq!(message.key(), Some(&b"poison"[..]));
+            dead.push(error);
+        }
+    }
+    assert_eq!(
+        dead.len(),
+        3,
+        "order_view, user_view and product_view each dead-letter it"
+    );
+    running.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_projector_instances_share_the_partitions(pool: PgPool) {
+    let kafka = fresh_topics().await;
+    let running = start(&pool, &kafka, &kafka.topic_prefix, 2);
+    let mut workload = Workload::new(0x2);
+    workload.run(&pool, 300).await;
+    wait_until_caught_up(&pool).await;
+    wait_for_group_to_drain(&kafka, &kafka.topic_prefix).await;
+    assert_all_match_the_store(&pool).await;
+    running.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_replay_while_writes_continue_ends_equal_to_the_live_projectors(pool: PgPool) {
+    let kafka = fresh_topics().await;
+    let running = start(&pool, &kafka, &kafka.topic_prefix, 1);
+    let mut workload = Workload::new(0x4e91);
+    workload.run(&pool, 200).await;
+    let writer_pool = pool.clone();
+    let writer = tokio::spawn(async move {
+        workload.run(&writer_pool, 300).await;
+    });
+    for projection in Projection::ALL {
+        replay(
+            &pool,
+            projection,
+            ReplayOptions {
+                batch_size: 100,
+                progress: false,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    writer.await.unwrap();
+    wait_until_caught_up(&pool).await;
+    assert_all_match_the_store(&pool).await;
+    running.stop().await;
+}
+
+/// The events topics hold at least `count` records.
+async fn wait_for_records(kafka: &KafkaArgs, count: usize) {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = kafka.client_config().create().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut total = 0;
+            for stream_type in ["order", "user", "product"] {
+                let topic = events_topic(&kafka.topic_prefix, stream_type);
+                for partition in 0..kafka.topic_partitions {
+                    let (low, high) = consumer
+                        .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                        .unwrap();
+                    total += (high - low) as usize;
+                }
+            }
+            if total >= count {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {total} of {count} records"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Every projection's consumer group has committed up to the end of every partition.
+async fn wait_for_group_to_drain(kafka: &KafkaArgs, group_prefix: &str) {
+    let kafka = kafka.clone();
+    let group_prefix = group_prefix.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        for projection in Projection::ALL {
+            let group = options(&group_prefix).group(projection);
+            let consumer: BaseConsumer = kafka
+                .client_config()
+                .set("group.id", &group)
+                .create()
+                .unwrap();
+            let mut list = TopicPartitionList::new();
+            for stream_type in projection.stream_types() {
+                let topic = events_topic(&kafka.topic_prefix, stream_type);
+                for partition in 0..kafka.topic_partitions {
+                    list.add_partition(&topic, partition);
+                }
+            }
+            loop {
+                let committed = consumer
+                    .committed_offsets(list.clone(), Duration::from_secs(5))
+                    .unwrap();
+                let lagging = committed.elements().iter().any(|element| {
+                    let (_, high) = consumer
+                        .fetch_watermarks(
+                            element.topic(),
+                            element.partition(),
+                            Duration::from_secs(5),
+                        )
+                        .unwrap();
+                    match element.offset() {
+                        Offset::Offset(offset) => offset < high,
+                        _ => high > 0,
+                    }
+                });
+                if !lagging {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{group} did not drain"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -1,0 +1,208 @@
+//! [`QueryArgs`]: the flags of `orderflow query`, and [`QueryOptions`], the limits the service
+//! runs with (what tests and `orderflow dev` build directly).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use orderflow_store::DatabaseArgs;
+
+/// Largest `--max-page-size` accepted; also caps the page size that query complexity is
+/// computed with, so complexity stays meaningful whatever `first` a client sends.
+pub const PAGE_SIZE_CEILING: u32 = 1000;
+
+/// Page size when a query gives no `first`.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+
+/// The GraphQL query service: composed order, user and product views over the read models.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address the GraphQL API and its playground listen on.
+    #[arg(
+        long = "listen",
+        env = "ORDERFLOW_QUERY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+    /// How long `order(id, minVersion)` waits for the projectors to reach that version
+    /// before answering STALE: bounds how long a client's read-your-writes can hold a
+    /// request (and a connection) open. Accepts `500ms`, `5s`, `1m`.
+    #[arg(
+        long,
+        env = "ORDERFLOW_QUERY_MIN_VERSION_TIMEOUT",
+        default_value = "5s",
+        value_parser = parse_duration
+    )]
+    pub min_version_timeout: Duration,
+    /// Longest a query or mutation may execute before it is answered TIMEOUT, so a slow or
+    /// abusive query cannot hold database connections indefinitely. Must exceed
+    /// `--min-version-timeout` so that waits end as STALE, not TIMEOUT.
+    #[arg(
+        long,
+        env = "ORDERFLOW_QUERY_TIMEOUT",
+        default_value = "15s",
+        value_parser = parse_duration
+    )]
+    pub query_timeout: Duration,
+    /// Largest `first` a connection accepts; a larger one is refused (BAD_USER_INPUT) rather
+    /// than silently shortened, so a client never mistakes a clamped page for the whole list.
+    #[arg(
+        long,
+        env = "ORDERFLOW_QUERY_MAX_PAGE_SIZE",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(PAGE_SIZE_CEILING))
+    )]
+    pub max_page_size: u32,
+    /// Deepest field nesting a query may have (introspection fields excluded, so tools keep
+    /// working): stops queries that walk order → user → orders → ... to multiply work.
+    #[arg(long, env = "ORDERFLOW_QUERY_MAX_DEPTH", default_value_t = 10)]
+    pub max_depth: usize,
+    /// Largest complexity a query may have: one per field, lists multiplied by their
+    /// `first`, so a query's cost is bounded before it runs.
+    #[arg(long, env = "ORDERFLOW_QUERY_MAX_COMPLEXITY", default_value_t = 5000)]
+    pub max_complexity: usize,
+    /// How often orders that someone waits on (`minVersion`, `orderUpdated`) are re-read
+    /// when no `order_view_changed` notification arrives: the safety net for a projector
+    /// that does not notify and for notifications lost while the listener reconnects.
+    #[arg(
+        long,
+        env = "ORDERFLOW_QUERY_POLL_INTERVAL",
+        default_value = "100ms",
+        value_parser = parse_duration
+    )]
+    pub poll_interval: Duration,
+}
+
+impl QueryArgs {
+    /// The limits the service runs with; refuses combinations that cannot work.
+    pub fn options(&self) -> anyhow::Result<QueryOptions> {
+        let options = QueryOptions {
+            min_version_timeout: self.min_version_timeout,
+            query_timeout: self.query_timeout,
+            max_page_size: self.max_page_size,
+            max_depth: self.max_depth,
+            max_complexity: self.max_complexity,
+            poll_interval: self.poll_interval,
+        };
+        options.validate()?;
+        Ok(options)
+    }
+}
+
+/// What the service enforces; see [`QueryArgs`] for why each exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryOptions {
+    pub min_version_timeout: Duration,
+    pub query_timeout: Duration,
+    pub max_page_size: u32,
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub poll_interval: Duration,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self {
+            min_version_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(15),
+            max_page_size: 100,
+            max_depth: 10,
+            max_complexity: 5000,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl QueryOptions {
+    /// Fails on limits that would make the service misbehave rather than merely be strict.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.query_timeout > self.min_version_timeout,
+            "the query timeout ({:?}) must exceed the minVersion timeout ({:?})",
+            self.query_timeout,
+            self.min_version_timeout
+        );
+        anyhow::ensure!(
+            (1..=PAGE_SIZE_CEILING).contains(&self.max_page_size),
+            "the maximum page size must be between 1 and {PAGE_SIZE_CEILING}"
+        );
+        anyhow::ensure!(
+            !self.poll_interval.is_zero(),
+            "the poll interval must be positive"
+        );
+        Ok(())
+    }
+}
+
+/// `250ms`, `5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 250ms, 5s or 2m"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        other => Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        query: QueryArgs,
+    }
+
+    #[test]
+    fn durations_are_read_in_milliseconds_seconds_or_minutes() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn the_defaults_match_the_documented_options() {
+        let cli = Cli::parse_from(["query", "--database-url", "postgres://localhost/x"]);
+        assert_eq!(cli.query.options().unwrap(), QueryOptions::default());
+        assert_eq!(cli.query.listen, "127.0.0.1:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn a_query_timeout_shorter_than_the_min_version_wait_is_refused() {
+        let cli = Cli::parse_from([
+            "query",
+            "--database-url",
+            "postgres://localhost/x",
+            "--query-timeout",
+            "2s",
+        ]);
+        assert!(cli.query.options().is_err());
+    }
+
+    #[test]
+    fn a_page_size_above_the_ceiling_is_refused() {
+        let parsed = Cli::try_parse_from([
+            "query",
+            "--database-url",
+            "postgres://localhost/x",
+            "--max-page-size",
+            "5000",
+        ]);
+        assert!(parsed.is_err());
+    }
+}

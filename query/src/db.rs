@@ -1,0 +1,410 @@
+//! [`Db`]: every SQL statement the service runs, against the read models (`order_view`,
+//! `user_view`, `product_view`) and the event store (an order's stream). Statements are
+//! counted, so tests can prove that a page costs a constant number of queries.
+//!
+//! Filters are optional, so SQL is built with [`QueryBuilder`] to leave absent conditions
+//! out (a generic plan with `$1 is null or ...` could not use the views' indexes).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use orderflow_domain::Money;
+use serde::Deserialize;
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+/// The read models and the event store, with a count of statements run.
+#[derive(Debug, Clone)]
+pub(crate) struct Db {
+    pool: PgPool,
+    statements: Arc<AtomicU64>,
+}
+
+const ORDER_COLUMNS: &str = "order_id, user_id, status, currency, items, item_count, \
+     total_minor, created_at, placed_at, confirmed_at, cancelled_at, cancel_reason, version, \
+     updated_at";
+
+const USER_COLUMNS: &str =
+    "user_id, name, email, registered_at, order_count, spent, last_order_at, version";
+
+/// A user exists for queries once their registration is projected; before that the row
+/// only carries statistics from orders that arrived first.
+const USER_KNOWN: &str = "registered_at is not null and name is not null and email is not null";
+
+const PRODUCT_COLUMNS: &str = "product_id, sku, name, price_minor, currency, on_hand, reserved, \
+     units_sold, revenue_minor, version";
+
+/// Likewise a product exists once its creation is projected.
+const PRODUCT_KNOWN: &str =
+    "sku is not null and name is not null and price_minor is not null and currency is not null";
+
+/// One row of `order_view`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub(crate) struct OrderRow {
+    pub(crate) order_id: Uuid,
+    pub(crate) user_id: Uuid,
+    pub(crate) status: String,
+    pub(crate) currency: String,
+    #[sqlx(json)]
+    pub(crate) items: Vec<ItemRow>,
+    pub(crate) item_count: i32,
+    pub(crate) total_minor: i64,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) placed_at: Option<DateTime<Utc>>,
+    pub(crate) confirmed_at: Option<DateTime<Utc>>,
+    pub(crate) cancelled_at: Option<DateTime<Utc>>,
+    pub(crate) cancel_reason: Option<String>,
+    pub(crate) version: i32,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+/// One element of `order_view.items`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ItemRow {
+    pub(crate) product_id: Uuid,
+    pub(crate) product_name: String,
+    pub(crate) unit_price: Money,
+    pub(crate) quantity: u32,
+    pub(crate) line_total: Money,
+}
+
+/// One registered user of `user_view`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub(crate) struct UserRow {
+    pub(crate) user_id: Uuid,
+    pub(crate) name: String,
+    pub(crate) email: String,
+    pub(crate) registered_at: DateTime<Utc>,
+    pub(crate) order_count: i64,
+    /// Minor units per currency code.
+    pub(crate) spent: Json<BTreeMap<String, i64>>,
+    pub(crate) last_order_at: Option<DateTime<Utc>>,
+    pub(crate) version: i32,
+}
+
+/// One created product of `product_view`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub(crate) struct ProductRow {
+    pub(crate) product_id: Uuid,
+    pub(crate) sku: String,
+    pub(crate) name: String,
+    pub(crate) price_minor: i64,
+    pub(crate) currency: String,
+    pub(crate) on_hand: i64,
+    pub(crate) reserved: i64,
+    pub(crate) units_sold: i64,
+    pub(crate) revenue_minor: i64,
+    pub(crate) version: i32,
+}
+
+/// One event of an order's stream, as a timeline shows it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub(crate) struct EventRow {
+    pub(crate) stream_id: Uuid,
+    pub(crate) position: i64,
+    pub(crate) version: i32,
+    pub(crate) event_type: String,
+    pub(crate) schema_version: i16,
+    pub(crate) payload: serde_json::Value,
+    pub(crate) recorded_at: DateTime<Utc>,
+}
+
+/// Conditions on orders; every field narrows the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct OrderFilter {
+    pub(crate) user_id: Option<Uuid>,
+    pub(crate) status: Option<&'static str>,
+    /// Exclusive.
+    pub(crate) created_after: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub(crate) created_before: Option<DateTime<Utc>>,
+}
+
+/// Where a page of orders starts: just after this order in `created_at desc, order_id desc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct OrderCursor {
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) order_id: Uuid,
+}
+
+/// Conditions on products.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct ProductFilter {
+    pub(crate) search: Option<String>,
+    /// At most this many units on hand.
+    pub(crate) low_stock: Option<i64>,
+}
+
+impl Db {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            statements: Arc::default(),
+        }
+    }
+
+    /// Statements run since the service started.
+    pub(crate) fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    fn counted(&self) -> &PgPool {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        &self.pool
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) async fn order(&self, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
+        let sql = format!("select {ORDER_COLUMNS} from order_view where order_id = $1");
+        sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(self.counted())
+            .await
+    }
+
+    /// Up to `limit` orders after `after`, newest first.
+    pub(crate) async fn orders(
+        &self,
+        filter: &OrderFilter,
+        after: Option<OrderCursor>,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, sqlx::Error> {
+        let mut sql =
+            QueryBuilder::new(format!("select {ORDER_COLUMNS} from order_view where true"));
+        push_order_filter(&mut sql, filter, after);
+        sql.push(" order by created_at desc, order_id desc limit ")
+            .push_bind(limit);
+        sql.build_query_as().fetch_all(self.counted()).await
+    }
+
+    pub(crate) async fn count_orders(&self, filter: &OrderFilter) -> Result<i64, sqlx::Error> {
+        let mut sql = QueryBuilder::new("select count(*) from order_view where true");
+        push_order_filter(&mut sql, filter, None);
+        sql.build_query_scalar().fetch_one(self.counted()).await
+    }
+
+    /// Each user's first `limit` orders after `after` (the filter's own `user_id` is
+    /// ignored): one statement for a whole page of users.
+    pub(crate) async fn orders_of_users(
+        &self,
+        user_ids: &[Uuid],
+        filter: &OrderFilter,
+        after: Option<OrderCursor>,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, sqlx::Error> {
+        let filter = OrderFilter {
+            user_id: None,
+            ..filter.clone()
+        };
+        let mut sql = QueryBuilder::new(format!("select o.* from unnest("));
+        sql.push_bind(user_ids.to_vec()).push(format!(
+            "::uuid[]) as u(id) cross join lateral (select {ORDER_COLUMNS} from order_view \
+             where user_id = u.id"
+        ));
+        push_order_filter(&mut sql, &filter, after);
+        sql.push(" order by created_at desc, order_id desc limit ")
+            .push_bind(limit)
+            .push(") as o");
+        sql.build_query_as().fetch_all(self.counted()).await
+    }
+
+    /// How many orders each user has that match `filter` (its `user_id` ignored).
+    pub(crate) async fn count_orders_of_users(
+        &self,
+        user_ids: &[Uuid],
+        filter: &OrderFilter,
+    ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+        let filter = OrderFilter {
+            user_id: None,
+            ..filter.clone()
+        };
+        let mut sql =
+            QueryBuilder::new("select user_id, count(*) from order_view where user_id = any(");
+        sql.push_bind(user_ids.to_vec()).push(")");
+        push_order_filter(&mut sql, &filter, None);
+        sql.push(" group by user_id");
+        sql.build_query_as().fetch_all(self.counted()).await
+    }
+
+    /// The current version of each of `ids` that has a row.
+    pub(crate) async fn order_versions(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
+        sqlx::query_as("select order_id, version from order_view where order_id = any($1)")
+            .bind(ids)
+            .fetch_all(self.counted())
+            .await
+    }
+
+    pub(crate) async fn users_by_id(&self, ids: &[Uuid]) -> Result<Vec<UserRow>, sqlx::Error> {
+        let sql = format!(
+            "select {USER_COLUMNS} from user_view where user_id = any($1) and {USER_KNOWN}"
+        );
+        sqlx::query_as(&sql)
+            .bind(ids)
+            .fetch_all(self.counted())
+            .await
+    }
+
+    /// Up to `limit` users after `after`, in id order (ids are UUIDv7: registration order).
+    pub(crate) async fn users(
+        &self,
+        search: Option<&str>,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<UserRow>, sqlx::Error> {
+        let mut sql = QueryBuilder::new(format!(
+            "select {USER_COLUMNS} from user_view where {USER_KNOWN}"
+        ));
+        push_user_filter(&mut sql, search);
+        if let Some(after) = after {
+            sql.push(" and user_id > ").push_bind(after);
+        }
+        sql.push(" order by user_id limit ").push_bind(limit);
+        sql.build_query_as().fetch_all(self.counted()).await
+    }
+
+    pub(crate) async fn count_users(&self, search: Option<&str>) -> Result<i64, sqlx::Error> {
+        let mut sql =
+            QueryBuilder::new(format!("select count(*) from user_view where {USER_KNOWN}"));
+        push_user_filter(&mut sql, search);
+        sql.build_query_scalar().fetch_one(self.counted()).await
+    }
+
+    pub(crate) async fn products_by_id(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<ProductRow>, sqlx::Error> {
+        let sql = format!(
+            "select {PRODUCT_COLUMNS} from product_view where product_id = any($1) and {PRODUCT_KNOWN}"
+        );
+        sqlx::query_as(&sql)
+            .bind(ids)
+            .fetch_all(self.counted())
+            .await
+    }
+
+    /// Up to `limit` products after `after`, in id order (creation order).
+    pub(crate) async fn products(
+        &self,
+        filter: &ProductFilter,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<ProductRow>, sqlx::Error> {
+        let mut sql = QueryBuilder::new(format!(
+            "select {PRODUCT_COLUMNS} from product_view where {PRODUCT_KNOWN}"
+        ));
+        push_product_filter(&mut sql, filter);
+        if let Some(after) = after {
+            sql.push(" and product_id > ").push_bind(after);
+        }
+        sql.push(" order by product_id limit ").push_bind(limit);
+        sql.build_query_as().fetch_all(self.counted()).await
+    }
+
+    pub(crate) async fn count_products(&self, filter: &ProductFilter) -> Result<i64, sqlx::Error> {
+        let mut sql = QueryBuilder::new(format!(
+            "select count(*) from product_view where {PRODUCT_KNOWN}"
+        ));
+        push_product_filter(&mut sql, filter);
+        sql.build_query_scalar().fetch_one(self.counted()).await
+    }
+
+    /// The events of every stream in `stream_ids`, in version order per stream.
+    pub(crate) async fn events_of(
+        &self,
+        stream_ids: &[Uuid],
+    ) -> Result<Vec<EventRow>, sqlx::Error> {
+        sqlx::query_as(
+            "select stream_id, position, version, event_type, schema_version, payload, recorded_at \
+             from events where stream_id = any($1) order by stream_id, version",
+        )
+        .bind(stream_ids)
+        .fetch_all(self.counted())
+        .await
+    }
+}
+
+fn push_order_filter(
+    sql: &mut QueryBuilder<'_, Postgres>,
+    filter: &OrderFilter,
+    after: Option<OrderCursor>,
+) {
+    if let Some(user_id) = filter.user_id {
+        sql.push(" and user_id = ").push_bind(user_id);
+    }
+    if let Some(status) = filter.status {
+        sql.push(" and status = ").push_bind(status);
+    }
+    if let Some(at) = filter.created_after {
+        sql.push(" and created_at > ").push_bind(at);
+    }
+    if let Some(at) = filter.created_before {
+        sql.push(" and created_at < ").push_bind(at);
+    }
+    if let Some(cursor) = after {
+        sql.push(" and (created_at, order_id) < (")
+            .push_bind(cursor.created_at)
+            .push(", ")
+            .push_bind(cursor.order_id)
+            .push(")");
+    }
+}
+
+fn push_user_filter(sql: &mut QueryBuilder<'_, Postgres>, search: Option<&str>) {
+    if let Some(search) = search {
+        let pattern = contains_pattern(search);
+        sql.push(" and (name ilike ")
+            .push_bind(pattern.clone())
+            .push(" or email ilike ")
+            .push_bind(pattern)
+            .push(")");
+    }
+}
+
+fn push_product_filter(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
+    if let Some(search) = &filter.search {
+        let pattern = contains_pattern(search);
+        sql.push(" and (name ilike ")
+            .push_bind(pattern.clone())
+            .push(" or sku ilike ")
+            .push_bind(pattern)
+            .push(")");
+    }
+    if let Some(low_stock) = filter.low_stock {
+        sql.push(" and on_hand <= ").push_bind(low_stock);
+    }
+}
+
+/// A LIKE pattern matching `text` anywhere, with LIKE's own wildcards taken literally.
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_patterns_match_like_wildcards_literally() {
+        assert_eq!(contains_pattern("mug"), "%mug%");
+        assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}

@@ -1,0 +1,267 @@
+//! [`Limits`]: the schema extension that protects the service and gives every error an
+//! `extensions.code`.
+//!
+//! - Depth: counted on the parsed document, fragments followed, introspection fields
+//!   (`__schema`, `__type`, ...) left out so GraphiQL's deep introspection query still works.
+//! - Complexity: async-graphql's own count (`limit_complexity`), its error given a code.
+//! - Time: each execution is bounded by the query timeout (subscriptions are not).
+//! - Codes: parse and validation errors get theirs where they arise; whatever still has
+//!   none when the response leaves (input coercion during execution) is BAD_USER_INPUT, as
+//!   resolvers only raise coded errors. INTERNAL errors are logged with their cause here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
+    NextSubscribe, NextValidation,
+};
+use async_graphql::futures_util::stream::BoxStream;
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{
+    Name, Positioned, Response, ServerError, ServerResult, ValidationResult, Variables,
+};
+use futures::StreamExt as _;
+
+use crate::config::QueryOptions;
+use crate::error::{code, code_of, server_error, set_code};
+
+/// The message async-graphql's complexity check fails with.
+const TOO_COMPLEX: &str = "Query is too complex.";
+
+/// Creates the per-request [`Extension`].
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    max_depth: usize,
+    max_complexity: usize,
+    query_timeout: Duration,
+}
+
+impl Limits {
+    pub(crate) fn new(options: &QueryOptions) -> Self {
+        Self {
+            max_depth: options.max_depth,
+            max_complexity: options.max_complexity,
+            query_timeout: options.query_timeout,
+        }
+    }
+}
+
+impl ExtensionFactory for Limits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(self.clone())
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for Limits {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        finish(&mut response.errors);
+        response
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream)
+            .map(|mut response| {
+                finish(&mut response.errors);
+                response
+            })
+            .boxed()
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await.map_err(|mut err| {
+            set_code(&mut err, code::GRAPHQL_PARSE_FAILED);
+            err
+        })?;
+        let depth = depth(&document);
+        if depth > self.max_depth {
+            return Err(server_error(
+                code::QUERY_TOO_DEEP,
+                format!(
+                    "the query nests fields {depth} levels deep, more than the limit of {}",
+                    self.max_depth
+                ),
+            ));
+        }
+        Ok(document)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|mut errors| {
+            for err in &mut errors {
+                if err.message == TOO_COMPLEX {
+                    err.message = format!(
+                        "the query's complexity is above the limit of {}; ask for fewer items \
+                         (`first`) or fewer nested lists",
+                        self.max_complexity
+                    );
+                    set_code(err, code::QUERY_TOO_COMPLEX);
+                } else {
+                    set_code(err, code::GRAPHQL_VALIDATION_FAILED);
+                }
+            }
+            errors
+        })
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        match tokio::time::timeout(self.query_timeout, next.run(ctx, operation_name)).await {
+            Ok(response) => response,
+            Err(_) => Response::from_errors(vec![server_error(
+                code::TIMEOUT,
+                format!(
+                    "the query did not finish within {} ms",
+                    self.query_timeout.as_millis()
+                ),
+            )]),
+        }
+    }
+}
+
+/// Log internal errors with their cause, and code whatever has no code yet.
+fn finish(errors: &mut [ServerError]) {
+    for err in errors {
+        if code_of(err) == Some(code::INTERNAL) {
+            match err.source::<anyhow::Error>() {
+                Some(cause) => tracing::error!(error = ?cause, path = ?err.path, "query failed"),
+                None => tracing::error!(message = %err.message, path = ?err.path, "query failed"),
+            }
+        }
+        set_code(err, code::BAD_USER_INPUT);
+    }
+}
+
+/// The deepest field nesting of any operation, introspection fields excluded.
+pub(crate) fn depth(document: &ExecutableDocument) -> usize {
+    let mut fragments = FragmentDepths {
+        document,
+        known: HashMap::new(),
+        visiting: Vec::new(),
+    };
+    document
+        .operations
+        .iter()
+        .map(|(_, operation)| fragments.of(&operation.node.selection_set))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Each fragment's depth is computed once, so fragments spreading others many times cannot
+/// make the count exponential; a cycle counts as nothing (validation rejects it).
+struct FragmentDepths<'a> {
+    document: &'a ExecutableDocument,
+    known: HashMap<&'a Name, usize>,
+    visiting: Vec<&'a Name>,
+}
+
+impl<'a> FragmentDepths<'a> {
+    fn of(&mut self, selection_set: &'a Positioned<SelectionSet>) -> usize {
+        let mut deepest = 0;
+        for selection in &selection_set.node.items {
+            let depth = match &selection.node {
+                Selection::Field(field) if field.node.name.node.starts_with("__") => 0,
+                Selection::Field(field) => 1 + self.of(&field.node.selection_set),
+                Selection::InlineFragment(inline) => self.of(&inline.node.selection_set),
+                Selection::FragmentSpread(spread) => self.fragment(&spread.node.fragment_name.node),
+            };
+            deepest = deepest.max(depth);
+        }
+        deepest
+    }
+
+    fn fragment(&mut self, name: &'a Name) -> usize {
+        if let Some(depth) = self.known.get(name) {
+            return *depth;
+        }
+        if self.visiting.contains(&name) {
+            return 0;
+        }
+        let Some(fragment) = self.document.fragments.get(name) else {
+            return 0;
+        };
+        self.visiting.push(name);
+        let depth = self.of(&fragment.node.selection_set);
+        self.visiting.pop();
+        self.known.insert(name, depth);
+        depth
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::parser::parse_query;
+
+    use super::*;
+    use crate::error::QueryError;
+
+    fn depth_of(query: &str) -> usize {
+        depth(&parse_query(query).unwrap())
+    }
+
+    #[test]
+    fn depth_counts_nested_fields_through_fragments() {
+        assert_eq!(depth_of("{ a }"), 1);
+        assert_eq!(depth_of("{ a { b { c } } d }"), 3);
+        assert_eq!(
+            depth_of("query { a { ...F } } fragment F on T { b { ... on T { c } } }"),
+            3
+        );
+    }
+
+    #[test]
+    fn introspection_fields_do_not_count() {
+        assert_eq!(
+            depth_of("{ __schema { types { fields { type { ofType { ofType { name } } } } } } }"),
+            0
+        );
+        assert_eq!(depth_of("{ a { __typename } }"), 1);
+    }
+
+    #[test]
+    fn fragment_cycles_and_fan_out_terminate() {
+        assert_eq!(
+            depth_of("{ ...A } fragment A on Q { a { ...B } } fragment B on Q { b { ...A } }"),
+            2
+        );
+        let mut query = String::from("{ ...F0 }");
+        for i in 0..40 {
+            query.push_str(&format!(
+                " fragment F{i} on Q {{ x {{ ...F{n} ...F{n} }} }}",
+                n = i + 1
+            ));
+        }
+        query.push_str(" fragment F40 on Q { y }");
+        assert_eq!(depth_of(&query), 41);
+    }
+
+    #[test]
+    fn resolver_errors_keep_their_code() {
+        let err: async_graphql::Error = QueryError::bad_input("nope").into();
+        let mut server = err.into_server_error(async_graphql::Pos::default());
+        finish(std::slice::from_mut(&mut server));
+        assert_eq!(code_of(&server), Some(code::BAD_USER_INPUT));
+    }
+}

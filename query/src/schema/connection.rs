@@ -1,0 +1,165 @@
+//! Cursor pagination shared by every list: `first` checked against the cap, opaque cursors
+//! that name the list they come from, and `PageInfo`.
+//!
+//! Lists page forward (`first`/`after`). Orders are newest first, keyed by
+//! `(createdAt, id)`; users and products are in id order, which for UUIDv7 ids is the order
+//! they were created in.
+
+use async_graphql::SimpleObject;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::DateTime;
+use uuid::Uuid;
+
+use crate::config::{DEFAULT_PAGE_SIZE, PAGE_SIZE_CEILING};
+use crate::db::OrderCursor;
+use crate::error::QueryError;
+
+/// Where the list stands: Relay's `PageInfo`.
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
+pub(crate) struct PageInfo {
+    /// More items follow the last one of this page.
+    pub(crate) has_next_page: bool,
+    /// This page starts after a cursor, so items precede it.
+    pub(crate) has_previous_page: bool,
+    /// Cursor of the first item; null on an empty page.
+    pub(crate) start_cursor: Option<String>,
+    /// Cursor of the last item, to pass as `after` for the next page; null on an empty page.
+    pub(crate) end_cursor: Option<String>,
+}
+
+impl PageInfo {
+    pub(crate) fn new(cursors: &[String], has_next_page: bool, after: bool) -> Self {
+        Self {
+            has_next_page,
+            has_previous_page: after,
+            start_cursor: cursors.first().cloned(),
+            end_cursor: cursors.last().cloned(),
+        }
+    }
+}
+
+/// The page size `first` asks for: the default when absent, refused when negative or above
+/// `max` (refused rather than clamped, so a client never takes a short page for the end).
+pub(crate) fn page_size(first: Option<i32>, max: u32) -> Result<i64, QueryError> {
+    let Some(first) = first else {
+        return Ok(i64::from(DEFAULT_PAGE_SIZE.min(max)));
+    };
+    if first < 0 {
+        return Err(QueryError::bad_input(format!(
+            "`first` must not be negative, got {first}"
+        )));
+    }
+    if i64::from(first) > i64::from(max) {
+        return Err(QueryError::bad_input(format!(
+            "`first` must be at most {max}, got {first}"
+        )));
+    }
+    Ok(i64::from(first))
+}
+
+/// The complexity of a list field: what one item costs times the items it may return.
+/// Capped at the largest page size the service can be configured with, so an oversized
+/// `first` is reported as such (BAD_USER_INPUT) rather than as a complex query.
+pub(crate) fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let items = first.map_or(DEFAULT_PAGE_SIZE as usize, |first| {
+        first.clamp(0, PAGE_SIZE_CEILING as i32) as usize
+    });
+    child_complexity.saturating_mul(items).saturating_add(1)
+}
+
+fn encode(text: &str) -> String {
+    URL_SAFE_NO_PAD.encode(text)
+}
+
+fn decode<'a>(list: &str, cursor: &'a str, buffer: &'a mut String) -> Result<&'a str, QueryError> {
+    let invalid = || QueryError::bad_input(format!("`after` is not a cursor of the {list} list"));
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    *buffer = String::from_utf8(bytes).map_err(|_| invalid())?;
+    buffer
+        .strip_prefix(list)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .ok_or_else(invalid)
+}
+
+/// The cursor of an order in the orders list.
+pub(crate) fn order_cursor(cursor: OrderCursor) -> String {
+    encode(&format!(
+        "orders:{}:{}",
+        cursor.created_at.timestamp_micros(),
+        cursor.order_id
+    ))
+}
+
+pub(crate) fn parse_order_cursor(cursor: &str) -> Result<OrderCursor, QueryError> {
+    let mut buffer = String::new();
+    let body = decode("orders", cursor, &mut buffer)?;
+    let invalid = || QueryError::bad_input("`after` is not a cursor of the orders list");
+    let (micros, id) = body.split_once(':').ok_or_else(invalid)?;
+    let created_at = micros
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    let order_id = id.parse().map_err(|_| invalid())?;
+    Ok(OrderCursor {
+        created_at,
+        order_id,
+    })
+}
+
+/// The cursor of an item in a list ordered by id (`users`, `products`).
+pub(crate) fn id_cursor(list: &str, id: Uuid) -> String {
+    encode(&format!("{list}:{id}"))
+}
+
+pub(crate) fn parse_id_cursor(list: &str, cursor: &str) -> Result<Uuid, QueryError> {
+    let mut buffer = String::new();
+    let body = decode(list, cursor, &mut buffer)?;
+    body.parse()
+        .map_err(|_| QueryError::bad_input(format!("`after` is not a cursor of the {list} list")))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    #[test]
+    fn order_cursors_round_trip_to_the_microsecond() {
+        let cursor = OrderCursor {
+            created_at: DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap(),
+            order_id: Uuid::now_v7(),
+        };
+        assert_eq!(parse_order_cursor(&order_cursor(cursor)).unwrap(), cursor);
+    }
+
+    #[test]
+    fn a_cursor_of_another_list_is_refused() {
+        let id = Uuid::now_v7();
+        let users = id_cursor("users", id);
+        assert_eq!(parse_id_cursor("users", &users).unwrap(), id);
+        assert!(parse_id_cursor("products", &users).is_err());
+        assert!(parse_order_cursor(&users).is_err());
+        assert!(parse_id_cursor("users", "not base64!").is_err());
+    }
+
+    #[test]
+    fn first_defaults_and_is_refused_out_of_range() {
+        assert_eq!(page_size(None, 100).unwrap(), i64::from(DEFAULT_PAGE_SIZE));
+        assert_eq!(page_size(None, 5).unwrap(), 5);
+        assert_eq!(page_size(Some(0), 100).unwrap(), 0);
+        assert_eq!(page_size(Some(100), 100).unwrap(), 100);
+        assert!(page_size(Some(101), 100).is_err());
+        assert!(page_size(Some(-1), 100).is_err());
+    }
+
+    #[test]
+    fn list_cost_grows_with_first_up_to_the_ceiling() {
+        assert_eq!(page_cost(Some(10), 3), 31);
+        assert_eq!(page_cost(None, 1), DEFAULT_PAGE_SIZE as usize + 1);
+        assert_eq!(page_cost(Some(i32::MAX), 1), PAGE_SIZE_CEILING as usize + 1);
+        assert_eq!(page_cost(Some(-5), 7), 1);
+    }
+}

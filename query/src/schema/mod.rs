@@ -1,0 +1,75 @@
+//! The GraphQL schema: the query and subscription roots, the views they return, and what
+//! resolvers share ([`Services`]).
+//!
+//! # Layout
+//! - [`query`]: `order`, `orders`, `user`, `users`, `product`, `products`.
+//! - [`subscription`]: `orderUpdated`.
+//! - [`order`], [`user`], [`product`]: the views and their composition through the loader.
+//! - [`connection`]: page sizes, cursors and `PageInfo`.
+//! - [`money`]: the `Money` object and the `Long` scalar.
+
+pub(crate) mod connection;
+pub(crate) mod money;
+pub(crate) mod order;
+pub(crate) mod product;
+pub(crate) mod query;
+pub(crate) mod subscription;
+pub(crate) mod user;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, EmptyMutation, Schema, SchemaBuilder, ID};
+use uuid::Uuid;
+
+use crate::config::QueryOptions;
+use crate::db::Db;
+use crate::error::QueryError;
+use crate::freshness::Freshness;
+use crate::limits::Limits;
+
+pub(crate) use query::QueryRoot;
+pub(crate) use subscription::SubscriptionRoot;
+
+/// The service's schema.
+pub(crate) type AppSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
+
+/// What every resolver reaches through the context.
+pub(crate) struct Services {
+    pub(crate) db: Db,
+    pub(crate) loader: DataLoader<Db>,
+    pub(crate) freshness: Freshness,
+    pub(crate) options: QueryOptions,
+}
+
+/// The schema's types without data or limits: enough to print the SDL.
+fn builder() -> SchemaBuilder<QueryRoot, EmptyMutation, SubscriptionRoot> {
+    Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
+}
+
+/// The schema that serves requests.
+pub(crate) fn build(services: Services) -> AppSchema {
+    let options = services.options.clone();
+    builder()
+        .data(services)
+        .limit_complexity(options.max_complexity)
+        .extension(Limits::new(&options))
+        .finish()
+}
+
+/// The schema as SDL, as committed in `query/schema.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+pub(crate) fn services<'a>(ctx: &Context<'a>) -> &'a Services {
+    ctx.data_unchecked::<Services>()
+}
+
+/// An `ID` argument as the UUID every id is.
+pub(crate) fn parse_id(argument: &str, id: &ID) -> Result<Uuid, QueryError> {
+    id.parse().map_err(|_| {
+        QueryError::bad_input(format!(
+            "`{argument}` must be a UUID, got {:?}",
+            id.as_str()
+        ))
+    })
+}

@@ -1,0 +1,344 @@
+//! `Order` (a row of `order_view`) with its items, its owner and its event stream, and the
+//! orders connection with its filters.
+
+use async_graphql::{Context, Enum, InputObject, Json, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+
+use super::connection::{order_cursor, PageInfo};
+use super::money::{Long, MoneyView};
+use super::product::Product;
+use super::user::User;
+use super::{parse_id, services};
+use crate::db::{ItemRow, OrderCursor, OrderFilter, OrderRow};
+use crate::error::QueryError;
+use crate::loaders::{EventsKey, ProductKey, UserKey, UserOrderCountKey};
+
+/// Where an order is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub(crate) enum OrderStatus {
+    /// Being filled; items can change.
+    Draft,
+    /// Submitted; payment and stock are being taken.
+    Placed,
+    /// Paid and stock committed.
+    Confirmed,
+    /// Cancelled by the user or after a failed payment or reservation.
+    Cancelled,
+}
+
+impl OrderStatus {
+    const ALL: [Self; 4] = [Self::Draft, Self::Placed, Self::Confirmed, Self::Cancelled];
+
+    /// The value of `order_view.status`.
+    pub(crate) const fn as_db(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Placed => "placed",
+            Self::Confirmed => "confirmed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    fn from_db(status: &str) -> Result<Self, QueryError> {
+        Self::ALL
+            .into_iter()
+            .find(|known| known.as_db() == status)
+            .ok_or_else(|| QueryError::internal(anyhow::anyhow!("unknown order status {status:?}")))
+    }
+}
+
+/// Conditions on `orders`; each given field narrows the list.
+#[derive(Debug, Clone, Default, InputObject)]
+pub(crate) struct OrderFilterInput {
+    /// Orders of this user.
+    pub(crate) user_id: Option<ID>,
+    pub(crate) status: Option<OrderStatus>,
+    /// Created strictly after this instant.
+    pub(crate) created_after: Option<DateTime<Utc>>,
+    /// Created strictly before this instant.
+    pub(crate) created_before: Option<DateTime<Utc>>,
+}
+
+impl OrderFilterInput {
+    pub(crate) fn to_filter(&self) -> Result<OrderFilter, QueryError> {
+        Ok(OrderFilter {
+            user_id: self
+                .user_id
+                .as_ref()
+                .map(|id| parse_id("filter.userId", id))
+                .transpose()?,
+            status: self.status.map(OrderStatus::as_db),
+            created_after: self.created_after,
+            created_before: self.created_before,
+        })
+    }
+}
+
+/// Conditions on a user's orders.
+#[derive(Debug, Clone, Default, InputObject)]
+pub(crate) struct UserOrderFilterInput {
+    pub(crate) status: Option<OrderStatus>,
+    /// Created strictly after this instant.
+    pub(crate) created_after: Option<DateTime<Utc>>,
+    /// Created strictly before this instant.
+    pub(crate) created_before: Option<DateTime<Utc>>,
+}
+
+impl UserOrderFilterInput {
+    pub(crate) fn to_filter(&self) -> OrderFilter {
+        OrderFilter {
+            user_id: None,
+            status: self.status.map(OrderStatus::as_db),
+            created_after: self.created_after,
+            created_before: self.created_before,
+        }
+    }
+}
+
+/// An order with its items and totals, as the projectors last applied it.
+#[derive(Debug, Clone)]
+pub(crate) struct Order(pub(crate) OrderRow);
+
+#[Object]
+impl Order {
+    async fn id(&self) -> ID {
+        ID(self.0.order_id.to_string())
+    }
+
+    /// The version of the order's stream this view reflects: what `minVersion` waits for,
+    /// and what a command's response reports.
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+
+    async fn status(&self) -> Result<OrderStatus> {
+        Ok(OrderStatus::from_db(&self.0.status)?)
+    }
+
+    /// ISO 4217 code every item is priced in.
+    async fn currency(&self) -> &str {
+        &self.0.currency
+    }
+
+    async fn user_id(&self) -> ID {
+        ID(self.0.user_id.to_string())
+    }
+
+    /// The owner, live from the users view; null until their registration is projected.
+    async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        let loader = &services(ctx).loader;
+        let row = loader
+            .load_one(UserKey(self.0.user_id))
+            .await
+            .map_err(QueryError::from)?;
+        Ok(row.map(User))
+    }
+
+    /// Lines in the order products were first added.
+    async fn items(&self) -> Vec<OrderItem> {
+        self.0.items.iter().cloned().map(OrderItem).collect()
+    }
+
+    /// Units across all items.
+    async fn item_count(&self) -> i32 {
+        self.0.item_count
+    }
+
+    async fn total(&self) -> Result<MoneyView> {
+        Ok(MoneyView::from_parts(self.0.total_minor, &self.0.currency)?)
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn placed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.placed_at
+    }
+
+    async fn confirmed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.confirmed_at
+    }
+
+    async fn cancelled_at(&self) -> Option<DateTime<Utc>> {
+        self.0.cancelled_at
+    }
+
+    async fn cancel_reason(&self) -> Option<&str> {
+        self.0.cancel_reason.as_deref()
+    }
+
+    /// When the last event this view reflects was recorded.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// The order's stream from the event store, oldest first: a timeline that may be ahead
+    /// of this view while projectors catch up.
+    async fn events(&self, ctx: &Context<'_>) -> Result<Vec<OrderEvent>> {
+        let loader = &services(ctx).loader;
+        let events = loader
+            .load_one(EventsKey(self.0.order_id))
+            .await
+            .map_err(QueryError::from)?
+            .unwrap_or_default();
+        Ok(events
+            .into_iter()
+            .map(|event| OrderEvent {
+                event_type: event.event_type,
+                version: event.version,
+                position: Long(event.position),
+                schema_version: i32::from(event.schema_version),
+                recorded_at: event.recorded_at,
+                data: Json(event.payload),
+            })
+            .collect())
+    }
+}
+
+/// One line of an order: the product's name and price as they were when it was added.
+#[derive(Debug, Clone)]
+pub(crate) struct OrderItem(ItemRow);
+
+#[Object]
+impl OrderItem {
+    async fn product_id(&self) -> ID {
+        ID(self.0.product_id.to_string())
+    }
+
+    /// The name when the product was added.
+    async fn product_name(&self) -> &str {
+        &self.0.product_name
+    }
+
+    /// The price when the product was added.
+    async fn unit_price(&self) -> MoneyView {
+        MoneyView(self.0.unit_price)
+    }
+
+    async fn quantity(&self) -> u32 {
+        self.0.quantity
+    }
+
+    async fn line_total(&self) -> MoneyView {
+        MoneyView(self.0.line_total)
+    }
+
+    /// The product as it is now (price, stock); null until its creation is projected.
+    async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
+        let loader = &services(ctx).loader;
+        let row = loader
+            .load_one(ProductKey(self.0.product_id))
+            .await
+            .map_err(QueryError::from)?;
+        Ok(row.map(Product))
+    }
+}
+
+/// One event of an order's stream.
+#[derive(Debug, Clone, SimpleObject)]
+pub(crate) struct OrderEvent {
+    /// The event type, e.g. `OrderPlaced`.
+    #[graphql(name = "type")]
+    pub(crate) event_type: String,
+    /// 1 for the stream's first event.
+    pub(crate) version: i32,
+    /// Position in the global event log.
+    pub(crate) position: Long,
+    /// Version of the payload's schema.
+    pub(crate) schema_version: i32,
+    pub(crate) recorded_at: DateTime<Utc>,
+    /// The payload as stored.
+    pub(crate) data: Json<serde_json::Value>,
+}
+
+/// How a connection's `totalCount` is computed, only when asked for.
+#[derive(Debug, Clone)]
+pub(crate) enum OrderCount {
+    Filter(OrderFilter),
+    /// Through the loader, so a page of users costs one statement.
+    OfUser(UserOrderCountKey),
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, Clone)]
+pub(crate) struct OrderConnection {
+    pub(crate) rows: Vec<OrderRow>,
+    pub(crate) has_next_page: bool,
+    pub(crate) after: bool,
+    pub(crate) count: OrderCount,
+}
+
+impl OrderConnection {
+    /// `rows` as fetched with one extra row, which only says that a next page exists.
+    pub(crate) fn new(mut rows: Vec<OrderRow>, size: i64, after: bool, count: OrderCount) -> Self {
+        let has_next_page = rows.len() as i64 > size;
+        rows.truncate(size as usize);
+        Self {
+            rows,
+            has_next_page,
+            after,
+            count,
+        }
+    }
+
+    fn cursors(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .map(|row| {
+                order_cursor(OrderCursor {
+                    created_at: row.created_at,
+                    order_id: row.order_id,
+                })
+            })
+            .collect()
+    }
+}
+
+/// An order and where it is in the list.
+#[derive(Debug, Clone, SimpleObject)]
+pub(crate) struct OrderEdge {
+    pub(crate) cursor: String,
+    pub(crate) node: Order,
+}
+
+#[Object]
+impl OrderConnection {
+    async fn edges(&self) -> Vec<OrderEdge> {
+        self.cursors()
+            .into_iter()
+            .zip(&self.rows)
+            .map(|(cursor, row)| OrderEdge {
+                cursor,
+                node: Order(row.clone()),
+            })
+            .collect()
+    }
+
+    async fn nodes(&self) -> Vec<Order> {
+        self.rows.iter().cloned().map(Order).collect()
+    }
+
+    async fn page_info(&self) -> PageInfo {
+        PageInfo::new(&self.cursors(), self.has_next_page, self.after)
+    }
+
+    /// Orders matching the filter, on every page.
+    async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let services = services(ctx);
+        let count = match &self.count {
+            OrderCount::Filter(filter) => services
+                .db
+                .count_orders(filter)
+                .await
+                .map_err(QueryError::from)?,
+            OrderCount::OfUser(key) => services
+                .loader
+                .load_one(key.clone())
+                .await
+                .map_err(QueryError::from)?
+                .unwrap_or(0),
+        };
+        Ok(count)
+    }
+}

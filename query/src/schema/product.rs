@@ -1,0 +1,134 @@
+//! `Product` (a created row of `product_view`) with stock and sales, and the products
+//! connection.
+
+use async_graphql::{Context, Object, Result, SimpleObject, ID};
+
+use super::connection::{id_cursor, PageInfo};
+use super::money::MoneyView;
+use super::services;
+use crate::db::{ProductFilter, ProductRow};
+use crate::error::QueryError;
+
+/// A product with its current price, stock and sales.
+#[derive(Debug, Clone)]
+pub(crate) struct Product(pub(crate) ProductRow);
+
+#[Object]
+impl Product {
+    async fn id(&self) -> ID {
+        ID(self.0.product_id.to_string())
+    }
+
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The current price; orders keep the price they were given.
+    async fn price(&self) -> Result<MoneyView> {
+        Ok(MoneyView::from_parts(self.0.price_minor, &self.0.currency)?)
+    }
+
+    /// Units available to reserve.
+    async fn on_hand(&self) -> i64 {
+        self.0.on_hand
+    }
+
+    /// Units held for placed orders not yet confirmed.
+    async fn reserved(&self) -> i64 {
+        self.0.reserved
+    }
+
+    /// Units in confirmed orders.
+    async fn units_sold(&self) -> i64 {
+        self.0.units_sold
+    }
+
+    /// Line totals of confirmed orders, in the product's currency.
+    async fn revenue(&self) -> Result<MoneyView> {
+        Ok(MoneyView::from_parts(
+            self.0.revenue_minor,
+            &self.0.currency,
+        )?)
+    }
+
+    /// The version of the product's stream this view reflects.
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+}
+
+/// A page of products in creation order.
+#[derive(Debug, Clone)]
+pub(crate) struct ProductConnection {
+    pub(crate) rows: Vec<ProductRow>,
+    pub(crate) has_next_page: bool,
+    pub(crate) after: bool,
+    pub(crate) filter: ProductFilter,
+}
+
+impl ProductConnection {
+    pub(crate) fn new(
+        mut rows: Vec<ProductRow>,
+        size: i64,
+        after: bool,
+        filter: ProductFilter,
+    ) -> Self {
+        let has_next_page = rows.len() as i64 > size;
+        rows.truncate(size as usize);
+        Self {
+            rows,
+            has_next_page,
+            after,
+            filter,
+        }
+    }
+
+    fn cursors(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .map(|row| id_cursor("products", row.product_id))
+            .collect()
+    }
+}
+
+/// A product and where it is in the list.
+#[derive(Debug, Clone, SimpleObject)]
+pub(crate) struct ProductEdge {
+    pub(crate) cursor: String,
+    pub(crate) node: Product,
+}
+
+#[Object]
+impl ProductConnection {
+    async fn edges(&self) -> Vec<ProductEdge> {
+        self.cursors()
+            .into_iter()
+            .zip(&self.rows)
+            .map(|(cursor, row)| ProductEdge {
+                cursor,
+                node: Product(row.clone()),
+            })
+            .collect()
+    }
+
+    async fn nodes(&self) -> Vec<Product> {
+        self.rows.iter().cloned().map(Product).collect()
+    }
+
+    async fn page_info(&self) -> PageInfo {
+        PageInfo::new(&self.cursors(), self.has_next_page, self.after)
+    }
+
+    /// Products matching the filters, on every page.
+    async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        let db = &services(ctx).db;
+        Ok(db
+            .count_products(&self.filter)
+            .await
+            .map_err(QueryError::from)?)
+    }
+}

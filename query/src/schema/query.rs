@@ -1,0 +1,158 @@
+//! The query root. Unknown ids are null, never errors; ids that are not UUIDs are.
+
+use async_graphql::{Context, Object, Result, ID};
+
+use super::connection::{page_cost, page_size, parse_id_cursor, parse_order_cursor};
+use super::order::{Order, OrderConnection, OrderCount, OrderFilterInput};
+use super::product::{Product, ProductConnection};
+use super::user::{User, UserConnection};
+use super::{parse_id, services};
+use crate::db::ProductFilter;
+use crate::error::QueryError;
+use crate::loaders::{ProductKey, UserKey};
+
+pub(crate) struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// One order. With `minVersion`, waits (up to the service's bound, 5 s by default)
+    /// until the view reflects at least that version of the order's stream, the version a
+    /// command answered with, then answers; past the bound the error's code is STALE.
+    async fn order(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(desc = "Wait until the view has reached this stream version (1 or more).")]
+        min_version: Option<i32>,
+    ) -> Result<Option<Order>> {
+        let services = services(ctx);
+        let id = parse_id("id", &id)?;
+        let row = match min_version {
+            None => services.db.order(id).await.map_err(QueryError::from)?,
+            Some(version) if version < 1 => {
+                return Err(QueryError::bad_input(format!(
+                    "`minVersion` must be at least 1, got {version}"
+                ))
+                .into())
+            }
+            Some(version) => Some(
+                services
+                    .freshness
+                    .read_at_least(
+                        &services.db,
+                        id,
+                        version,
+                        services.options.min_version_timeout,
+                    )
+                    .await?,
+            ),
+        };
+        Ok(row.map(Order))
+    }
+
+    /// Orders, newest first.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<OrderFilterInput>,
+        #[graphql(desc = "Page size: at most the service's maximum (100 by default).")]
+        first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<OrderConnection> {
+        let services = services(ctx);
+        let size = page_size(first, services.options.max_page_size)?;
+        let cursor = after.as_deref().map(parse_order_cursor).transpose()?;
+        let filter = filter.unwrap_or_default().to_filter()?;
+        let rows = services
+            .db
+            .orders(&filter, cursor, size + 1)
+            .await
+            .map_err(QueryError::from)?;
+        Ok(OrderConnection::new(
+            rows,
+            size,
+            cursor.is_some(),
+            OrderCount::Filter(filter),
+        ))
+    }
+
+    /// One registered user.
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
+        let id = parse_id("id", &id)?;
+        let row = services(ctx)
+            .loader
+            .load_one(UserKey(id))
+            .await
+            .map_err(QueryError::from)?;
+        Ok(row.map(User))
+    }
+
+    /// Registered users in registration order.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only users whose name or email contains this, ignoring case.")]
+        search: Option<String>,
+        #[graphql(desc = "Page size: at most the service's maximum (100 by default).")]
+        first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<UserConnection> {
+        let services = services(ctx);
+        let size = page_size(first, services.options.max_page_size)?;
+        let cursor = after
+            .as_deref()
+            .map(|after| parse_id_cursor("users", after))
+            .transpose()?;
+        let rows = services
+            .db
+            .users(search.as_deref(), cursor, size + 1)
+            .await
+            .map_err(QueryError::from)?;
+        Ok(UserConnection::new(rows, size, cursor.is_some(), search))
+    }
+
+    /// One product.
+    async fn product(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Product>> {
+        let id = parse_id("id", &id)?;
+        let row = services(ctx)
+            .loader
+            .load_one(ProductKey(id))
+            .await
+            .map_err(QueryError::from)?;
+        Ok(row.map(Product))
+    }
+
+    /// Products in creation order.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only products whose name or SKU contains this, ignoring case.")]
+        search: Option<String>,
+        #[graphql(desc = "Only products with at most this many units on hand.")] low_stock: Option<
+            i32,
+        >,
+        #[graphql(desc = "Page size: at most the service's maximum (100 by default).")]
+        first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<ProductConnection> {
+        let services = services(ctx);
+        let size = page_size(first, services.options.max_page_size)?;
+        let cursor = after
+            .as_deref()
+            .map(|after| parse_id_cursor("products", after))
+            .transpose()?;
+        let filter = ProductFilter {
+            search,
+            low_stock: low_stock.map(i64::from),
+        };
+        let rows = services
+            .db
+            .products(&filter, cursor, size + 1)
+            .await
+            .map_err(QueryError::from)?;
+        Ok(ProductConnection::new(rows, size, cursor.is_some(), filter))
+    }
+}

@@ -1,0 +1,234 @@
+//! Wiring: [`QueryService`] (schema, loader, change listener), its router and the server.
+
+use std::future::Future;
+
+use anyhow::Context as _;
+use async_graphql::dataloader::DataLoader;
+use async_graphql::ParseRequestError;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
+use axum::extract::{FromRequest as _, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::QueryOptions;
+use crate::db::Db;
+use crate::error::code;
+use crate::freshness::Freshness;
+use crate::schema::{self, AppSchema, Services};
+
+/// Queries over HTTP (POST, or GET for queries); the playground for browsers.
+pub const GRAPHQL_PATH: &str = "/graphql";
+/// Subscriptions (and queries) over WebSocket, `graphql-transport-ws` or `graphql-ws`.
+pub const WS_PATH: &str = "/graphql/ws";
+/// The schema as SDL.
+pub const SDL_PATH: &str = "/graphql/schema.graphql";
+
+/// Largest request body accepted: generous for hand-written queries, small for abuse.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// The query service: one schema, one change listener, one statement counter per process.
+/// Cheap to clone; the listener stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct QueryService {
+    schema: AppSchema,
+    db: Db,
+    freshness: Freshness,
+    pool: PgPool,
+}
+
+impl QueryService {
+    /// Must be called inside a Tokio runtime: it starts the `order_view_changed` listener.
+    pub fn new(pool: PgPool, options: QueryOptions) -> Self {
+        let db = Db::new(pool.clone());
+        let freshness = Freshness::start(db.clone(), options.poll_interval);
+        let services = Services {
+            db: db.clone(),
+            loader: DataLoader::new(db.clone(), tokio::spawn),
+            freshness: freshness.clone(),
+            options,
+        };
+        Self {
+            schema: schema::build(services),
+            db,
+            freshness,
+            pool,
+        }
+    }
+
+    /// Every route of the service.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/", get(playground))
+            .route(
+                GRAPHQL_PATH,
+                get(graphql_get)
+                    .post(graphql_post)
+                    .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
+            )
+            .route_service(WS_PATH, GraphQLSubscription::new(self.schema.clone()))
+            .route(SDL_PATH, get(sdl))
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .merge(crate::playground::router())
+            .fallback(not_found)
+            .layer(TraceLayer::new_for_http())
+            .with_state(AppState {
+                schema: self.schema.clone(),
+                pool: self.pool.clone(),
+            })
+    }
+
+    /// SQL statements run since the service started: lets a test prove that a page costs a
+    /// constant number of them.
+    pub fn sql_statements(&self) -> u64 {
+        self.db.statements()
+    }
+
+    /// `minVersion` waits and `orderUpdated` subscriptions open right now.
+    pub fn open_waits(&self) -> usize {
+        self.freshness.watching()
+    }
+
+    /// End every subscription, as the service is shutting down.
+    pub fn close_subscriptions(&self) {
+        self.freshness.close();
+    }
+}
+
+/// The service's routes over `pool` (for tests and for embedding in another server).
+pub fn router(pool: PgPool, options: QueryOptions) -> Router {
+    QueryService::new(pool, options).router()
+}
+
+/// Serve the GraphQL API on `listener` until `shutdown` resolves; then subscriptions end and
+/// in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    pool: PgPool,
+    options: QueryOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    options.validate()?;
+    let service = QueryService::new(pool, options);
+    let app = service.router();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            service.close_subscriptions();
+        })
+        .await
+        .context("serving the GraphQL API")
+}
+
+#[derive(Clone)]
+struct AppState {
+    schema: AppSchema,
+    pool: PgPool,
+}
+
+async fn playground() -> Response {
+    crate::playground::page()
+}
+
+/// A browser (it accepts HTML) gets the playground; anything else a GraphQL GET request.
+async fn graphql_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html {
+        return crate::playground::page();
+    }
+    let request = GraphQLRequest::<BadRequest>::from_request(request, &state).await;
+    match request {
+        Ok(request) => execute(&state, request.into_inner()).await,
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn graphql_post(
+    State(state): State<AppState>,
+    request: Result<GraphQLRequest<BadRequest>, BadRequest>,
+) -> Response {
+    match request {
+        Ok(request) => execute(&state, request.into_inner()).await,
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn execute(state: &AppState, request: async_graphql::Request) -> Response {
+    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+}
+
+/// An HTTP request that carries no GraphQL request, answered in GraphQL's error shape.
+struct BadRequest(ParseRequestError);
+
+impl From<ParseRequestError> for BadRequest {
+    fn from(err: ParseRequestError) -> Self {
+        Self(err)
+    }
+}
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self.0 {
+            ParseRequestError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {BODY_LIMIT} bytes"),
+            ),
+            ParseRequestError::UnsupportedBatch => (
+                StatusCode::BAD_REQUEST,
+                "batched requests are not supported: send one operation per request".to_owned(),
+            ),
+            other => (
+                StatusCode::BAD_REQUEST,
+                format!("not a GraphQL request: {other}"),
+            ),
+        };
+        let body =
+            json!({"errors": [{"message": message, "extensions": {"code": code::BAD_REQUEST}}]});
+        (status, Json(body)).into_response()
+    }
+}
+
+async fn sdl() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        schema::sdl(),
+    )
+        .into_response()
+}
+
+/// The process is up.
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The database answers; 503 while it does not.
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match sqlx::query("select 1").execute(&state.pool).await {
+        Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": err.to_string() })),
+        ),
+    }
+}
+
+async fn not_found() -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": {"code": "NO_SUCH_ROUTE", "message": "no such route"}})),
+    )
+}
