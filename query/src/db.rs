@@ -203,7 +203,7 @@ impl Db {
             user_id: None,
             ..filter.clone()
         };
-        let mut sql = QueryBuilder::new(format!("select o.* from unnest("));
+        let mut sql = QueryBuilder::new("select o.* from unnest(");
         sql.push_bind(user_ids.to_vec()).push(format!(
             "::uuid[]) as u(id) cross join lateral (select {ORDER_COLUMNS} from order_view \
              where user_id = u.id"

@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`query`]: `order`, `orders`, `user`, `users`, `product`, `products`.
-//! - [`subscription`]: `orderUpdated`.
+//! - [`subscription`]: the `orderUpdated` subscription.
 //! - [`order`], [`user`], [`product`]: the views and their composition through the loader.
 //! - [`connection`]: page sizes, cursors and `PageInfo`.
 //! - [`money`]: the `Money` object and the `Long` scalar.
