@@ -184,3 +184,17 @@ pub async fn backlog(pool: &PgPool, name: &str) -> anyhow::Result<i64> {
     .await
     .context("counting the relay backlog")
 }
+
+/// Whether some process holds the lock of relay `name`, i.e. a relay of that name is active.
+pub async fn is_active(pool: &PgPool, name: &str) -> anyhow::Result<bool> {
+    sqlx::query_scalar(
+        "select exists (select 1 from pg_locks where locktype = 'advisory' and granted \
+         and database = (select oid from pg_database where datname = current_database()) \
+         and classid = $1::int4::oid and objid = hashtext($2)::oid and objsubid = 2)",
+    )
+    .bind(LOCK_CLASS)
+    .bind(name)
+    .fetch_one(pool)
+    .await
+    .context("looking for the active relay")
+}

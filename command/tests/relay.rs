@@ -2,15 +2,17 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::kafka::{assert_in_version_order, brokers, fresh_topics, read_published};
+use common::kafka::{assert_in_version_order, brokers, fresh_topics, read_published, Published};
 use common::spawn_app;
 use orderflow_command::relay::{self, RelayOptions};
 use orderflow_kafka::KafkaArgs;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 struct Relay {
     task: JoinHandle<anyhow::Result<()>>,
@@ -28,6 +30,23 @@ fn start_relay(pool: &PgPool, kafka: &KafkaArgs, batch_size: i64) -> Relay {
     };
     let task = tokio::spawn(relay::run(pool.clone(), kafka.clone(), options, shutdown));
     Relay { task, stop }
+}
+
+/// Wait until every event in the store is on the topics; the store's last versions, their
+/// count and what was read.
+async fn everything_published(
+    app: &common::TestApp,
+    kafka: &KafkaArgs,
+) -> (BTreeMap<Uuid, i32>, usize, Published) {
+    let expected = app.stream_versions().await;
+    let total: usize = expected.values().map(|v| *v as usize).sum();
+    let args = kafka.clone();
+    let published = tokio::task::spawn_blocking(move || {
+        read_published(&args, Duration::from_secs(90), |p| p.distinct() >= total)
+    })
+    .await
+    .unwrap();
+    (expected, total, published)
 }
 
 async fn wait_for_cursor_to_reach(pool: &PgPool, count: i64) {
@@ -56,14 +75,7 @@ async fn every_committed_event_reaches_kafka_in_version_order(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
     let relay = start_relay(&pool, &kafka, 50);
     app.workload(6, 3).await;
-    let expected = app.stream_versions().await;
-    let total: usize = expected.values().map(|v| *v as usize).sum();
-    let args = kafka.clone();
-    let published = tokio::task::spawn_blocking(move || {
-        read_published(&args, Duration::from_secs(60), |p| p.distinct() >= total)
-    })
-    .await
-    .unwrap();
+    let (expected, total, published) = everything_published(&app, &kafka).await;
     assert_eq!(published.distinct(), total);
     assert_eq!(
         published.records, total,
@@ -86,14 +98,7 @@ async fn a_relay_killed_mid_stream_loses_nothing_after_restart(pool: PgPool) {
     let _ = first.task.await;
     app.workload(4, 2).await;
     let second = start_relay(&pool, &kafka, 5);
-    let expected = app.stream_versions().await;
-    let total: usize = expected.values().map(|v| *v as usize).sum();
-    let args = kafka.clone();
-    let published = tokio::task::spawn_blocking(move || {
-        read_published(&args, Duration::from_secs(60), |p| p.distinct() >= total)
-    })
-    .await
-    .unwrap();
+    let (expected, total, published) = everything_published(&app, &kafka).await;
     assert_eq!(published.distinct(), total, "nothing lost");
     assert_in_version_order(&published, &expected);
     second.stop.send(true).unwrap();
@@ -104,21 +109,19 @@ async fn a_relay_killed_mid_stream_loses_nothing_after_restart(pool: PgPool) {
 async fn a_standby_relay_takes_over_when_the_active_one_stops(pool: PgPool) {
     let kafka = fresh_topics(&brokers()).await;
     let app = spawn_app(pool.clone()).await;
+    assert!(!relay::is_active(&pool, "default").await.unwrap());
     let active = start_relay(&pool, &kafka, 20);
-    wait_for_cursor_to_reach(&pool, 0).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !relay::is_active(&pool, "default").await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first relay never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let standby = start_relay(&pool, &kafka, 20);
     app.workload(3, 2).await;
-    let before = app.stream_versions().await;
-    let total_before: usize = before.values().map(|v| *v as usize).sum();
-    let args = kafka.clone();
-    let published = tokio::task::spawn_blocking(move || {
-        read_published(&args, Duration::from_secs(60), |p| {
-            p.distinct() >= total_before
-        })
-    })
-    .await
-    .unwrap();
+    let (_, total_before, published) = everything_published(&app, &kafka).await;
     assert_eq!(
         published.records, total_before,
         "only one relay publishes while both run"
@@ -127,14 +130,7 @@ async fn a_standby_relay_takes_over_when_the_active_one_stops(pool: PgPool) {
     active.task.abort();
     let _ = active.task.await;
     app.workload(3, 2).await;
-    let expected = app.stream_versions().await;
-    let total: usize = expected.values().map(|v| *v as usize).sum();
-    let args = kafka.clone();
-    let published = tokio::task::spawn_blocking(move || {
-        read_published(&args, Duration::from_secs(60), |p| p.distinct() >= total)
-    })
-    .await
-    .unwrap();
+    let (expected, total, published) = everything_published(&app, &kafka).await;
     assert_eq!(
         published.distinct(),
         total,
@@ -163,14 +159,7 @@ async fn commands_succeed_while_the_broker_is_down_and_everything_arrives_after(
     );
 
     broker.restart().await;
-    let expected = app.stream_versions().await;
-    let total: usize = expected.values().map(|v| *v as usize).sum();
-    let args = kafka.clone();
-    let published = tokio::task::spawn_blocking(move || {
-        read_published(&args, Duration::from_secs(90), |p| p.distinct() >= total)
-    })
-    .await
-    .unwrap();
+    let (expected, total, published) = everything_published(&app, &kafka).await;
     assert_eq!(
         published.distinct(),
         total,

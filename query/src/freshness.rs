@@ -9,6 +9,7 @@
 //! however many wait. Waiters treat every message as a hint and re-read the row.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +51,8 @@ struct Inner {
     changes: broadcast::Sender<Change>,
     /// Orders someone waits on, with how many wait.
     watched: Mutex<HashMap<Uuid, usize>>,
+    /// `minVersion` reads that found the view behind and wait for a change.
+    blocked_reads: AtomicUsize,
     /// Turns true when the service shuts down: subscriptions end.
     closing: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -72,6 +75,7 @@ impl Freshness {
         let inner = Arc::new(Inner {
             changes,
             watched: Mutex::default(),
+            blocked_reads: AtomicUsize::new(0),
             closing,
             tasks: Mutex::default(),
         });
@@ -104,14 +108,10 @@ impl Freshness {
         }
     }
 
-    /// How many waits and subscriptions are open (for tests and metrics).
-    pub(crate) fn watching(&self) -> usize {
-        self.inner
-            .watched
-            .lock()
-            .expect("not poisoned")
-            .values()
-            .sum()
+    /// How many `minVersion` reads are waiting for the view to catch up (for tests and
+    /// metrics).
+    pub(crate) fn blocked_reads(&self) -> usize {
+        self.inner.blocked_reads.load(Ordering::Relaxed)
     }
 
     /// End every subscription: the service is shutting down.
@@ -138,10 +138,10 @@ impl Freshness {
                 Some(row) => Some(row.version),
                 None => None,
             };
-            if timeout_at(deadline, watch.reached(min_version))
-                .await
-                .is_err()
-            {
+            let blocked = Blocked::new(&self.inner.blocked_reads);
+            let woken = timeout_at(deadline, watch.reached(min_version)).await;
+            drop(blocked);
+            if woken.is_err() {
                 return Err(QueryError::Stale {
                     order_id,
                     min_version,
@@ -150,6 +150,23 @@ impl Freshness {
                 });
             }
         }
+    }
+}
+
+/// Counts a blocked read for as long as it lives, however the read ends (a timeout
+/// cancels it mid-wait).
+struct Blocked<'a>(&'a AtomicUsize);
+
+impl<'a> Blocked<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

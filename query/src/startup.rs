@@ -91,9 +91,9 @@ impl QueryService {
         self.db.statements()
     }
 
-    /// `minVersion` waits and `orderUpdated` subscriptions open right now.
-    pub fn open_waits(&self) -> usize {
-        self.freshness.watching()
+    /// `minVersion` reads waiting right now for the projectors to catch up.
+    pub fn waiting_reads(&self) -> usize {
+        self.freshness.blocked_reads()
     }
 
     /// End every subscription, as the service is shutting down.
