@@ -115,24 +115,14 @@ async fn run(role: Role) -> anyhow::Result<()> {
             Ok(())
         }
         Role::Command(args) => {
-            let pool = args
-                .database
-                .connect_and_migrate()
-                .await
-                .context("connecting to the database")?;
+            let pool = connect(&args.database).await?;
             let listener = bind(args.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "command API listening");
             orderflow_command::startup::serve(listener, pool, shutdown_signal()).await
         }
         Role::Relay(args) => {
-            let pool = args
-                .database
-                .connect_and_migrate()
-                .await
-                .context("connecting to the database")?;
-            orderflow_kafka::topics::ensure_topics(&args.kafka)
-                .await
-                .context("creating the Kafka topics")?;
+            let pool = connect(&args.database).await?;
+            create_topics(&args.kafka).await?;
             orderflow_command::relay::run(
                 pool,
                 args.kafka.clone(),
@@ -142,14 +132,8 @@ async fn run(role: Role) -> anyhow::Result<()> {
             .await
         }
         Role::Projector(args) => {
-            let pool = args
-                .database
-                .connect_and_migrate()
-                .await
-                .context("connecting to the database")?;
-            orderflow_kafka::topics::ensure_topics(&args.kafka)
-                .await
-                .context("creating the Kafka topics")?;
+            let pool = connect(&args.database).await?;
+            create_topics(&args.kafka).await?;
             orderflow_projector::worker::run(
                 pool,
                 args.kafka.clone(),
@@ -160,11 +144,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
             .await
         }
         Role::Replay(args) => {
-            let pool = args
-                .database
-                .connect_and_migrate()
-                .await
-                .context("connecting to the database")?;
+            let pool = connect(&args.database).await?;
             for projection in args.selected() {
                 let report = orderflow_projector::replay(&pool, projection, args.options())
                     .await
@@ -180,6 +160,21 @@ async fn run(role: Role) -> anyhow::Result<()> {
         }
         Role::Dev(args) => dev(args).await,
     }
+}
+
+/// A pool on an up-to-date schema: every role migrates at start.
+async fn connect(database: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
+    database
+        .connect_and_migrate()
+        .await
+        .context("connecting to the database")
+}
+
+async fn create_topics(kafka: &KafkaArgs) -> anyhow::Result<()> {
+    orderflow_kafka::topics::ensure_topics(kafka)
+        .await
+        .context("creating the Kafka topics")?;
+    Ok(())
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
@@ -226,10 +221,7 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
         (None, None) => unreachable!("a mock cluster exists when no brokers are given"),
     };
     let kafka = KafkaArgs::new(brokers.clone(), args.topic_prefix.clone());
-    let pool = DatabaseArgs::new(database_url)
-        .connect_and_migrate()
-        .await
-        .context("connecting to the database")?;
+    let pool = connect(&DatabaseArgs::new(database_url)).await?;
     match &mock {
         Some(mock) => {
             for topic in orderflow_kafka::topics::all_topics(&kafka.topic_prefix) {
@@ -237,11 +229,7 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
                     .with_context(|| format!("creating topic {topic}"))?;
             }
         }
-        None => {
-            orderflow_kafka::topics::ensure_topics(&kafka)
-                .await
-                .context("creating the Kafka topics")?;
-        }
+        None => create_topics(&kafka).await?,
     }
     let listener = bind(args.command_listen).await?;
     let api = listener.local_addr()?;

@@ -63,7 +63,10 @@ async fn an_order_is_composed_with_its_user_items_live_products_and_events(pool:
         types,
         ["OrderCreated", "ItemAdded", "ItemAdded", "OrderPlaced"]
     );
-    let versions: Vec<i64> = events.iter().map(|e| e["version"].as_i64().unwrap()).collect();
+    let versions: Vec<i64> = events
+        .iter()
+        .map(|e| e["version"].as_i64().unwrap())
+        .collect();
     assert_eq!(versions, [1, 2, 3, 4]);
     assert_eq!(events[0]["data"]["userId"], shop.user.to_string());
     assert_eq!(events[3]["data"]["total"]["amountMinor"], 2999);
@@ -173,9 +176,7 @@ async fn orders_are_filtered_by_user_status_and_creation_time(pool: PgPool) {
     newest_first.reverse();
     assert_eq!(ids(&all["orders"]), newest_first);
 
-    let of_bob = app
-        .data(ORDERS, json!({"filter": {"userId": bob}}))
-        .await;
+    let of_bob = app.data(ORDERS, json!({"filter": {"userId": bob}})).await;
     assert_eq!(ids(&of_bob["orders"]), [bobs]);
     assert_eq!(of_bob["orders"]["totalCount"], 1);
 
@@ -194,7 +195,10 @@ async fn orders_are_filtered_by_user_status_and_creation_time(pool: PgPool) {
         }
     }
     let adas_drafts = app
-        .data(ORDERS, json!({"filter": {"userId": ada, "status": "DRAFT"}}))
+        .data(
+            ORDERS,
+            json!({"filter": {"userId": ada, "status": "DRAFT"}}),
+        )
         .await;
     assert_eq!(ids(&adas_drafts["orders"]), [adas[0]]);
 
@@ -360,10 +364,7 @@ async fn a_user_shows_statistics_and_pages_through_their_orders(pool: PgPool) {
             json!({"id": ada, "first": 10, "after": orders["pageInfo"]["endCursor"]}),
         )
         .await;
-    assert_eq!(
-        ids(&next["user"]["orders"]),
-        [adas[2], adas[1], adas[0]]
-    );
+    assert_eq!(ids(&next["user"]["orders"]), [adas[2], adas[1], adas[0]]);
     assert_eq!(next["user"]["orders"]["pageInfo"]["hasNextPage"], false);
 
     let confirmed = app
@@ -443,7 +444,10 @@ async fn products_are_searched_filtered_by_low_stock_and_show_their_sales(pool: 
     assert_eq!(mug["sku"], "MUG-01");
     assert_eq!(mug["price"]["formatted"], "12.50 EUR");
     assert_eq!(mug["unitsSold"], 2);
-    assert_eq!(mug["revenue"], json!({"amountMinor": 2500, "currency": "EUR"}));
+    assert_eq!(
+        mug["revenue"],
+        json!({"amountMinor": 2500, "currency": "EUR"})
+    );
 
     let search = app.data(PRODUCTS, json!({"search": "mug"})).await;
     assert_eq!(ids(&search["products"]), [shop.mug]);
@@ -479,7 +483,10 @@ async fn products_are_searched_filtered_by_low_stock_and_show_their_sales(pool: 
             json!({"id": cup}),
         )
         .await;
-    assert_eq!(one["product"], json!({"name": "Espresso cup", "onHand": 50}));
+    assert_eq!(
+        one["product"],
+        json!({"name": "Espresso cup", "onHand": 50})
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -160,7 +160,9 @@ impl TestApp {
     /// (the REST API has no confirm command; payment confirms).
     pub async fn confirm(&self, order: Uuid) -> i32 {
         let mut tx = self.pool.begin().await.unwrap();
-        let loaded = orderflow_store::load::<Order>(&mut tx, order).await.unwrap();
+        let loaded = orderflow_store::load::<Order>(&mut tx, order)
+            .await
+            .unwrap();
         let events = loaded.state.handle(OrderCommand::Confirm).unwrap();
         let events: Vec<NewEvent> = events.iter().map(NewEvent::from_domain).collect();
         let metadata = EventMetadata {
