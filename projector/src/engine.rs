@@ -168,7 +168,7 @@ impl Engine {
             if event.version <= applied {
                 continue;
             }
-            if false && event.version > applied + 1 {
+            if event.version > applied + 1 {
                 let filled =
                     fill_gap(conn, event.stream_id, applied + 1, event.version - 1).await?;
                 planned.extend(filled.into_iter().map(Cow::Owned));

@@ -2,9 +2,11 @@
 
 mod common;
 
+use std::slice;
+
 use common::{
     actual, all_events, append_raw, apply, assert_same, deliver, expected, new_event,
-    shuffle_across_streams, Rng, Stream, View, Workload,
+    shuffle_across_streams, wait_until_blocked, Rng, Stream, View, Workload,
 };
 use orderflow_domain::order::{Order, OrderCommand, OrderEvent};
 use orderflow_domain::user::{User, UserCommand, UserEvent};
@@ -24,6 +26,67 @@ async fn order_view_row(pool: &PgPool, order_id: Uuid) -> common::OrderRow {
         View::Orders(rows) => rows[&order_id].clone(),
         _ => unreachable!(),
     }
+}
+
+async fn user_view_row(pool: &PgPool, user_id: Uuid) -> common::UserRow {
+    match actual(pool, Projection::UserView).await.view {
+        View::Users(rows) => rows[&user_id].clone(),
+        _ => unreachable!(),
+    }
+}
+
+async fn product_view_row(pool: &PgPool, product_id: Uuid) -> common::ProductRow {
+    match actual(pool, Projection::ProductView).await.view {
+        View::Products(rows) => rows[&product_id].clone(),
+        _ => unreachable!(),
+    }
+}
+
+async fn registered_user(pool: &PgPool, name: &str) -> Stream<User> {
+    let mut user = Stream::<User>::new();
+    let register = UserCommand::Register {
+        name: name.into(),
+        email: format!("{}@example.com", name.to_lowercase()),
+    };
+    assert_eq!(user.exec(pool, register).await, 1);
+    user
+}
+
+/// An order of `user_id` with one line per `(product, unit price, quantity)`, placed and
+/// confirmed: version 1 creates it, the last confirms it, and every projection needs each
+/// version in between (the lines, the total, the placing).
+async fn confirmed_order(
+    pool: &PgPool,
+    user_id: Uuid,
+    lines: &[(Uuid, i64, u32)],
+) -> Stream<Order> {
+    let mut order = Stream::<Order>::new();
+    let create = OrderCommand::Create {
+        user_id,
+        currency: Currency::EUR,
+    };
+    assert_eq!(order.exec(pool, create).await, 1);
+    for (product_id, price, quantity) in lines {
+        let add = OrderCommand::AddItem {
+            product_id: *product_id,
+            product_name: format!("Product {product_id}"),
+            unit_price: eur(*price),
+            quantity: *quantity,
+        };
+        assert_eq!(order.exec(pool, add).await, 1);
+    }
+    assert_eq!(order.exec(pool, OrderCommand::Place).await, 1);
+    assert_eq!(order.exec(pool, OrderCommand::Confirm).await, 1);
+    order
+}
+
+/// The stored event of `stream_id` at `version`.
+fn at(events: &[StoredEvent], stream_id: Uuid, version: i32) -> StoredEvent {
+    events
+        .iter()
+        .find(|e| e.stream_id == stream_id && e.version == version)
+        .cloned()
+        .unwrap()
 }
 
 async fn checkpoint(pool: &PgPool, projection: Projection, stream_id: Uuid) -> Option<i32> {
@@ -183,23 +246,260 @@ async fn a_batch_with_a_gap_gets_the_missing_versions_from_the_store(pool: PgPoo
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_gap_the_store_cannot_fill_fails_the_batch_and_commits_nothing(pool: PgPool) {
-    let mut user = Stream::<User>::new();
-    user.exec(
+async fn a_gap_after_a_committed_checkpoint_is_filled_from_the_store_in_every_projection(
+    pool: PgPool,
+) {
+    let ada = registered_user(&pool, "Ada").await;
+    let (mug, pen) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let order = confirmed_order(&pool, ada.id, &[(mug, 1250, 2), (pen, 300, 1)]).await;
+    let events = all_events(&pool).await;
+    assert_eq!(order.version, 5);
+
+    for projection in Projection::ALL {
+        // The registration and the order's creation are committed; then only the
+        // confirmation arrives, as after a restart past lost messages.
+        let first = [at(&events, ada.id, 1), at(&events, order.id, 1)];
+        assert_eq!(apply(&pool, projection, &first).await, []);
+        assert_eq!(checkpoint(&pool, projection, order.id).await, Some(1));
+        assert_eq!(
+            apply(&pool, projection, &[at(&events, order.id, 5)]).await,
+            []
+        );
+        assert_eq!(checkpoint(&pool, projection, order.id).await, Some(5));
+        let actual = actual(&pool, projection).await;
+        assert_same(projection, &actual, &expected(projection, &events));
+    }
+    // Each of these comes only from versions 2 to 4, which were never delivered.
+    let row = order_view_row(&pool, order.id).await;
+    assert_eq!(
+        (row.status.as_str(), row.item_count, row.total_minor),
+        ("confirmed", 3, 2800)
+    );
+    assert!(row.placed_at.is_some());
+    assert_eq!(
+        user_view_row(&pool, ada.id).await.spent,
+        json!({"EUR": 2800})
+    );
+    assert_eq!(product_view_row(&pool, mug).await.revenue_minor, 2500);
+    assert_eq!(product_view_row(&pool, pen).await.revenue_minor, 300);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_gap_of_a_mixed_batch_is_filled_in_place_before_its_event(pool: PgPool) {
+    let mut ada = registered_user(&pool, "Ada").await;
+    let bob = registered_user(&pool, "Bob").await;
+    ada.exec(
         &pool,
-        UserCommand::Register {
-            name: "Ada".into(),
-            email: "ada@example.com".into(),
+        UserCommand::Rename {
+            name: "Ada King".into(),
         },
     )
     .await;
-    let mut ahead = all_events(&pool).await[0].clone();
-    ahead.version = 3;
-    let mut tx = pool.begin().await.unwrap();
-    let err = apply_batch(&mut tx, Projection::OrderView, &[ahead])
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("needs versions 1..=2"), "{err}");
+    ada.exec(
+        &pool,
+        UserCommand::ChangeEmail {
+            email: "ada@example.org".into(),
+        },
+    )
+    .await;
+    let (mug, pen) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let first = confirmed_order(&pool, ada.id, &[(mug, 100, 1), (pen, 200, 2)]).await;
+    let second = confirmed_order(&pool, bob.id, &[(pen, 200, 1)]).await;
+    let events = all_events(&pool).await;
+    let v = |stream_id, version| at(&events, stream_id, version);
+
+    // No stream arrives whole: one starts past version 1 before any checkpoint exists, one
+    // has two gaps, and versions the store filled in arrive again later in the batch.
+    let batch = [
+        v(first.id, 3),
+        v(ada.id, 1),
+        v(second.id, 4),
+        v(first.id, 5),
+        v(ada.id, 3),
+        v(first.id, 2),
+        v(bob.id, 1),
+        v(second.id, 2),
+    ];
+    for projection in Projection::ALL {
+        assert_eq!(apply(&pool, projection, &batch).await, [], "{projection}");
+        let actual = actual(&pool, projection).await;
+        assert_same(projection, &actual, &expected(projection, &events));
+    }
+    let row = order_view_row(&pool, first.id).await;
+    assert_eq!((row.item_count, row.total_minor), (3, 500));
+    assert_eq!(row.user_name.as_deref(), Some("Ada King"));
+    assert_eq!(row.user_email.as_deref(), Some("ada@example.org"));
+    assert_eq!(
+        user_view_row(&pool, bob.id).await.spent,
+        json!({"EUR": 200})
+    );
+    assert_eq!(product_view_row(&pool, pen).await.revenue_minor, 600);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_event_read_from_the_store_to_fill_a_gap_is_rejected_with_its_stored_position(
+    pool: PgPool,
+) {
+    let order_id = Uuid::now_v7();
+    let added = |n: u128| {
+        new_event(&OrderEvent::ItemAdded {
+            product_id: Uuid::from_u128(n),
+            product_name: format!("Product {n}"),
+            unit_price: eur(100),
+            quantity: 1,
+        })
+    };
+    let created = new_event(&OrderEvent::OrderCreated {
+        user_id: Uuid::now_v7(),
+        currency: Currency::EUR,
+    });
+    let undecodable = NewEvent {
+        event_type: "ItemAdded".into(),
+        schema_version: 1,
+        payload: json!({"productId": "not a uuid"}),
+    };
+    append_raw(
+        &pool,
+        order_id,
+        "order",
+        0,
+        &[created, added(1), undecodable, added(2)],
+    )
+    .await;
+    let events = all_events(&pool).await;
+
+    // Only versions 1 and 4 are delivered: the store is the only place version 3 can come from.
+    let delivered = [events[0].clone(), events[3].clone()];
+    let rejected = apply(&pool, Projection::OrderView, &delivered).await;
+    let summary: Vec<(Uuid, i32, i64)> = rejected
+        .iter()
+        .map(|r| (r.stream_id, r.version, r.position))
+        .collect();
+    assert_eq!(summary, [(order_id, 3, events[2].position)]);
+    assert!(
+        rejected[0].error.contains("cannot decode ItemAdded"),
+        "{}",
+        rejected[0].error
+    );
+    let row = order_view_row(&pool, order_id).await;
+    assert_eq!((row.item_count, row.total_minor, row.version), (2, 200, 4));
+    assert_eq!(
+        checkpoint(&pool, Projection::OrderView, order_id).await,
+        Some(4)
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_gap_the_store_cannot_fill_fails_the_batch_and_commits_nothing(pool: PgPool) {
+    let mut ada = registered_user(&pool, "Ada").await;
+    ada.exec(
+        &pool,
+        UserCommand::Rename {
+            name: "Ada King".into(),
+        },
+    )
+    .await;
+    let bob = registered_user(&pool, "Bob").await;
+    let events = all_events(&pool).await;
+    // Ada's version 4 while the store holds only 1 and 2: 3 cannot be filled.
+    let mut ahead = at(&events, ada.id, 2);
+    ahead.version = 4;
+    let users = Projection::ALL.into_iter().filter(|p| p.consumes("user"));
+
+    for projection in users.clone() {
+        assert_eq!(
+            apply(&pool, projection, &[at(&events, ada.id, 1)]).await,
+            []
+        );
+        let mut tx = pool.begin().await.unwrap();
+        let batch = [at(&events, bob.id, 1), ahead.clone()];
+        let err = apply_batch(&mut tx, projection, &batch).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("needs versions 2..=3 from the event store, which returned 1"),
+            "{projection}: {err}"
+        );
+        // Not even Bob's registration, which came before the gap, was written.
+        let sql = format!(
+            "select stream_id, version from {}",
+            projection.tables().checkpoints
+        );
+        let checkpoints: Vec<(Uuid, i32)> = sqlx::query_as(&sql).fetch_all(&mut *tx).await.unwrap();
+        assert_eq!(checkpoints, [(ada.id, 1)], "{projection}");
+        tx.rollback().await.unwrap();
+    }
+
+    // Once the store holds every version, the redelivery applies.
+    ada.exec(
+        &pool,
+        UserCommand::ChangeEmail {
+            email: "ada@example.org".into(),
+        },
+    )
+    .await;
+    ada.exec(&pool, UserCommand::Rename { name: "Ada".into() })
+        .await;
+    let events = all_events(&pool).await;
+    for projection in users {
+        let batch = [at(&events, bob.id, 1), at(&events, ada.id, 4)];
+        assert_eq!(apply(&pool, projection, &batch).await, []);
+        let actual = actual(&pool, projection).await;
+        assert_same(projection, &actual, &expected(projection, &events));
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_writers_confirming_orders_of_one_user_at_once_lose_no_update(pool: PgPool) {
+    let ada = registered_user(&pool, "Ada").await;
+    let mug = Uuid::from_u128(1);
+    let first = confirmed_order(&pool, ada.id, &[(mug, 1250, 2)]).await;
+    let second = confirmed_order(&pool, ada.id, &[(mug, 1250, 1)]).await;
+    let events = all_events(&pool).await;
+    let first_confirmed = at(&events, first.id, first.version);
+    let second_confirmed = at(&events, second.id, second.version);
+    let before: Vec<StoredEvent> = events
+        .iter()
+        .filter(|e| ![first_confirmed.position, second_confirmed.position].contains(&e.position))
+        .cloned()
+        .collect();
+
+    // Both confirmations change one row: Ada's spent totals, or the mug's revenue.
+    for projection in [Projection::UserView, Projection::ProductView] {
+        assert_eq!(apply(&pool, projection, &before).await, []);
+        let mut first_tx = pool.begin().await.unwrap();
+        let rejected = apply_batch(&mut first_tx, projection, slice::from_ref(&first_confirmed))
+            .await
+            .unwrap();
+        assert_eq!(rejected, []);
+        // The second writer starts while the first one's transaction is still open, gets as
+        // far as it can, and only then does the first commit.
+        let mut second_tx = pool.begin().await.unwrap();
+        let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+            .fetch_one(&mut *second_tx)
+            .await
+            .unwrap();
+        let second_writer = async {
+            let batch = slice::from_ref(&second_confirmed);
+            let rejected = apply_batch(&mut second_tx, projection, batch)
+                .await
+                .unwrap();
+            second_tx.commit().await.unwrap();
+            rejected
+        };
+        let first_commits = async {
+            wait_until_blocked(&pool, pid).await;
+            first_tx.commit().await.unwrap();
+        };
+        let (rejected, ()) = tokio::join!(second_writer, first_commits);
+        assert_eq!(rejected, [], "{projection}");
+        let actual = actual(&pool, projection).await;
+        assert_same(projection, &actual, &expected(projection, &events));
+    }
+    assert_eq!(
+        user_view_row(&pool, ada.id).await.spent,
+        json!({"EUR": 3750})
+    );
+    assert_eq!(product_view_row(&pool, mug).await.revenue_minor, 3750);
 }
 
 #[sqlx::test(migrations = "../migrations")]

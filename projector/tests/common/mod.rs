@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use orderflow_domain::order::{Order, OrderCommand, OrderEvent, OrderStatus};
@@ -438,6 +439,28 @@ pub async fn apply(pool: &PgPool, projection: Projection, events: &[StoredEvent]
     let rejected = apply_batch(&mut tx, projection, events).await.unwrap();
     tx.commit().await.unwrap();
     rejected
+}
+
+/// Returns once the backend `pid` waits for a lock another transaction holds (an advisory
+/// lock or a row's): how a test knows a concurrent writer got as far as it can.
+pub async fn wait_until_blocked(pool: &PgPool, pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: Option<String> =
+            sqlx::query_scalar("select wait_event_type from pg_stat_activity where pid = $1")
+                .bind(pid)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        if waiting.as_deref() == Some("Lock") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend {pid} never waited for a lock (last wait: {waiting:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
