@@ -10,6 +10,7 @@ use orderflow_kafka::KafkaArgs;
 use orderflow_projector::config::{ProjectorArgs, ReplayArgs};
 use orderflow_projector::worker::WorkerOptions;
 use orderflow_projector::Projection;
+use orderflow_query::config::{QueryArgs, QueryOptions};
 use orderflow_store::DatabaseArgs;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -40,6 +41,8 @@ enum Role {
     Projector(ProjectorArgs),
     /// Rebuild read models from the event store and swap them in.
     Replay(ReplayArgs),
+    /// Run the GraphQL query service (playground at its root).
+    Query(QueryArgs),
     /// Run the whole platform in one process, starting a private PostgreSQL when no
     /// database URL is given.
     Dev(DevArgs),
@@ -66,6 +69,9 @@ struct DevArgs {
         default_value = "127.0.0.1:8081"
     )]
     command_listen: std::net::SocketAddr,
+    /// Address the GraphQL query service (and its playground) listens on.
+    #[arg(long, env = "ORDERFLOW_QUERY_LISTEN", default_value = "127.0.0.1:8080")]
+    query_listen: std::net::SocketAddr,
     /// Use this Kafka instead of an in-process Kafka-protocol broker.
     #[arg(long, env = "KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
@@ -158,6 +164,13 @@ async fn run(role: Role) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Role::Query(args) => {
+            let options = args.options()?;
+            let pool = connect(&args.database).await?;
+            let listener = bind(args.listen).await?;
+            tracing::info!(addr = %listener.local_addr()?, "query service listening");
+            orderflow_query::serve(listener, pool, options, shutdown_signal()).await
+        }
         Role::Dev(args) => dev(args).await,
     }
 }
@@ -233,6 +246,8 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
     }
     let listener = bind(args.command_listen).await?;
     let api = listener.local_addr()?;
+    let query_listener = bind(args.query_listen).await?;
+    let graphql = query_listener.local_addr()?;
     let shutdown = shutdown_watch();
 
     let mut roles = tokio::task::JoinSet::new();
@@ -250,6 +265,15 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
         Default::default(),
         shutdown.clone(),
     ));
+    let mut stop = shutdown.clone();
+    roles.spawn(orderflow_query::serve(
+        query_listener,
+        pool.clone(),
+        QueryOptions::default(),
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        },
+    ));
     roles.spawn(orderflow_projector::worker::run(
         pool.clone(),
         kafka.clone(),
@@ -262,6 +286,7 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
     println!();
     println!("orderflow dev is running (Ctrl-C stops everything)");
     println!("  command API   http://{api}/api   (OpenAPI: http://{api}/api/openapi.json)");
+    println!("  GraphQL       http://{graphql}/graphql   (playground: http://{graphql}/)");
     println!("  database      {database_url}");
     println!("  kafka         {brokers}{kafka_note}");
     println!();

@@ -72,6 +72,16 @@ pub struct QueryArgs {
         value_parser = parse_duration
     )]
     pub poll_interval: Duration,
+    /// How long the batching loader collects ids before it runs one statement for them:
+    /// longer batches better under load (fewer, larger statements per page), at the cost
+    /// of that much latency per level of nesting.
+    #[arg(
+        long,
+        env = "ORDERFLOW_QUERY_BATCH_DELAY",
+        default_value = "2ms",
+        value_parser = parse_duration
+    )]
+    pub batch_delay: Duration,
 }
 
 impl QueryArgs {
@@ -84,6 +94,7 @@ impl QueryArgs {
             max_depth: self.max_depth,
             max_complexity: self.max_complexity,
             poll_interval: self.poll_interval,
+            batch_delay: self.batch_delay,
         };
         options.validate()?;
         Ok(options)
@@ -99,6 +110,7 @@ pub struct QueryOptions {
     pub max_depth: usize,
     pub max_complexity: usize,
     pub poll_interval: Duration,
+    pub batch_delay: Duration,
 }
 
 impl Default for QueryOptions {
@@ -110,6 +122,7 @@ impl Default for QueryOptions {
             max_depth: 10,
             max_complexity: 5000,
             poll_interval: Duration::from_millis(100),
+            batch_delay: Duration::from_millis(2),
         }
     }
 }

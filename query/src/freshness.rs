@@ -108,6 +108,16 @@ impl Freshness {
         }
     }
 
+    /// How many reads and subscriptions watch an order (for tests and metrics).
+    pub(crate) fn watches(&self) -> usize {
+        self.inner
+            .watched
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .sum()
+    }
+
     /// How many `minVersion` reads are waiting for the view to catch up (for tests and
     /// metrics).
     pub(crate) fn blocked_reads(&self) -> usize {
@@ -132,16 +142,22 @@ impl Freshness {
         let deadline = started + wait;
         let mut watch = self.watch(order_id);
         loop {
-            let current = db.order(order_id).await?;
-            let current_version = match current {
-                Some(row) if row.version >= min_version => return Ok(row),
-                Some(row) => Some(row.version),
-                None => None,
-            };
+            if let Some(row) = db.order(order_id).await? {
+                if row.version >= min_version {
+                    return Ok(row);
+                }
+            }
             let blocked = Blocked::new(&self.inner.blocked_reads);
             let woken = timeout_at(deadline, watch.reached(min_version)).await;
             drop(blocked);
             if woken.is_err() {
+                // Report the version as of the deadline, not as of the first read.
+                let current = db.order(order_id).await?;
+                let current_version = match current {
+                    Some(row) if row.version >= min_version => return Ok(row),
+                    Some(row) => Some(row.version),
+                    None => None,
+                };
                 return Err(QueryError::Stale {
                     order_id,
                     min_version,

@@ -130,13 +130,20 @@ impl Extension for Limits {
     ) -> Response {
         match tokio::time::timeout(self.query_timeout, next.run(ctx, operation_name)).await {
             Ok(response) => response,
-            Err(_) => Response::from_errors(vec![server_error(
-                code::TIMEOUT,
-                format!(
-                    "the query did not finish within {} ms",
-                    self.query_timeout.as_millis()
-                ),
-            )]),
+            Err(_) => {
+                tracing::warn!(
+                    operation = operation_name,
+                    timeout_ms = self.query_timeout.as_millis() as u64,
+                    "a query ran past the timeout"
+                );
+                Response::from_errors(vec![server_error(
+                    code::TIMEOUT,
+                    format!(
+                        "the query did not finish within {} ms",
+                        self.query_timeout.as_millis()
+                    ),
+                )])
+            }
         }
     }
 }

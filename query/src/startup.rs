@@ -8,6 +8,7 @@ use async_graphql::ParseRequestError;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
 use axum::extract::{FromRequest as _, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -50,7 +51,7 @@ impl QueryService {
         let freshness = Freshness::start(db.clone(), options.poll_interval);
         let services = Services {
             db: db.clone(),
-            loader: DataLoader::new(db.clone(), tokio::spawn),
+            loader: DataLoader::new(db.clone(), tokio::spawn).delay(options.batch_delay),
             freshness: freshness.clone(),
             options,
         };
@@ -70,7 +71,8 @@ impl QueryService {
                 GRAPHQL_PATH,
                 get(graphql_get)
                     .post(graphql_post)
-                    .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
+                    .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+                    .layer(middleware::map_response(too_large_in_graphql_shape)),
             )
             .route_service(WS_PATH, GraphQLSubscription::new(self.schema.clone()))
             .route(SDL_PATH, get(sdl))
@@ -94,6 +96,11 @@ impl QueryService {
     /// `minVersion` reads waiting right now for the projectors to catch up.
     pub fn waiting_reads(&self) -> usize {
         self.freshness.blocked_reads()
+    }
+
+    /// `minVersion` reads and `orderUpdated` subscriptions open right now.
+    pub fn open_watches(&self) -> usize {
+        self.freshness.watches()
     }
 
     /// End every subscription, as the service is shutting down.
@@ -199,6 +206,15 @@ impl IntoResponse for BadRequest {
         let body =
             json!({"errors": [{"message": message, "extensions": {"code": code::BAD_REQUEST}}]});
         (status, Json(body)).into_response()
+    }
+}
+
+/// The body limit answers before any handler runs; give its refusal a code too.
+async fn too_large_in_graphql_shape(response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        BadRequest(ParseRequestError::PayloadTooLarge).into_response()
+    } else {
+        response
     }
 }
 

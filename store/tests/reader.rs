@@ -53,7 +53,15 @@ async fn a_transaction_that_commits_late_is_still_read(pool: PgPool) {
     assert_eq!(read_all(&pool, Cursor::default()).await, Vec::<i64>::new());
 
     slow.commit().await.unwrap();
-    let events = read_after(&pool, Cursor::default(), 1000).await.unwrap();
+    // The horizon is cluster-wide: a transaction of another test may hold it back a while.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let events = loop {
+        let events = read_after(&pool, Cursor::default(), 1000).await.unwrap();
+        if events.len() == 2 || tokio::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let order: Vec<i64> = events
         .iter()
         .map(|e| e.payload["n"].as_i64().unwrap())

@@ -16,6 +16,8 @@ pub(crate) mod query;
 pub(crate) mod subscription;
 pub(crate) mod user;
 
+use std::sync::OnceLock;
+
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptyMutation, Schema, SchemaBuilder, ID};
 use uuid::Uuid;
@@ -57,7 +59,8 @@ pub(crate) fn build(services: Services) -> AppSchema {
 
 /// The schema as SDL, as committed in `query/schema.graphql`.
 pub fn sdl() -> String {
-    builder().finish().sdl()
+    static SDL: OnceLock<String> = OnceLock::new();
+    SDL.get_or_init(|| builder().finish().sdl()).clone()
 }
 
 pub(crate) fn services<'a>(ctx: &Context<'a>) -> &'a Services {

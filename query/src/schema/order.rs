@@ -99,6 +99,7 @@ impl UserOrderFilterInput {
 #[derive(Debug, Clone)]
 pub(crate) struct Order(pub(crate) OrderRow);
 
+/// An order with its items and totals, as the projectors last applied it.
 #[Object]
 impl Order {
     async fn id(&self) -> ID {
@@ -200,6 +201,7 @@ impl Order {
 #[derive(Debug, Clone)]
 pub(crate) struct OrderItem(ItemRow);
 
+/// One line of an order: the product's name and price as they were when it was added.
 #[Object]
 impl OrderItem {
     async fn product_id(&self) -> ID {
@@ -302,6 +304,7 @@ pub(crate) struct OrderEdge {
     pub(crate) node: Order,
 }
 
+/// A page of orders, newest first.
 #[Object]
 impl OrderConnection {
     async fn edges(&self) -> Vec<OrderEdge> {

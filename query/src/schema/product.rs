@@ -13,6 +13,7 @@ use crate::error::QueryError;
 #[derive(Debug, Clone)]
 pub(crate) struct Product(pub(crate) ProductRow);
 
+/// A product with its current price, stock and sales.
 #[Object]
 impl Product {
     async fn id(&self) -> ID {
@@ -102,6 +103,7 @@ pub(crate) struct ProductEdge {
     pub(crate) node: Product,
 }
 
+/// A page of products in creation order.
 #[Object]
 impl ProductConnection {
     async fn edges(&self) -> Vec<ProductEdge> {

@@ -13,7 +13,9 @@ use crate::loaders::{ProductKey, UserKey};
 
 pub(crate) struct QueryRoot;
 
-#[Object]
+/// Reads over the read models. Unknown ids answer null; ids that are not UUIDs are
+/// BAD_USER_INPUT.
+#[Object(name = "Query")]
 impl QueryRoot {
     /// One order. With `minVersion`, waits (up to the service's bound, 5 s by default)
     /// until the view reflects at least that version of the order's stream, the version a

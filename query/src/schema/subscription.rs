@@ -11,7 +11,8 @@ use crate::freshness::Watch;
 
 pub(crate) struct SubscriptionRoot;
 
-#[Subscription]
+/// Live views, over WebSocket (`graphql-transport-ws`) at `/graphql/ws`.
+#[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// The order's view now (if it exists) and then each newer version as projectors
     /// apply it. Versions applied in one batch arrive as one update. Ends when the

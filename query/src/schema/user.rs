@@ -16,6 +16,7 @@ use crate::loaders::{UserOrderCountKey, UserOrdersKey};
 #[derive(Debug, Clone)]
 pub(crate) struct User(pub(crate) UserRow);
 
+/// A registered user with statistics over their orders.
 #[Object]
 impl User {
     async fn id(&self) -> ID {
@@ -134,6 +135,7 @@ pub(crate) struct UserEdge {
     pub(crate) node: User,
 }
 
+/// A page of users in registration order.
 #[Object]
 impl UserConnection {
     async fn edges(&self) -> Vec<UserEdge> {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use orderflow_domain::order::{Order, OrderCommand};
+use orderflow_domain::product::{Product, ProductCommand};
 use orderflow_domain::Aggregate;
 use orderflow_projector::{apply_batch, Projection};
 use orderflow_query::{QueryOptions, QueryService};
@@ -156,26 +157,51 @@ impl TestApp {
         .await;
     }
 
-    /// Confirm a placed order as the saga does: through the domain and the event store
-    /// (the REST API has no confirm command; payment confirms).
+    /// Take a placed order through the saga's happy path, as the saga does it (the REST
+    /// API has no such commands): reserve every line's stock, confirm the order, commit the
+    /// reservations. Each step is decided by the domain and appended to the event store.
     pub async fn confirm(&self, order: Uuid) -> i32 {
+        let lines = {
+            let mut conn = self.pool.acquire().await.unwrap();
+            let loaded = orderflow_store::load::<Order>(&mut conn, order)
+                .await
+                .unwrap();
+            loaded.state.lines().to_vec()
+        };
+        for line in &lines {
+            let reserve = ProductCommand::Reserve {
+                order_id: order,
+                quantity: line.quantity,
+            };
+            self.decide::<Product>(line.product_id, reserve).await;
+        }
+        let version = self.decide::<Order>(order, OrderCommand::Confirm).await;
+        for line in &lines {
+            let commit = ProductCommand::CommitReservation { order_id: order };
+            self.decide::<Product>(line.product_id, commit).await;
+        }
+        version
+    }
+
+    /// Load a stream, decide `command` with the domain, append the events; the new version.
+    async fn decide<A: Aggregate>(&self, stream_id: Uuid, command: A::Command) -> i32 {
         let mut tx = self.pool.begin().await.unwrap();
-        let loaded = orderflow_store::load::<Order>(&mut tx, order)
+        let loaded = orderflow_store::load::<A>(&mut tx, stream_id)
             .await
             .unwrap();
-        let events = loaded.state.handle(OrderCommand::Confirm).unwrap();
+        let events = loaded.state.handle(command).unwrap();
         let events: Vec<NewEvent> = events.iter().map(NewEvent::from_domain).collect();
         let metadata = EventMetadata {
             event_id: Uuid::now_v7(),
             correlation_id: Uuid::now_v7(),
             causation_id: None,
-            command_id: format!("test-confirm-{order}"),
+            command_id: format!("test-saga-{}", Uuid::now_v7()),
             actor: Some("test saga".into()),
         };
         let outcome = orderflow_store::append(
             &mut tx,
-            order,
-            Order::STREAM_TYPE,
+            stream_id,
+            A::STREAM_TYPE,
             loaded.version,
             &events,
             &metadata,
@@ -186,17 +212,39 @@ impl TestApp {
         outcome.version
     }
 
-    /// Run every projector over every committed event (duplicates are skipped by their
-    /// checkpoints, so this can run as often as a test likes).
+    /// Run every projector over every event committed so far (duplicates are skipped by
+    /// their checkpoints, so this can run as often as a test likes).
+    ///
+    /// The gap-safe reader stops below the oldest transaction running anywhere in the
+    /// cluster, and other tests run transactions concurrently: read until it has returned
+    /// everything this test committed.
     pub async fn project(&self) {
-        let events = orderflow_store::read_after(&self.pool, Cursor::default(), 1_000_000)
+        let committed: i64 = sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&self.pool)
             .await
             .unwrap();
-        for projection in Projection::ALL {
-            let mut tx = self.pool.begin().await.unwrap();
-            let rejected = apply_batch(&mut tx, projection, &events).await.unwrap();
-            assert!(rejected.is_empty(), "{projection} rejected {rejected:?}");
-            tx.commit().await.unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let events = orderflow_store::read_after(&self.pool, Cursor::default(), 1_000_000)
+                .await
+                .unwrap();
+            if !events.is_empty() {
+                for projection in Projection::ALL {
+                    let mut tx = self.pool.begin().await.unwrap();
+                    let rejected = apply_batch(&mut tx, projection, &events).await.unwrap();
+                    assert!(rejected.is_empty(), "{projection} rejected {rejected:?}");
+                    tx.commit().await.unwrap();
+                }
+            }
+            if events.len() as i64 >= committed {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the reader returned {} of {committed} events",
+                events.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -1,0 +1,176 @@
+//! Protection: depth, complexity, page size and time limits, and a code on every error.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{only_error, spawn, spawn_with};
+use orderflow_query::QueryOptions;
+use serde_json::json;
+use sqlx::PgPool;
+
+/// `orders → nodes → user` repeated `hops` times, ending in `name`.
+fn nested(hops: usize) -> String {
+    let mut query = String::from("name");
+    for _ in 0..hops {
+        query = format!("orders(first: 1) {{ nodes {{ user {{ {query} }} }} }}");
+    }
+    format!("{{ user(id: \"00000000-0000-0000-0000-000000000000\") {{ {query} }} }}")
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn deeply_nested_queries_are_rejected_before_they_run(pool: PgPool) {
+    let app = spawn(pool).await;
+    // user + 3 hops of orders/nodes/user + name: 1 + 9 + 1 = 11 levels, one over the limit.
+    let (code, message) = app.error(&nested(3), json!({})).await;
+    assert_eq!(code, "QUERY_TOO_DEEP");
+    assert!(message.contains("limit of 10"), "{message}");
+    let before = app.service.sql_statements();
+    app.error(&nested(30), json!({})).await;
+    assert_eq!(app.service.sql_statements(), before, "nothing ran");
+
+    // Two hops fit (8 levels).
+    let data = app.data(&nested(2), json!({})).await;
+    assert_eq!(data["user"], serde_json::Value::Null);
+
+    // Fragments do not hide depth.
+    let via_fragments = r#"
+        query { orders { ...O } }
+        fragment O on OrderConnection { nodes { user { ...U } } }
+        fragment U on User { orders { nodes { user { orders { nodes { user { orders { nodes { id } } } } } } } } }
+    "#;
+    assert_eq!(
+        app.error(via_fragments, json!({})).await.0,
+        "QUERY_TOO_DEEP"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn introspection_stays_on_and_its_depth_does_not_count(pool: PgPool) {
+    let app = spawn(pool).await;
+    // The shape of GraphiQL's introspection: types → fields → type → ofType × 8.
+    let mut type_ref = String::from("kind name");
+    for _ in 0..8 {
+        type_ref = format!("kind name ofType {{ {type_ref} }}");
+    }
+    let query = format!(
+        "{{ __schema {{ queryType {{ name }} subscriptionType {{ name }} \
+           types {{ name fields {{ name args {{ name type {{ {type_ref} }} }} type {{ {type_ref} }} }} }} }} }}"
+    );
+    let data = app.data(&query, json!({})).await;
+    assert_eq!(data["__schema"]["queryType"]["name"], "Query");
+    assert_eq!(data["__schema"]["subscriptionType"]["name"], "Subscription");
+    let types = data["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "Money"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn queries_multiplying_lists_are_rejected_as_too_complex(pool: PgPool) {
+    let app = spawn(pool).await;
+    let query = r#"{ orders(first: 100) { nodes { user { orders(first: 100) { nodes { id status } } } } } }"#;
+    let (code, message) = app.error(query, json!({})).await;
+    assert_eq!(code, "QUERY_TOO_COMPLEX");
+    assert!(message.contains("5000"), "{message}");
+    // The same shape with small pages is fine.
+    let small =
+        r#"{ orders(first: 10) { nodes { user { orders(first: 10) { nodes { id status } } } } } }"#;
+    app.data(small, json!({})).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_page_larger_than_the_cap_is_refused_not_clamped(pool: PgPool) {
+    let app = spawn(pool).await;
+    app.register_user("Ada", "ada@example.com").await;
+    app.project().await;
+    for list in ["orders", "users", "products"] {
+        for first in [101, 1_000_000, -1] {
+            let query = format!("{{ {list}(first: {first}) {{ totalCount }} }}");
+            let (code, message) = app.error(&query, json!({})).await;
+            assert_eq!(code, "BAD_USER_INPUT", "{list} {first}");
+            assert!(message.contains("`first`"), "{message}");
+        }
+        app.data(
+            &format!("{{ {list}(first: 100) {{ totalCount }} }}"),
+            json!({}),
+        )
+        .await;
+    }
+    let nested = r#"{ users(first: 1) { nodes { orders(first: 500) { totalCount } } } }"#;
+    assert_eq!(app.error(nested, json!({})).await.0, "BAD_USER_INPUT");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_query_running_past_the_timeout_answers_timeout(pool: PgPool) {
+    // Deliberately inverted so that a minVersion wait outlives the query timeout.
+    let options = QueryOptions {
+        query_timeout: Duration::from_millis(200),
+        min_version_timeout: Duration::from_secs(30),
+        ..QueryOptions::default()
+    };
+    let app = spawn_with(pool, options).await;
+    let query = r#"{ order(id: "0190a0c4-0000-7000-8000-000000000000", minVersion: 9) { id } }"#;
+    let (code, message) = app.error(query, json!({})).await;
+    assert_eq!(code, "TIMEOUT");
+    assert!(message.contains("200 ms"), "{message}");
+    assert_eq!(app.service.waiting_reads(), 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_kind_of_error_carries_a_code(pool: PgPool) {
+    let app = spawn(pool).await;
+    assert_eq!(
+        app.error("{ orders { ", json!({})).await.0,
+        "GRAPHQL_PARSE_FAILED"
+    );
+    assert_eq!(
+        app.error("{ orders { nope } }", json!({})).await.0,
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    assert_eq!(
+        app.error("{ order { id } }", json!({})).await.0,
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    let wrong_variable = app
+        .graphql(
+            "query($first: Int) { orders(first: $first) { totalCount } }",
+            json!({"first": "many"}),
+        )
+        .await;
+    for error in wrong_variable["errors"].as_array().unwrap() {
+        assert_eq!(error["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+    }
+    assert_eq!(
+        app.error(
+            r#"{ orders(filter: {createdAfter: "yesterday"}) { totalCount } }"#,
+            json!({})
+        )
+        .await
+        .0,
+        "BAD_USER_INPUT"
+    );
+
+    // Not a GraphQL request at all.
+    let response = app
+        .client
+        .post(app.query_url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(only_error(&body).0, "BAD_REQUEST");
+
+    let too_large = "x".repeat(300 * 1024);
+    let response = app
+        .client
+        .post(app.query_url("/graphql"))
+        .json(&json!({"query": too_large}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(only_error(&body).0, "BAD_REQUEST");
+}
