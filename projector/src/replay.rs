@@ -145,7 +145,12 @@ async fn run(
 
     // Reading runs ahead on its own connection while this one folds and writes.
     let (pages, mut received) = mpsc::channel(2);
-    let reader = tokio::spawn(read_pages(pool.clone(), options.batch_size, pages));
+    let reader = tokio::spawn(read_pages(
+        pool.clone(),
+        options.batch_size,
+        total.max(0) as u64,
+        pages,
+    ));
     let mut engine = Engine::new(projection, shadow, true);
     let mut cursor = Cursor::default();
     let mut tx = begin_quick(conn).await?;
@@ -177,19 +182,44 @@ async fn run(
     Ok(report)
 }
 
-/// Pages of the store in commit order until a read comes back empty.
+/// Pages of the store in commit order until a read comes back empty and at least
+/// `at_least` events (those committed when the replay started) have been read.
+///
+/// The gap-safe reader stops at the oldest transaction still running anywhere in the
+/// cluster, so right after a commit it can come back empty with committed events waiting:
+/// the replay waits for them rather than swapping in a model that lacks them.
 async fn read_pages(
     pool: PgPool,
     batch_size: i64,
+    at_least: u64,
     pages: mpsc::Sender<Result<Vec<StoredEvent>, StoreError>>,
 ) {
     let mut cursor = Cursor::default();
+    let mut read = 0u64;
+    let mut waiting_since: Option<Instant> = None;
     loop {
         let page = read_after(&pool, cursor, batch_size).await;
         if let Ok(page) = &page {
             match page.last() {
-                Some(last) => cursor = Cursor::after(last),
-                None => return,
+                Some(last) => {
+                    cursor = Cursor::after(last);
+                    read += page.len() as u64;
+                    waiting_since = None;
+                }
+                None if read >= at_least => return,
+                None => {
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(5) {
+                        tracing::warn!(
+                            read,
+                            at_least,
+                            "waiting for an older transaction to finish before reading on"
+                        );
+                        waiting_since = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
             }
         }
         let failed = page.is_err();
