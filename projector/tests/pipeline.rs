@@ -110,12 +110,38 @@ async fn wait_until_caught_up(pool: &PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn live_projectors_fed_through_kafka_match_a_fold_of_the_store(pool: PgPool) {
     let kafka = fresh_topics().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen("order_view_changed").await.unwrap();
     let running = start(&pool, &kafka, &kafka.topic_prefix, 1);
     let mut workload = Workload::new(0xfeed);
     workload.run(&pool, 300).await;
     wait_until_caught_up(&pool).await;
     assert_all_match_the_store(&pool).await;
     running.stop().await;
+
+    // The query service learns of every order's new version from the projector's NOTIFY.
+    let latest: std::collections::HashMap<Uuid, i32> =
+        sqlx::query_as("select order_id, version from order_view")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let mut notified = std::collections::HashMap::new();
+    while notified != latest {
+        let notification = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("a notification for every order's last version")
+            .unwrap();
+        let payload: serde_json::Value = serde_json::from_str(notification.payload()).unwrap();
+        let order: Uuid = payload["orderId"].as_str().unwrap().parse().unwrap();
+        let version = payload["version"].as_i64().unwrap() as i32;
+        let seen = notified.entry(order).or_insert(0);
+        assert!(version >= *seen, "versions arrive in order per order");
+        *seen = version;
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]
