@@ -1,7 +1,6 @@
 # Multi-stage build of the single `orderflow` binary; every role runs from this image.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked --bin orderflow
 

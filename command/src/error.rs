@@ -11,6 +11,8 @@ use orderflow_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+const CONCURRENCY_CONFLICT: &str = "CONCURRENCY_CONFLICT";
+
 /// The failure of one request. `{"error": {"code", "message"}}` is always the body.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -34,6 +36,9 @@ pub enum ApiError {
     VersionMismatch { expected: i32, current: i32 },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Another writer appended to `stream_id` first.
+    #[error("stream {stream_id} was changed concurrently; retry")]
+    StreamConflict { stream_id: uuid::Uuid },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -88,23 +93,33 @@ impl ApiError {
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::StreamConflict { .. } => (StatusCode::CONFLICT, CONCURRENCY_CONFLICT),
             Self::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
 
-    /// Whether this failure means another writer got to the stream first.
+    /// Whether this failure means another writer got there first, so deciding again on
+    /// fresh state may succeed.
     pub fn is_concurrency_conflict(&self) -> bool {
-        matches!(self, Self::Conflict { code, .. } if *code == "CONCURRENCY_CONFLICT")
+        matches!(self, Self::StreamConflict { .. })
+            || matches!(self, Self::Conflict { code, .. } if *code == CONCURRENCY_CONFLICT)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Conflict { stream_id, .. } => Self::Conflict {
-                code: "CONCURRENCY_CONFLICT",
-                message: format!("stream {stream_id} was changed concurrently; retry"),
-            },
+            StoreError::Conflict { stream_id, .. } => Self::StreamConflict { stream_id },
+            // Two commands claiming each other's unique values (an email swap) deadlock or
+            // fail to serialize: a lost race like any other, decided again.
+            StoreError::Database(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                Self::Conflict {
+                    code: CONCURRENCY_CONFLICT,
+                    message: "the command raced another one; retry".into(),
+                }
+            }
             StoreError::Taken { scope, value } => Self::Conflict {
                 code: match scope.as_str() {
                     "email" => "EMAIL_TAKEN",

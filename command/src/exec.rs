@@ -161,12 +161,27 @@ pub async fn run<C: WriteCommand>(
             Err(error) => error,
         };
         tx.rollback().await?;
-        if let (ApiError::Conflict { .. }, Some(key)) = (&error, key) {
+        if let (ApiError::Conflict { .. } | ApiError::StreamConflict { .. }, Some(key)) =
+            (&error, key)
+        {
             // The race (for the stream or for a unique value) may have been lost to a
             // retry of this very request: answer as it did.
             if let Some(stored) = idempotency::find(&state.pool, key).await? {
                 return replay(stored, &fingerprint);
             }
+        }
+        // With If-Match the client decided on a version that is gone: say which is current.
+        if let (ApiError::StreamConflict { stream_id }, Some(expected)) = (&error, headers.if_match)
+        {
+            let current: Option<i32> =
+                sqlx::query_scalar("select max(version) from events where stream_id = $1")
+                    .bind(stream_id)
+                    .fetch_one(&state.pool)
+                    .await?;
+            return Err(ApiError::VersionMismatch {
+                expected,
+                current: current.unwrap_or(0),
+            });
         }
         // Without If-Match the client asked for no particular version: decide again.
         if error.is_concurrency_conflict() && headers.if_match.is_none() && attempt < MAX_ATTEMPTS {

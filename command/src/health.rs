@@ -25,9 +25,12 @@ pub async fn health() -> Json<Value> {
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match sqlx::query("select 1").execute(&state.pool).await {
         Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "error": err.to_string() })),
-        ),
+        Err(err) => {
+            tracing::warn!(%err, "readiness check: the database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "error": "the database does not answer" })),
+            )
+        }
     }
 }

@@ -48,12 +48,36 @@ impl Default for RelayOptions {
     }
 }
 
-/// Run the relay until `shutdown` flips to true: standby until the lock is ours, then publish.
+/// Run the relay until `shutdown` flips to true: standby until the lock is ours, then
+/// publish. A lost database connection (and with it, maybe, the lock) sends the relay back
+/// to standby after a pause rather than ending it.
 pub async fn run(
     pool: PgPool,
     kafka: KafkaArgs,
     options: RelayOptions,
     mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match run_once(&pool, &kafka, &options, &mut shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), retry_in = ?pause, "the relay stopped; starting over");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        pause = (pause * 2).min(options.max_backoff);
+    }
+}
+
+async fn run_once(
+    pool: &PgPool,
+    kafka: &KafkaArgs,
+    options: &RelayOptions,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut lock = PgConnection::connect_with(&pool.connect_options())
         .await
@@ -79,7 +103,7 @@ pub async fn run(
         }
     }
     tracing::info!(name = %options.name, "relay is active");
-    let result = publish_loop(&mut lock, &pool, &kafka, &options, &mut shutdown).await;
+    let result = publish_loop(&mut lock, pool, kafka, options, shutdown).await;
     let _ = lock.close().await;
     result
 }
@@ -120,7 +144,8 @@ async fn publish_loop(
         let next = Cursor::after(last);
         match publisher.publish(&page).await {
             Ok(()) => {
-                save_cursor(pool, &options.name, next).await?;
+                // Through the lock's own connection: if the lock is gone, so is the write.
+                save_cursor(lock, &options.name, next).await?;
                 tracing::debug!(events = page.len(), ?next, "published");
                 cursor = next;
                 backoff = Duration::from_millis(100);
@@ -157,16 +182,18 @@ pub async fn load_cursor(pool: &PgPool, name: &str) -> anyhow::Result<Cursor> {
     )
 }
 
-async fn save_cursor(pool: &PgPool, name: &str, cursor: Cursor) -> anyhow::Result<()> {
+/// Cursors only move forward, whatever a relay that lost its lock late still writes.
+async fn save_cursor(lock: &mut PgConnection, name: &str, cursor: Cursor) -> anyhow::Result<()> {
     sqlx::query(
         "insert into relay_cursors (name, tx_id, position) values ($1, $2, $3) \
          on conflict (name) do update set tx_id = excluded.tx_id, position = excluded.position, \
-         updated_at = now()",
+         updated_at = now() \
+         where (relay_cursors.tx_id, relay_cursors.position) < (excluded.tx_id, excluded.position)",
     )
     .bind(name)
     .bind(cursor.tx_id)
     .bind(cursor.position)
-    .execute(pool)
+    .execute(lock)
     .await
     .context("storing the relay cursor")?;
     Ok(())

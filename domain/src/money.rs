@@ -123,7 +123,7 @@ impl<'de> Deserialize<'de> for Currency {
 
 /// An amount in the currency's minor units (cents for EUR, yen for JPY).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Money {
     pub amount_minor: i64,
     pub currency: Currency,

@@ -7,10 +7,14 @@ pub(crate) const MAX_NAME: usize = 200;
 /// Longest reason for a cancellation, decline or void, in characters.
 pub(crate) const MAX_REASON: usize = 500;
 
-/// `input` trimmed, if that leaves 1 to `max_chars` characters.
+/// `input` trimmed, if that leaves 1 to `max_chars` characters and no control characters
+/// (a NUL cannot even be stored in PostgreSQL text; the others only hide in logs and UIs).
 pub(crate) fn bounded(input: &str, max_chars: usize) -> Option<String> {
     let trimmed = input.trim();
-    (!trimmed.is_empty() && trimmed.chars().count() <= max_chars).then(|| trimmed.to_owned())
+    (!trimmed.is_empty()
+        && trimmed.chars().count() <= max_chars
+        && !trimmed.chars().any(char::is_control))
+    .then(|| trimmed.to_owned())
 }
 
 /// A user or product name, trimmed.
@@ -34,5 +38,7 @@ mod tests {
         assert_eq!(bounded("éééé", 3), None);
         assert_eq!(bounded(" \t\n ", 3), None);
         assert_eq!(bounded("", 3), None);
+        assert_eq!(bounded("A\u{0}a", 3), None);
+        assert_eq!(bounded("A\u{7}", 3), None);
     }
 }

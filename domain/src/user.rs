@@ -21,8 +21,8 @@ pub fn normalize_email(input: &str) -> Result<String, DomainError> {
     if email.chars().count() > MAX_EMAIL_LEN {
         return invalid("it is longer than 254 characters");
     }
-    if email.chars().any(char::is_whitespace) {
-        return invalid("it contains whitespace");
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return invalid("it contains whitespace or control characters");
     }
     let Some((local, domain)) = email.split_once('@') else {
         return invalid("it has no '@'");

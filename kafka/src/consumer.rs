@@ -49,7 +49,13 @@ pub async fn next_batch(
     while batch.len() < max {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Err(_) => break,
-            Ok(message) => batch.push(message?.detach()),
+            Ok(Ok(message)) => batch.push(message.detach()),
+            // The fetch position is already past what was gathered: hand it over (its
+            // offsets get committed with it) and let the next call surface the error.
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "consuming failed mid-batch; handing over what arrived");
+                break;
+            }
         }
     }
     Ok(batch)

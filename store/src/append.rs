@@ -62,7 +62,7 @@ pub async fn load<A: Aggregate>(
 
 /// Append `events` after `expected_version`. Each event gets its own event id and the
 /// rest of `metadata`. A concurrent append to the same stream is a [`StoreError::Conflict`].
-#[tracing::instrument(skip_all, fields(%stream_id, expected_version, count = events.len()), err)]
+#[tracing::instrument(skip_all, fields(%stream_id, expected_version, count = events.len()), err(level = "debug"))]
 pub async fn append(
     conn: &mut PgConnection,
     stream_id: Uuid,
