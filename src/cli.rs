@@ -265,10 +265,18 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
         Default::default(),
         shutdown.clone(),
     ));
+    // Queries get a pool of their own: a heavy read never starves commands or the relay.
+    let query_pool = DatabaseArgs {
+        db_max_connections: 8,
+        ..DatabaseArgs::new(database_url)
+    }
+    .connect()
+    .await
+    .context("connecting the query service")?;
     let mut stop = shutdown.clone();
     roles.spawn(orderflow_query::serve(
         query_listener,
-        pool.clone(),
+        query_pool,
         QueryOptions::default(),
         async move {
             let _ = stop.wait_for(|stop| *stop).await;

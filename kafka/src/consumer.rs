@@ -61,7 +61,9 @@ pub async fn next_batch(
     Ok(batch)
 }
 
-/// Commit the offsets just past every record in `batch`.
+/// Commit the offsets just past every record in `batch`, without blocking the thread: a
+/// commit that fails is repaired by the next one, and until then the records are at most
+/// delivered again, which consumers dedupe.
 pub fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
     let mut next: HashMap<(&str, i32), i64> = HashMap::new();
     for message in batch {
@@ -77,5 +79,5 @@ pub fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), K
     for ((topic, partition), offset) in next {
         list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
     }
-    consumer.commit(&list, CommitMode::Sync)
+    consumer.commit(&list, CommitMode::Async)
 }

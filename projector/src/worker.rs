@@ -87,7 +87,7 @@ pub async fn run_one(
         .iter()
         .map(|stream_type| events_topic(&kafka.topic_prefix, stream_type))
         .collect();
-    let consumer = subscribe(&kafka, &group, &topics).context("subscribing")?;
+    let mut consumer = subscribe(&kafka, &group, &topics).context("subscribing")?;
     let dead_letters: FutureProducer = kafka
         .client_config()
         .set("enable.idempotence", "true")
@@ -125,12 +125,13 @@ pub async fn run_one(
         {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(err) => {
-                // Nothing was committed: the records come again after a seek to the last
-                // committed offsets, which a fresh subscription gives.
+                // Nothing was committed. A fresh subscription starts again from the group's
+                // committed offsets, whatever rebalance happened meanwhile.
                 tracing::error!(%projection, error = %format!("{err:#}"), "a batch failed; retrying");
+                drop(consumer);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                rewind(&consumer, &batch)?;
+                consumer = subscribe(&kafka, &group, &topics).context("subscribing again")?;
             }
         }
     }
@@ -147,7 +148,7 @@ async fn handle(
     prefix: &str,
     batch: &[OwnedMessage],
 ) -> anyhow::Result<()> {
-    let mut events = Vec::with_capacity(batch.len());
+    let mut events: Vec<StoredEvent> = Vec::with_capacity(batch.len());
     let mut by_event: HashMap<(Uuid, i32), &OwnedMessage> = HashMap::new();
     for message in batch {
         match envelope::decode(message) {
@@ -163,6 +164,19 @@ async fn handle(
             }
         }
     }
+    for foreign in not_in_store(pool, &events).await? {
+        let message = by_event[&(foreign.stream_id, foreign.version)];
+        tracing::warn!(%projection, stream_id = %foreign.stream_id, version = foreign.version, "dead-lettering a record the event store does not hold");
+        dead_letter(
+            dead_letters,
+            message,
+            group,
+            "the event store holds no such event",
+        )
+        .await
+        .context("dead-lettering")?;
+        events.retain(|e| e.metadata.event_id != foreign.metadata.event_id);
+    }
     let mut tx = pool
         .begin()
         .await
@@ -173,7 +187,8 @@ async fn handle(
     if projection == Projection::OrderView {
         notify_order_changes(&mut tx, &events).await?;
     }
-    tx.commit().await.context("committing the batch")?;
+    // Dead letters go out before the commit: if sending fails, the batch is retried and
+    // nothing is lost (a dead letter may be sent twice).
     for rejection in &rejected {
         tracing::warn!(%projection, stream_id = %rejection.stream_id, version = rejection.version, error = %rejection.error, "dead-lettering an event that cannot be applied");
         match by_event.get(&(rejection.stream_id, rejection.version)) {
@@ -183,8 +198,34 @@ async fn handle(
             None => dead_letter_from_store(pool, dead_letters, prefix, rejection).await?,
         }
     }
+    tx.commit().await.context("committing the batch")?;
     commit(consumer, batch).context("committing offsets")?;
     Ok(())
+}
+
+/// Records that carry no event of the store: another environment's, or forged. Applying
+/// them would wait for ever for versions the store does not have.
+async fn not_in_store(pool: &PgPool, events: &[StoredEvent]) -> anyhow::Result<Vec<StoredEvent>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let streams: Vec<Uuid> = events.iter().map(|e| e.stream_id).collect();
+    let versions: Vec<i32> = events.iter().map(|e| e.version).collect();
+    let known: Vec<Uuid> = sqlx::query_scalar(
+        "select (e.metadata->>'eventId')::uuid from events e \
+         join unnest($1::uuid[], $2::int[]) as d(stream_id, version) using (stream_id, version)",
+    )
+    .bind(&streams)
+    .bind(&versions)
+    .fetch_all(pool)
+    .await
+    .context("checking records against the store")?;
+    let known: std::collections::HashSet<Uuid> = known.into_iter().collect();
+    Ok(events
+        .iter()
+        .filter(|e| !known.contains(&e.metadata.event_id))
+        .cloned()
+        .collect())
 }
 
 /// Tell the query service (LISTEN `order_view_changed`) which orders changed; delivered when
@@ -193,22 +234,28 @@ async fn notify_order_changes(
     tx: &mut sqlx::PgConnection,
     events: &[StoredEvent],
 ) -> anyhow::Result<()> {
-    let mut orders: Vec<Uuid> = events
-        .iter()
-        .filter(|e| e.stream_type == "order")
-        .map(|e| e.stream_id)
-        .collect();
-    orders.sort_unstable();
-    orders.dedup();
-    if orders.is_empty() {
+    let of_type = |stream_type: &str| -> Vec<Uuid> {
+        let mut ids: Vec<Uuid> = events
+            .iter()
+            .filter(|e| e.stream_type == stream_type)
+            .map(|e| e.stream_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let (orders, users) = (of_type("order"), of_type("user"));
+    if orders.is_empty() && users.is_empty() {
         return Ok(());
     }
+    // A user's rename changes every order of theirs.
     sqlx::query(
         "select pg_notify('order_view_changed', \
                 json_build_object('orderId', order_id, 'version', version)::text) \
-         from order_view where order_id = any($1)",
+         from order_view where order_id = any($1) or user_id = any($2)",
     )
     .bind(&orders)
+    .bind(&users)
     .execute(tx)
     .await
     .context("notifying order changes")?;
@@ -247,28 +294,5 @@ async fn dead_letter_from_store(
         .await
         .map_err(|(err, _)| err)
         .context("dead-lettering")?;
-    Ok(())
-}
-
-/// Seek back to the first record of each partition in a failed batch so it is retried.
-fn rewind(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-    use rdkafka::consumer::Consumer;
-    let mut first: HashMap<(&str, i32), i64> = HashMap::new();
-    for message in batch {
-        let offset = first
-            .entry((message.topic(), message.partition()))
-            .or_insert(message.offset());
-        *offset = (*offset).min(message.offset());
-    }
-    for ((topic, partition), offset) in first {
-        consumer
-            .seek(
-                topic,
-                partition,
-                rdkafka::Offset::Offset(offset),
-                Duration::from_secs(5),
-            )
-            .context("rewinding after a failed batch")?;
-    }
     Ok(())
 }

@@ -59,7 +59,17 @@ impl QueryError {
 
 impl From<sqlx::Error> for QueryError {
     fn from(err: sqlx::Error) -> Self {
-        Self::internal(err)
+        // SQLSTATE class 22 (data exception): a value from the query that PostgreSQL cannot
+        // take, such as a timestamp out of range or a NUL in a search.
+        match &err {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+                Self::bad_input(format!(
+                    "a value in the query is out of range: {}",
+                    db.message()
+                ))
+            }
+            _ => Self::internal(err),
+        }
     }
 }
 

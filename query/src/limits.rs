@@ -83,6 +83,14 @@ impl Extension for Limits {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        // The parser recurses on nested values; refuse deep brackets before it overflows.
+        let nesting = bracket_nesting(query);
+        if nesting > MAX_NESTING {
+            return Err(server_error(
+                code::GRAPHQL_PARSE_FAILED,
+                format!("the query nests brackets {nesting} levels deep, more than {MAX_NESTING}"),
+            ));
+        }
         let document = next.run(ctx, query, variables).await.map_err(|mut err| {
             set_code(&mut err, code::GRAPHQL_PARSE_FAILED);
             err
@@ -94,6 +102,17 @@ impl Extension for Limits {
                 format!(
                     "the query nests fields {depth} levels deep, more than the limit of {}",
                     self.max_depth
+                ),
+            ));
+        }
+        // Fragments spread twice in each of n levels expand to 2^n fields before any limit
+        // that looks at the expanded query (validation, complexity) could run.
+        let size = expanded_size(&document);
+        if size > MAX_EXPANDED_FIELDS {
+            return Err(server_error(
+                code::QUERY_TOO_COMPLEX,
+                format!(
+                    "the query expands to {size} fields through its fragments, more than {MAX_EXPANDED_FIELDS}"
                 ),
             ));
         }
@@ -158,6 +177,99 @@ fn finish(errors: &mut [ServerError]) {
             }
         }
         set_code(err, code::BAD_USER_INPUT);
+    }
+}
+
+/// Deepest bracket nesting (`{`, `[`, `(`) a query text may have.
+const MAX_NESTING: usize = 64;
+/// Most fields a query may expand to once its fragments are spread.
+const MAX_EXPANDED_FIELDS: u64 = 10_000;
+
+/// The deepest nesting of brackets outside strings and comments.
+fn bracket_nesting(query: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut chars = query.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    match c {
+                        _ if escaped => escaped = false,
+                        '\\' => escaped = true,
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '{' | '[' | '(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            '}' | ']' | ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// How many fields the operations expand to with every fragment spread in place,
+/// introspection included; each fragment is sized once.
+pub(crate) fn expanded_size(document: &ExecutableDocument) -> u64 {
+    let mut sizes = FragmentSizes {
+        document,
+        known: HashMap::new(),
+        visiting: Vec::new(),
+    };
+    document
+        .operations
+        .iter()
+        .map(|(_, operation)| sizes.of(&operation.node.selection_set))
+        .fold(0u64, u64::saturating_add)
+}
+
+struct FragmentSizes<'a> {
+    document: &'a ExecutableDocument,
+    known: HashMap<&'a Name, u64>,
+    visiting: Vec<&'a Name>,
+}
+
+impl<'a> FragmentSizes<'a> {
+    fn of(&mut self, selection_set: &'a Positioned<SelectionSet>) -> u64 {
+        let mut total = 0u64;
+        for selection in &selection_set.node.items {
+            let size = match &selection.node {
+                Selection::Field(field) => 1u64.saturating_add(self.of(&field.node.selection_set)),
+                Selection::InlineFragment(inline) => self.of(&inline.node.selection_set),
+                Selection::FragmentSpread(spread) => self.fragment(&spread.node.fragment_name.node),
+            };
+            total = total.saturating_add(size);
+        }
+        total
+    }
+
+    fn fragment(&mut self, name: &'a Name) -> u64 {
+        if let Some(size) = self.known.get(name) {
+            return *size;
+        }
+        if self.visiting.contains(&name) {
+            return 0;
+        }
+        let Some(fragment) = self.document.fragments.get(name) else {
+            return 0;
+        };
+        self.visiting.push(name);
+        let size = self.of(&fragment.node.selection_set);
+        self.visiting.pop();
+        self.known.insert(name, size);
+        size
     }
 }
 
@@ -262,6 +374,28 @@ mod tests {
         }
         query.push_str(" fragment F40 on Q { y }");
         assert_eq!(depth_of(&query), 41);
+    }
+
+    #[test]
+    fn brackets_are_counted_outside_strings_and_comments() {
+        assert_eq!(bracket_nesting("{ a(x: [[1]]) { b } }"), 4);
+        assert_eq!(bracket_nesting("{ a(s: \"[[[[\\\"{{\") } # [[[[\n"), 2);
+        let deep = format!("{{ a(x: {}1{}) }}", "[".repeat(5000), "]".repeat(5000));
+        assert_eq!(bracket_nesting(&deep), 5002);
+    }
+
+    #[test]
+    fn fragment_fan_out_is_sized_without_expanding_it() {
+        let mut query = String::from("{ ...F0 }");
+        for i in 0..40 {
+            query.push_str(&format!(
+                " fragment F{i} on Q {{ ...F{n} ...F{n} }}",
+                n = i + 1
+            ));
+        }
+        query.push_str(" fragment F40 on Q { __typename }");
+        assert_eq!(expanded_size(&parse_query(&query).unwrap()), 1 << 40);
+        assert_eq!(expanded_size(&parse_query("{ a { b c } d }").unwrap()), 4);
     }
 
     #[test]

@@ -61,12 +61,19 @@ pub(crate) fn page_size(first: Option<i32>, max: u32) -> Result<i64, QueryError>
 /// The complexity of a list field: what one item costs times the items it may return.
 /// Capped at the largest page size the service can be configured with, so an oversized
 /// `first` is reported as such (BAD_USER_INPUT) rather than as a complex query.
+/// A list costs at least [`LIST_BASE_COST`] whatever `first` says: each runs SQL of its own,
+/// so a query aliasing `orders(first: 0)` thousands of times is refused, not run.
 pub(crate) fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     let items = first.map_or(DEFAULT_PAGE_SIZE as usize, |first| {
-        first.clamp(0, PAGE_SIZE_CEILING as i32) as usize
+        first.clamp(1, PAGE_SIZE_CEILING as i32) as usize
     });
-    child_complexity.saturating_mul(items).saturating_add(1)
+    child_complexity
+        .saturating_mul(items)
+        .saturating_add(LIST_BASE_COST)
 }
+
+/// The complexity of a list before its items: its page and count statements.
+pub(crate) const LIST_BASE_COST: usize = 25;
 
 fn encode(text: &str) -> String {
     URL_SAFE_NO_PAD.encode(text)
@@ -157,9 +164,16 @@ mod tests {
 
     #[test]
     fn list_cost_grows_with_first_up_to_the_ceiling() {
-        assert_eq!(page_cost(Some(10), 3), 31);
-        assert_eq!(page_cost(None, 1), DEFAULT_PAGE_SIZE as usize + 1);
-        assert_eq!(page_cost(Some(i32::MAX), 1), PAGE_SIZE_CEILING as usize + 1);
-        assert_eq!(page_cost(Some(-5), 7), 1);
+        assert_eq!(page_cost(Some(10), 3), 30 + LIST_BASE_COST);
+        assert_eq!(
+            page_cost(None, 1),
+            DEFAULT_PAGE_SIZE as usize + LIST_BASE_COST
+        );
+        assert_eq!(
+            page_cost(Some(i32::MAX), 1),
+            PAGE_SIZE_CEILING as usize + LIST_BASE_COST
+        );
+        assert_eq!(page_cost(Some(0), 7), 7 + LIST_BASE_COST);
+        assert_eq!(page_cost(Some(-5), 7), 7 + LIST_BASE_COST);
     }
 }
