@@ -91,11 +91,29 @@ impl Extension for Limits {
                 format!("the query nests brackets {nesting} levels deep, more than {MAX_NESTING}"),
             ));
         }
-        let document = next.run(ctx, query, variables).await.map_err(|mut err| {
-            set_code(&mut err, code::GRAPHQL_PARSE_FAILED);
-            err
-        })?;
-        let depth = depth(&document);
+        // async-graphql's own parse step walks fragment spreads without remembering them,
+        // which is exponential: size the query from a parse of our own before it runs.
+        let parsed = async_graphql::parser::parse_query(query)
+            .map_err(|err| server_error(code::GRAPHQL_PARSE_FAILED, err.to_string()))?;
+        match expanded_size(&parsed) {
+            None => {
+                return Err(server_error(
+                    code::GRAPHQL_VALIDATION_FAILED,
+                    "fragments spread each other in a cycle".to_owned(),
+                ))
+            }
+            Some(size) if size > MAX_EXPANDED_FIELDS => {
+                return Err(server_error(
+                    code::QUERY_TOO_COMPLEX,
+                    format!(
+                        "the query expands to {size} selections through its fragments, \
+                         more than {MAX_EXPANDED_FIELDS}"
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        let depth = depth(&parsed);
         if depth > self.max_depth {
             return Err(server_error(
                 code::QUERY_TOO_DEEP,
@@ -105,18 +123,10 @@ impl Extension for Limits {
                 ),
             ));
         }
-        // Fragments spread twice in each of n levels expand to 2^n fields before any limit
-        // that looks at the expanded query (validation, complexity) could run.
-        let size = expanded_size(&document);
-        if size > MAX_EXPANDED_FIELDS {
-            return Err(server_error(
-                code::QUERY_TOO_COMPLEX,
-                format!(
-                    "the query expands to {size} fields through its fragments, more than {MAX_EXPANDED_FIELDS}"
-                ),
-            ));
-        }
-        Ok(document)
+        next.run(ctx, query, variables).await.map_err(|mut err| {
+            set_code(&mut err, code::GRAPHQL_PARSE_FAILED);
+            err
+        })
     }
 
     async fn validation(
@@ -220,19 +230,20 @@ fn bracket_nesting(query: &str) -> usize {
     deepest
 }
 
-/// How many fields the operations expand to with every fragment spread in place,
-/// introspection included; each fragment is sized once.
-pub(crate) fn expanded_size(document: &ExecutableDocument) -> u64 {
+/// How many selections (fields, spreads, inline fragments) the operations expand to with
+/// every fragment spread in place, introspection included; each fragment is sized once.
+/// `None` when fragments spread each other in a cycle.
+pub(crate) fn expanded_size(document: &ExecutableDocument) -> Option<u64> {
     let mut sizes = FragmentSizes {
         document,
         known: HashMap::new(),
         visiting: Vec::new(),
     };
-    document
-        .operations
-        .iter()
-        .map(|(_, operation)| sizes.of(&operation.node.selection_set))
-        .fold(0u64, u64::saturating_add)
+    let mut total = 0u64;
+    for (_, operation) in document.operations.iter() {
+        total = total.saturating_add(sizes.of(&operation.node.selection_set)?);
+    }
+    Some(total)
 }
 
 struct FragmentSizes<'a> {
@@ -242,34 +253,37 @@ struct FragmentSizes<'a> {
 }
 
 impl<'a> FragmentSizes<'a> {
-    fn of(&mut self, selection_set: &'a Positioned<SelectionSet>) -> u64 {
+    fn of(&mut self, selection_set: &'a Positioned<SelectionSet>) -> Option<u64> {
         let mut total = 0u64;
         for selection in &selection_set.node.items {
-            let size = match &selection.node {
-                Selection::Field(field) => 1u64.saturating_add(self.of(&field.node.selection_set)),
-                Selection::InlineFragment(inline) => self.of(&inline.node.selection_set),
-                Selection::FragmentSpread(spread) => self.fragment(&spread.node.fragment_name.node),
+            let inner = match &selection.node {
+                Selection::Field(field) => self.of(&field.node.selection_set)?,
+                Selection::InlineFragment(inline) => self.of(&inline.node.selection_set)?,
+                Selection::FragmentSpread(spread) => {
+                    self.fragment(&spread.node.fragment_name.node)?
+                }
             };
-            total = total.saturating_add(size);
+            total = total.saturating_add(1).saturating_add(inner);
         }
-        total
+        Some(total)
     }
 
-    fn fragment(&mut self, name: &'a Name) -> u64 {
+    fn fragment(&mut self, name: &'a Name) -> Option<u64> {
         if let Some(size) = self.known.get(name) {
-            return *size;
+            return Some(*size);
         }
         if self.visiting.contains(&name) {
-            return 0;
+            return None;
         }
         let Some(fragment) = self.document.fragments.get(name) else {
-            return 0;
+            return Some(0);
         };
         self.visiting.push(name);
         let size = self.of(&fragment.node.selection_set);
         self.visiting.pop();
+        let size = size?;
         self.known.insert(name, size);
-        size
+        Some(size)
     }
 }
 
@@ -394,8 +408,19 @@ mod tests {
             ));
         }
         query.push_str(" fragment F40 on Q { __typename }");
-        assert_eq!(expanded_size(&parse_query(&query).unwrap()), 1 << 40);
-        assert_eq!(expanded_size(&parse_query("{ a { b c } d }").unwrap()), 4);
+        // Each level: the two spreads plus what they expand to.
+        assert_eq!(
+            expanded_size(&parse_query(&query).unwrap()),
+            Some(3 * (1u64 << 40) - 1)
+        );
+        assert_eq!(
+            expanded_size(&parse_query("{ a { b c } d }").unwrap()),
+            Some(4)
+        );
+        assert_eq!(
+            expanded_size(&parse_query("{ ...A } fragment A on Q { ...A ...A }").unwrap()),
+            None
+        );
     }
 
     #[test]
