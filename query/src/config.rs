@@ -72,6 +72,11 @@ pub struct QueryArgs {
         value_parser = parse_duration
     )]
     pub poll_interval: Duration,
+    /// Most `minVersion` waits and `orderUpdated` subscriptions open at once in this
+    /// process; beyond it they are refused (TOO_MANY_WATCHES) so that waiters cannot grow
+    /// memory and the poller's statement without bound.
+    #[arg(long, env = "ORDERFLOW_QUERY_MAX_WATCHES", default_value_t = 10_000)]
+    pub max_watches: usize,
     /// How long the batching loader collects ids before it runs one statement for them:
     /// longer batches better under load (fewer, larger statements per page), at the cost
     /// of that much latency per level of nesting.
@@ -94,6 +99,7 @@ impl QueryArgs {
             max_depth: self.max_depth,
             max_complexity: self.max_complexity,
             poll_interval: self.poll_interval,
+            max_watches: self.max_watches,
             batch_delay: self.batch_delay,
         };
         options.validate()?;
@@ -110,6 +116,7 @@ pub struct QueryOptions {
     pub max_depth: usize,
     pub max_complexity: usize,
     pub poll_interval: Duration,
+    pub max_watches: usize,
     pub batch_delay: Duration,
 }
 
@@ -122,6 +129,7 @@ impl Default for QueryOptions {
             max_depth: 10,
             max_complexity: 5000,
             poll_interval: Duration::from_millis(100),
+            max_watches: 10_000,
             batch_delay: Duration::from_millis(2),
         }
     }
@@ -143,6 +151,10 @@ impl QueryOptions {
         anyhow::ensure!(
             !self.poll_interval.is_zero(),
             "the poll interval must be positive"
+        );
+        anyhow::ensure!(
+            self.max_watches > 0,
+            "the maximum number of watches must be positive"
         );
         Ok(())
     }

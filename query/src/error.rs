@@ -15,6 +15,9 @@ pub mod code {
     pub const STALE: &str = "STALE";
     /// The query ran longer than the configured query timeout.
     pub const TIMEOUT: &str = "TIMEOUT";
+    /// A `minVersion` wait or a subscription was refused: the process already watches as
+    /// many orders as it is configured to.
+    pub const TOO_MANY_WATCHES: &str = "TOO_MANY_WATCHES";
     /// Something failed on our side; the cause is logged, not returned.
     pub const INTERNAL: &str = "INTERNAL";
     /// The query's complexity is above the configured limit.
@@ -43,6 +46,10 @@ pub enum QueryError {
         current_version: Option<i32>,
         waited_ms: u128,
     },
+    #[error(
+        "too many minVersion reads and subscriptions are waiting (at most {limit}); retry later"
+    )]
+    TooManyWatches { limit: usize },
     #[error("internal error")]
     Internal(#[source] Arc<anyhow::Error>),
 }
@@ -96,6 +103,10 @@ impl From<QueryError> for async_graphql::Error {
                 extensions.set("code", code::STALE);
                 extensions.set("minVersion", min_version);
                 extensions.set("currentVersion", current_version);
+                None
+            }
+            QueryError::TooManyWatches { .. } => {
+                extensions.set("code", code::TOO_MANY_WATCHES);
                 None
             }
             QueryError::Internal(cause) => {

@@ -2,20 +2,24 @@
 //! reads and `orderUpdated` subscriptions.
 //!
 //! One process holds one `LISTEN order_view_changed` connection (payload
-//! `{"orderId": "...", "version": N}`, sent by the projector in its apply transaction) and
-//! fans notifications out over a broadcast channel. Because a projector may not notify and
-//! notifications are lost while the listener reconnects, one poller also re-reads the
-//! versions of the orders someone currently waits on, in one statement per interval
-//! however many wait. Waiters treat every message as a hint and re-read the row.
+//! `{"orderId": "...", "version": N}`, sent by the projector in its apply transaction).
+//! Because a projector may not notify and notifications are lost while the listener
+//! reconnects, one poller also re-reads the versions of the orders someone currently waits
+//! on, in one statement per interval however many wait.
+//!
+//! Each watched order has its own `watch` channel holding the highest version learned of,
+//! so a change wakes only that order's watchers, and only when the version went up: the
+//! poller re-reading an unchanged order wakes nobody. A channel lives while someone
+//! watches its order; the number of watches per process is capped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::Deserialize;
 use sqlx::postgres::PgListener;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 use uuid::Uuid;
@@ -25,9 +29,6 @@ use crate::error::QueryError;
 
 /// The channel the projector notifies on after changing `order_view`.
 pub const ORDER_VIEW_CHANGED: &str = "order_view_changed";
-
-/// Messages buffered per receiver before a slow one is told it lagged (and re-reads).
-const CAPACITY: usize = 1024;
 
 /// Wait between attempts to (re)connect the listener.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -48,14 +49,70 @@ pub(crate) struct Freshness {
 
 #[derive(Debug)]
 struct Inner {
-    changes: broadcast::Sender<Change>,
-    /// Orders someone waits on, with how many wait.
-    watched: Mutex<HashMap<Uuid, usize>>,
+    watched: Mutex<Watched>,
+    /// Most watches open at once; beyond it `watch` refuses.
+    max_watches: usize,
     /// `minVersion` reads that found the view behind and wait for a change.
     blocked_reads: AtomicUsize,
     /// Turns true when the service shuts down: subscriptions end.
     closing: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The orders someone watches, each with its own channel.
+#[derive(Debug, Default)]
+struct Watched {
+    orders: HashMap<Uuid, Watchers>,
+    /// Watches open over every order.
+    total: usize,
+}
+
+/// One order's channel (the highest version learned of; 0 until the first) and how many
+/// watch it.
+#[derive(Debug)]
+struct Watchers {
+    version: watch::Sender<i32>,
+    count: usize,
+}
+
+impl Watched {
+    /// A receiver of the order's versions, or `None` if `limit` watches are open already.
+    fn add(&mut self, order_id: Uuid, limit: usize) -> Option<watch::Receiver<i32>> {
+        if self.total >= limit {
+            return None;
+        }
+        self.total += 1;
+        let watchers = self.orders.entry(order_id).or_insert_with(|| Watchers {
+            version: watch::Sender::new(0),
+            count: 0,
+        });
+        watchers.count += 1;
+        // Subscribing marks the version known now as seen: only a later rise wakes.
+        Some(watchers.version.subscribe())
+    }
+
+    fn remove(&mut self, order_id: Uuid) {
+        if let Some(watchers) = self.orders.get_mut(&order_id) {
+            watchers.count -= 1;
+            self.total -= 1;
+            if watchers.count == 0 {
+                self.orders.remove(&order_id);
+            }
+        }
+    }
+
+    /// Tell the order's watchers, if it has any and `version` is newer than what they know.
+    fn publish(&self, change: Change) {
+        if let Some(watchers) = self.orders.get(&change.order_id) {
+            watchers.version.send_if_modified(|known| {
+                let newer = change.version > *known;
+                if newer {
+                    *known = change.version;
+                }
+                newer
+            });
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -68,18 +125,18 @@ impl Drop for Inner {
 
 impl Freshness {
     /// Start the listener and the poller; they stop when the last clone is dropped.
+    /// At most `max_watches` reads and subscriptions may watch at once.
     /// Must be called inside a Tokio runtime.
-    pub(crate) fn start(db: Db, poll_interval: Duration) -> Self {
-        let (changes, _) = broadcast::channel(CAPACITY);
+    pub(crate) fn start(db: Db, poll_interval: Duration, max_watches: usize) -> Self {
         let (closing, _) = watch::channel(false);
         let inner = Arc::new(Inner {
-            changes,
             watched: Mutex::default(),
+            max_watches,
             blocked_reads: AtomicUsize::new(0),
             closing,
             tasks: Mutex::default(),
         });
-        let listener = tokio::spawn(listen(db.pool().clone(), inner.changes.clone()));
+        let listener = tokio::spawn(listen(db.pool().clone(), Arc::downgrade(&inner)));
         let poller = tokio::spawn(poll(db, Arc::downgrade(&inner), poll_interval));
         inner
             .tasks
@@ -90,32 +147,32 @@ impl Freshness {
     }
 
     /// Start receiving changes of `order_id`; the order is polled while the watch lives.
-    pub(crate) fn watch(&self, order_id: Uuid) -> Watch {
+    /// Refused ([`QueryError::TooManyWatches`]) when the process already holds its maximum.
+    pub(crate) fn watch(&self, order_id: Uuid) -> Result<Watch, QueryError> {
+        self.try_watch(order_id).ok_or(QueryError::TooManyWatches {
+            limit: self.inner.max_watches,
+        })
+    }
+
+    fn try_watch(&self, order_id: Uuid) -> Option<Watch> {
         // Subscribe before anyone reads the row, so no change after the read is missed.
-        let changes = self.inner.changes.subscribe();
-        *self
+        let version = self
             .inner
             .watched
             .lock()
             .expect("not poisoned")
-            .entry(order_id)
-            .or_default() += 1;
-        Watch {
+            .add(order_id, self.inner.max_watches)?;
+        Some(Watch {
             inner: self.inner.clone(),
             order_id,
-            changes,
+            version,
             closing: self.inner.closing.subscribe(),
-        }
+        })
     }
 
     /// How many reads and subscriptions watch an order (for tests and metrics).
     pub(crate) fn watches(&self) -> usize {
-        self.inner
-            .watched
-            .lock()
-            .expect("not poisoned")
-            .values()
-            .sum()
+        self.inner.watched.lock().expect("not poisoned").total
     }
 
     /// How many `minVersion` reads are waiting for the view to catch up (for tests and
@@ -130,7 +187,8 @@ impl Freshness {
     }
 
     /// Read the order once it has reached `min_version`, waiting up to `wait`; past that
-    /// the answer is [`QueryError::Stale`].
+    /// the answer is [`QueryError::Stale`]. A read that would have to wait while the
+    /// process holds its maximum of watches is [`QueryError::TooManyWatches`] at once.
     pub(crate) async fn read_at_least(
         &self,
         db: &Db,
@@ -140,13 +198,19 @@ impl Freshness {
     ) -> Result<OrderRow, QueryError> {
         let started = Instant::now();
         let deadline = started + wait;
-        let mut watch = self.watch(order_id);
+        // A read already satisfied needs no watch, so it succeeds even at the limit.
+        let mut watch = self.try_watch(order_id);
         loop {
             if let Some(row) = db.order(order_id).await? {
                 if row.version >= min_version {
                     return Ok(row);
                 }
             }
+            let Some(watch) = watch.as_mut() else {
+                return Err(QueryError::TooManyWatches {
+                    limit: self.inner.max_watches,
+                });
+            };
             let blocked = Blocked::new(&self.inner.blocked_reads);
             let woken = timeout_at(deadline, watch.reached(min_version)).await;
             drop(blocked);
@@ -191,34 +255,32 @@ impl Drop for Blocked<'_> {
 pub(crate) struct Watch {
     inner: Arc<Inner>,
     order_id: Uuid,
-    changes: broadcast::Receiver<Change>,
+    version: watch::Receiver<i32>,
     closing: watch::Receiver<bool>,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let mut watched = self.inner.watched.lock().expect("not poisoned");
-        if let Some(count) = watched.get_mut(&self.order_id) {
-            *count -= 1;
-            if *count == 0 {
-                watched.remove(&self.order_id);
-            }
-        }
+        self.inner
+            .watched
+            .lock()
+            .expect("not poisoned")
+            .remove(self.order_id);
     }
 }
 
 impl Watch {
-    /// Returns when the order may have reached `version`: a change says so, or changes
-    /// were missed (a lagging receiver) and the row must be re-read to know.
+    /// Returns once a version this watch has not yet seen is at least `version`: the row
+    /// is then worth re-reading. Only this order's rises wake the watch, and a wake that
+    /// finds the row still behind waits for a further rise rather than spinning.
     pub(crate) async fn reached(&mut self, version: i32) {
         loop {
-            match self.changes.recv().await {
-                Ok(change) if change.order_id == self.order_id && change.version >= version => {
-                    return
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => return,
-                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            if self.version.changed().await.is_err() {
+                // The channel outlives every watch of its order; unreachable in practice.
+                std::future::pending::<()>().await;
+            }
+            if *self.version.borrow_and_update() >= version {
+                return;
             }
         }
     }
@@ -241,11 +303,11 @@ impl Watch {
     }
 }
 
-/// Forward every notification on [`ORDER_VIEW_CHANGED`] to the broadcast channel, reconnecting
-/// when the connection drops, until the pool closes.
-async fn listen(pool: sqlx::PgPool, changes: broadcast::Sender<Change>) {
+/// Pass every notification on [`ORDER_VIEW_CHANGED`] to its order's watchers, reconnecting
+/// when the connection drops, until the pool closes or the service is dropped.
+async fn listen(pool: sqlx::PgPool, inner: Weak<Inner>) {
     loop {
-        match listen_once(&pool, &changes).await {
+        match listen_once(&pool, &inner).await {
             Ok(()) => return,
             Err(err) => {
                 if pool.is_closed() {
@@ -258,18 +320,19 @@ async fn listen(pool: sqlx::PgPool, changes: broadcast::Sender<Change>) {
     }
 }
 
-async fn listen_once(
-    pool: &sqlx::PgPool,
-    changes: &broadcast::Sender<Change>,
-) -> Result<(), sqlx::Error> {
+async fn listen_once(pool: &sqlx::PgPool, inner: &Weak<Inner>) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(ORDER_VIEW_CHANGED).await?;
     loop {
         match listener.try_recv().await {
             Ok(Some(notification)) => {
                 match serde_json::from_str::<Change>(notification.payload()) {
-                    // Nobody listening is fine: nobody waits.
-                    Ok(change) => drop(changes.send(change)),
+                    Ok(change) => {
+                        let Some(inner) = inner.upgrade() else {
+                            return Ok(());
+                        };
+                        inner.watched.lock().expect("not poisoned").publish(change);
+                    }
                     Err(err) => tracing::warn!(
                         payload = notification.payload(),
                         error = %err,
@@ -285,33 +348,116 @@ async fn listen_once(
     }
 }
 
-/// Every `interval`, read the versions of the watched orders and broadcast them.
-async fn poll(db: Db, inner: std::sync::Weak<Inner>, interval: Duration) {
+/// Every `interval`, read the versions of the watched orders and pass them on; only the
+/// orders whose version rose wake anyone.
+async fn poll(db: Db, inner: Weak<Inner>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let ids: Vec<Uuid> = inner
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let ids: Vec<Uuid> = strong
             .watched
             .lock()
             .expect("not poisoned")
+            .orders
             .keys()
             .copied()
             .collect();
-        let changes = inner.changes.clone();
-        drop(inner);
+        // Not held across the read, so dropping the service stops the poller.
+        drop(strong);
         if ids.is_empty() {
             continue;
         }
         match db.order_versions(&ids).await {
             Ok(versions) => {
+                let Some(strong) = inner.upgrade() else {
+                    return;
+                };
+                let watched = strong.watched.lock().expect("not poisoned");
                 for (order_id, version) in versions {
-                    drop(changes.send(Change { order_id, version }));
+                    watched.publish(Change { order_id, version });
                 }
             }
             Err(sqlx::Error::PoolClosed) => return,
             Err(err) => tracing::warn!(error = %err, "polling watched order versions failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(receiver: &watch::Receiver<i32>) -> bool {
+        receiver.has_changed().expect("the channel is open")
+    }
+
+    #[test]
+    fn a_change_reaches_only_the_watchers_of_its_order() {
+        let mut watched = Watched::default();
+        let orders: Vec<Uuid> = (0..2000).map(|_| Uuid::now_v7()).collect();
+        let receivers: Vec<_> = orders
+            .iter()
+            .map(|order| watched.add(*order, usize::MAX).unwrap())
+            .collect();
+        let twin = watched.add(orders[7], usize::MAX).unwrap();
+
+        watched.publish(Change {
+            order_id: orders[7],
+            version: 3,
+        });
+
+        for (index, receiver) in receivers.iter().enumerate() {
+            assert_eq!(changed(receiver), index == 7, "order {index}");
+        }
+        assert!(changed(&twin));
+        assert_eq!(*twin.borrow(), 3);
+    }
+
+    #[test]
+    fn only_a_rise_in_version_wakes_watchers() {
+        let mut watched = Watched::default();
+        let order = Uuid::now_v7();
+        let mut receiver = watched.add(order, 10).unwrap();
+        let publish = |version| Change {
+            order_id: order,
+            version,
+        };
+
+        watched.publish(publish(4));
+        assert!(changed(&receiver));
+        receiver.borrow_and_update();
+        // The poller re-reading the same version, or a late notification of an older one.
+        watched.publish(publish(4));
+        watched.publish(publish(2));
+        assert!(!changed(&receiver));
+        assert_eq!(*receiver.borrow(), 4);
+        // An order nobody watches gets no channel.
+        watched.publish(Change {
+            order_id: Uuid::now_v7(),
+            version: 1,
+        });
+        assert_eq!(watched.orders.len(), 1);
+    }
+
+    #[test]
+    fn watches_beyond_the_limit_are_refused_and_channels_go_with_their_last_watcher() {
+        let mut watched = Watched::default();
+        let (one, two) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(watched.add(one, 2).is_some());
+        assert!(watched.add(one, 2).is_some());
+        assert!(watched.add(two, 2).is_none());
+        assert_eq!((watched.total, watched.orders.len()), (2, 1));
+
+        watched.remove(one);
+        assert!(watched.add(two, 2).is_some());
+        assert_eq!((watched.total, watched.orders.len()), (2, 2));
+        watched.remove(one);
+        watched.remove(two);
+        assert_eq!(watched.total, 0);
+        assert!(watched.orders.is_empty());
     }
 }

@@ -48,7 +48,7 @@ impl QueryService {
     /// Must be called inside a Tokio runtime: it starts the `order_view_changed` listener.
     pub fn new(pool: PgPool, options: QueryOptions) -> Self {
         let db = Db::new(pool.clone());
-        let freshness = Freshness::start(db.clone(), options.poll_interval);
+        let freshness = Freshness::start(db.clone(), options.poll_interval, options.max_watches);
         let services = Services {
             db: db.clone(),
             loader: DataLoader::new(db.clone(), tokio::spawn).delay(options.batch_delay),

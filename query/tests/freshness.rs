@@ -342,3 +342,128 @@ async fn shutting_down_ends_subscriptions_and_stops_the_server(pool: PgPool) {
         .unwrap()
         .expect("the server stops cleanly");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn reads_of_different_orders_are_each_woken_by_their_own_order_alone(pool: PgPool) {
+    // Polling is off in practice: only the notifications below wake anyone.
+    let options = QueryOptions {
+        poll_interval: Duration::from_secs(3600),
+        min_version_timeout: Duration::from_secs(15),
+        query_timeout: Duration::from_secs(30),
+        ..QueryOptions::default()
+    };
+    let app = spawn_with(pool, options).await;
+    let user = app.register_user("Ada", "ada@example.com").await;
+    let mug = app.create_product("MUG-01", "Mug", 1000, 100).await;
+    let mut orders = Vec::new();
+    for _ in 0..12 {
+        orders.push(app.create_order(user, "EUR").await);
+    }
+    app.project().await;
+    for order in &orders {
+        assert_eq!(app.add_item(*order, mug, 1).await, 2);
+    }
+
+    let mut reads: Vec<_> = orders
+        .iter()
+        .map(|order| Some(read_at_least(&app, *order, 2)))
+        .collect();
+    eventually("every read waits", || async {
+        app.service.waiting_reads() == orders.len()
+    })
+    .await;
+    eventually("the listener is connected", || async {
+        listening_connections(&app.pool).await == 1
+    })
+    .await;
+    // Every view reaches version 2, silently.
+    app.project().await;
+    assert_eq!(app.service.open_watches(), orders.len());
+    let before = app.service.sql_statements();
+
+    for (index, order) in orders.iter().enumerate() {
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(ORDER_VIEW_CHANGED)
+            .bind(json!({"orderId": order, "version": 2}).to_string())
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let response = answer(reads[index].take().unwrap()).await;
+        assert_eq!(response["data"]["order"]["version"], 2, "{response}");
+        // One re-read, by this order's read; the others still wait without reading.
+        assert_eq!(
+            app.service.sql_statements(),
+            before + index as u64 + 1,
+            "after order {index}"
+        );
+        assert_eq!(app.service.waiting_reads(), orders.len() - index - 1);
+        assert!(reads.iter().flatten().all(|read| !read.is_finished()));
+    }
+    eventually("every watch ends", || async {
+        app.service.open_watches() == 0
+    })
+    .await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn waits_beyond_the_watch_limit_are_refused_with_a_code(pool: PgPool) {
+    let options = QueryOptions {
+        max_watches: 1,
+        min_version_timeout: Duration::from_millis(300),
+        ..QueryOptions::default()
+    };
+    let app = spawn_with(pool, options).await;
+    let shop = app.shop().await;
+
+    let mut socket = connect(&app).await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe",
+               "payload": {"query": ORDER_UPDATED, "variables": {"id": shop.order}}}),
+    )
+    .await;
+    assert_eq!(receive(&mut socket).await["type"], "next");
+    assert_eq!(app.service.open_watches(), 1);
+
+    // A version already reached needs no watch.
+    let data = app
+        .data(AT_LEAST, json!({"id": shop.order, "min": 4}))
+        .await;
+    assert_eq!(data["order"]["version"], 4);
+    // One that must wait is refused at once.
+    let (code, message) = app
+        .error(AT_LEAST, json!({"id": shop.order, "min": 5}))
+        .await;
+    assert_eq!(code, "TOO_MANY_WATCHES");
+    assert!(message.contains("at most 1"), "{message}");
+    // So is a second subscription.
+    let mut second = connect(&app).await;
+    send(
+        &mut second,
+        json!({"id": "2", "type": "subscribe",
+               "payload": {"query": ORDER_UPDATED, "variables": {"id": shop.order}}}),
+    )
+    .await;
+    let message = receive(&mut second).await;
+    let errors = match message["type"].as_str() {
+        Some("error") => message["payload"].clone(),
+        Some("next") => message["payload"]["errors"].clone(),
+        other => panic!("unexpected message {other:?}: {message}"),
+    };
+    assert_eq!(
+        errors[0]["extensions"]["code"], "TOO_MANY_WATCHES",
+        "{message}"
+    );
+
+    // Once the subscription ends, reads may wait again.
+    send(&mut socket, json!({"id": "1", "type": "complete"})).await;
+    socket.close(None).await.unwrap();
+    eventually("the subscription ends", || async {
+        app.service.open_watches() == 0
+    })
+    .await;
+    let (code, _) = app
+        .error(AT_LEAST, json!({"id": shop.order, "min": 5}))
+        .await;
+    assert_eq!(code, "STALE");
+}

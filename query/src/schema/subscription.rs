@@ -26,7 +26,7 @@ impl SubscriptionRoot {
         let services = services(ctx);
         let follow = Follow {
             db: services.db.clone(),
-            watch: services.freshness.watch(id),
+            watch: services.freshness.watch(id)?,
             order_id: id,
             seen: 0,
             started: false,
