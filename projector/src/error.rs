@@ -1,6 +1,8 @@
 //! [`ProjectionError`]: what fails a whole batch or replay, and [`Rejected`]: one event that
 //! could not be applied while the rest of its batch was.
 
+use std::time::Duration;
+
 use orderflow_store::StoreError;
 use uuid::Uuid;
 
@@ -26,6 +28,17 @@ pub enum ProjectionError {
     /// Two replays of one projection would swap over each other.
     #[error("a replay of {0} is already running")]
     ReplayRunning(Projection),
+    /// A replay's swap could not lock the live tables in time, attempt after attempt: a long
+    /// query or transaction holds them. The shadow tables were left unswapped.
+    #[error(
+        "the replay of {projection} gave up swapping in after {attempts} attempts to lock its \
+         live tables within {timeout:?}: a long-running query or transaction holds them"
+    )]
+    SwapLockTimeout {
+        projection: Projection,
+        attempts: u32,
+        timeout: Duration,
+    },
 }
 
 impl ProjectionError {

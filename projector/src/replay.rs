@@ -32,6 +32,18 @@ const WRITE_EVERY: usize = 100_000;
 /// however many entities the events touch.
 const MAX_ROWS: usize = 200_000;
 
+/// How long the swap waits to lock the live tables. Every query that comes meanwhile
+/// queues behind its request, so a long query holding a live table would otherwise stop
+/// all reads for as long as it runs; after this the swap lets them through and retries.
+const SWAP_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Swap attempts before the replay gives up with [`ProjectionError::SwapLockTimeout`].
+const SWAP_ATTEMPTS: u32 = 30;
+
+/// The pause after a timed-out swap attempt, times the attempt (up to 5): time for the
+/// queued queries and the live worker's batches to get through.
+const SWAP_BACKOFF: Duration = Duration::from_millis(100);
+
 /// How a replay reads and reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayOptions {
@@ -76,8 +88,10 @@ impl ReplayReport {
 /// Rebuild from the event store into shadow tables and swap in one transaction.
 ///
 /// Queries keep reading the live tables until the swap, which blocks them only while it
-/// catches up and renames. One replay per projection runs at a time; another one fails
-/// with [`ProjectionError::ReplayRunning`].
+/// catches up and renames, or for at most a couple of seconds while it waits for a long
+/// query to let go of a live table; it then retries, and after many attempts gives up with
+/// [`ProjectionError::SwapLockTimeout`]. One replay per projection runs at a time; another
+/// one fails with [`ProjectionError::ReplayRunning`].
 #[tracing::instrument(skip_all, fields(%projection), err)]
 pub async fn replay(
     pool: &PgPool,
@@ -285,9 +299,64 @@ async fn create_shadow_tables(
 }
 
 /// Catch up on events committed since `cursor` and swap the shadow tables in, in one
-/// transaction.
+/// transaction; retried while it times out waiting for a lock.
+///
+/// A rolled-back attempt changes nothing in the database, so the shadow tables stay what
+/// `run` committed and the next attempt reads again from `cursor`. Only memory can be ahead:
+/// the engine may have folded a catch-up that was rolled back, so a retry starts from a
+/// fresh engine that loads what it needs from the shadow tables, and counts into a fresh
+/// copy of the report.
 async fn swap(
     conn: &mut PgConnection,
+    projection: Projection,
+    engine: &mut Engine,
+    cursor: Cursor,
+    options: ReplayOptions,
+    report: &mut ReplayReport,
+) -> Result<(), ProjectionError> {
+    for attempt in 1..=SWAP_ATTEMPTS {
+        if attempt > 1 {
+            *engine = Engine::new(projection, projection.shadow_tables(), false);
+        }
+        let mut counted = report.clone();
+        let mut tx = conn.begin().await?;
+        let outcome =
+            catch_up_and_swap(&mut tx, projection, engine, cursor, options, &mut counted).await;
+        match outcome {
+            Ok(()) => {
+                tx.commit().await?;
+                *report = counted;
+                return Ok(());
+            }
+            Err(err) if is_lock_timeout(&err) => {
+                tx.rollback().await?;
+                if attempt < SWAP_ATTEMPTS {
+                    tracing::warn!(
+                        attempt,
+                        attempts = SWAP_ATTEMPTS,
+                        timeout_ms = SWAP_LOCK_TIMEOUT.as_millis() as u64,
+                        "the swap could not lock the live tables in time (a long query holds \
+                         them?), letting the queries queued behind it through and trying again"
+                    );
+                    tokio::time::sleep(SWAP_BACKOFF * attempt.min(5)).await;
+                }
+            }
+            Err(err) => {
+                tx.rollback().await?;
+                return Err(err);
+            }
+        }
+    }
+    Err(ProjectionError::SwapLockTimeout {
+        projection,
+        attempts: SWAP_ATTEMPTS,
+        timeout: SWAP_LOCK_TIMEOUT,
+    })
+}
+
+/// One attempt of [`swap`], inside `tx`, which the caller commits or rolls back.
+async fn catch_up_and_swap(
+    tx: &mut PgConnection,
     projection: Projection,
     engine: &mut Engine,
     mut cursor: Cursor,
@@ -296,9 +365,12 @@ async fn swap(
 ) -> Result<(), ProjectionError> {
     let live = projection.tables();
     let shadow = projection.shadow_tables();
-    let mut tx = conn.begin().await?;
-    // Let the live worker's batch in flight commit, then keep every writer and reader out.
-    lock_writers(&mut tx, projection).await?;
+    // Let the live worker's batch in flight commit: waiting for it queues no reader.
+    lock_writers(tx, projection).await?;
+    // Then keep every writer and reader out. Queries that come while the lock request
+    // waits queue behind it, so it waits only so long before giving up and trying again.
+    let sql = format!("set local lock_timeout = {}", SWAP_LOCK_TIMEOUT.as_millis());
+    sqlx::raw_sql(&sql).execute(&mut *tx).await?;
     let sql = format!(
         "lock table {} in access exclusive mode",
         live.all().join(", ")
@@ -315,17 +387,27 @@ async fn swap(
         tail.extend(page);
     }
     report.caught_up = tail.len() as u64;
-    fold_page(engine, &mut tx, tail, report).await?;
-    engine.flush(&mut tx).await?;
+    fold_page(engine, tx, tail, report).await?;
+    engine.flush(tx).await?;
 
     for (live, shadow) in live.all().into_iter().zip(shadow.all()) {
-        let names = indexes(&mut tx, live).await?;
+        let names = indexes(tx, live).await?;
         let sql = format!("drop table {live}; alter table {shadow} rename to {live}");
         sqlx::raw_sql(&sql).execute(&mut *tx).await?;
-        restore_index_names(&mut tx, live, names).await?;
+        restore_index_names(tx, live, names).await?;
     }
-    tx.commit().await?;
     Ok(())
+}
+
+/// The database gave up waiting for a lock (`lock_not_available`).
+fn is_lock_timeout(err: &ProjectionError) -> bool {
+    match err {
+        ProjectionError::Database(sqlx::Error::Database(db))
+        | ProjectionError::Store(StoreError::Database(sqlx::Error::Database(db))) => {
+            db.code().as_deref() == Some("55P03")
+        }
+        _ => false,
+    }
 }
 
 /// `(name, shape)` of each index on `table`; the shape is the definition without the

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     actual, all_events, apply, assert_all_match_the_store, assert_same, deliver, expected,
@@ -189,5 +189,88 @@ async fn replay_while_writes_and_live_delivery_go_on_ends_equal_to_the_fold(pool
         .expect("the live worker catches up")
         .unwrap();
     assert_eq!(applied, all_events(&pool).await.len());
+    assert_all_match_the_store(&pool).await;
+}
+
+/// Whether a request for an ACCESS EXCLUSIVE lock on `order_view` waits (the swap's).
+async fn swap_waits_for_order_view(pool: &PgPool) -> bool {
+    sqlx::query_scalar(
+        "select exists (select from pg_locks \
+         where locktype = 'relation' and relation = 'order_view'::regclass \
+           and database = (select oid from pg_database where datname = current_database()) \
+           and mode = 'AccessExclusiveLock' and not granted)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_swap_stuck_behind_a_long_read_lets_other_reads_through_and_swaps_in_after_it(
+    pool: PgPool,
+) {
+    let mut workload = Workload::new(23);
+    workload.run(&pool, 200).await;
+    let events = all_events(&pool).await;
+    for projection in Projection::ALL {
+        assert_eq!(apply(&pool, projection, &events).await, []);
+    }
+
+    // A long read holds order_view while the replay comes to swap.
+    let mut long_read = pool.begin().await.unwrap();
+    sqlx::query("lock table order_view in access share mode")
+        .execute(&mut *long_read)
+        .await
+        .unwrap();
+    // Polled on this task (its future is not `Send`), alongside what the test does meanwhile.
+    let replaying = replay(&pool, Projection::OrderView, quiet(50));
+    tokio::pin!(replaying);
+    let meanwhile = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !swap_waits_for_order_view(&pool).await {
+            assert!(
+                Instant::now() < deadline,
+                "the swap never asked for its lock"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // For several of the swap's lock timeouts, other reads of order_view still answer,
+        // and events appended meanwhile are for the swap's catch-up to read.
+        let mut reader = pool.acquire().await.unwrap();
+        let mut reads_behind_the_swap = 0;
+        let until = Instant::now() + Duration::from_secs(7);
+        while Instant::now() < until {
+            if swap_waits_for_order_view(&pool).await {
+                reads_behind_the_swap += 1;
+            }
+            let read = tokio::time::timeout(
+                Duration::from_secs(3),
+                sqlx::query_scalar::<_, i64>("select count(*) from order_view")
+                    .fetch_one(&mut *reader),
+            )
+            .await
+            .expect("a read of order_view answers while the swap waits");
+            assert!(read.unwrap() > 0);
+            workload.step(&pool).await;
+        }
+        assert!(reads_behind_the_swap > 0);
+    };
+    tokio::select! {
+        done = &mut replaying => panic!("the replay swapped in under a long read: {done:?}"),
+        () = meanwhile => {}
+    }
+
+    long_read.commit().await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(60), replaying)
+        .await
+        .expect("the replay swaps in once the long read is over")
+        .unwrap();
+    let all = all_events(&pool).await;
+    assert!(all.len() > events.len());
+    assert_eq!(report.events, all.len() as u64);
+    assert_eq!(report.rejected, 0);
+    for projection in [Projection::UserView, Projection::ProductView] {
+        assert_eq!(apply(&pool, projection, &all[events.len()..]).await, []);
+    }
     assert_all_match_the_store(&pool).await;
 }
