@@ -226,13 +226,12 @@ fn respond(status: StatusCode, written: &WriteResponse, replayed: bool) -> Respo
     response
 }
 
-/// A stable identity of a request for `Idempotency-Key` checks.
-pub fn fingerprint(method: &str, path: &str, body: &impl Serialize) -> String {
+/// A stable identity of a request (`"METHOD /path"` and its body) for `Idempotency-Key`
+/// checks.
+pub fn fingerprint(target: &str, body: &impl Serialize) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    hasher.update(method.as_bytes());
-    hasher.update(b" ");
-    hasher.update(path.as_bytes());
+    hasher.update(target.as_bytes());
     hasher.update(b"\n");
     hasher.update(serde_json::to_vec(body).expect("request bodies serialize"));
     hasher

@@ -34,13 +34,23 @@ pub struct CommandHeaders {
     pub idempotency_key: Option<String>,
     /// From `If-Match`: the stream version the client decided on.
     pub if_match: Option<i32>,
+    /// Method and path: with the body, what a repeated Idempotency-Key must match.
+    target: String,
+}
+
+impl CommandHeaders {
+    /// A stable identity of this request and `body`, for Idempotency-Key checks.
+    pub fn fingerprint(&self, body: &impl serde::Serialize) -> String {
+        crate::exec::fingerprint(&self.target, body)
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        from_headers(&parts.headers)
+        let target = format!("{} {}", parts.method, parts.uri.path());
+        from_headers(&parts.headers, target)
     }
 }
 
@@ -55,7 +65,7 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Api
         .transpose()
 }
 
-fn from_headers(headers: &HeaderMap) -> Result<CommandHeaders, ApiError> {
+fn from_headers(headers: &HeaderMap, target: String) -> Result<CommandHeaders, ApiError> {
     let correlation_id = match header(headers, CORRELATION_ID)? {
         Some(value) => parse_correlation_id(value)?,
         None => Uuid::now_v7(),
@@ -77,6 +87,7 @@ fn from_headers(headers: &HeaderMap) -> Result<CommandHeaders, ApiError> {
         correlation_id,
         idempotency_key,
         if_match,
+        target,
     })
 }
 

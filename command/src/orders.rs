@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::exec::{fingerprint, run, CommandContext, Decide, WriteCommand, WriteResponse};
+use crate::exec::{run, CommandContext, Decide, WriteCommand, WriteResponse};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
 use crate::startup::AppState;
 
@@ -73,7 +73,7 @@ pub async fn create(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("POST", "/api/orders", &body);
+    let print = headers.fingerprint(&body);
     let command = Create {
         id: Uuid::now_v7(),
         body,
@@ -131,7 +131,7 @@ pub async fn add_item(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<AddItem>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("POST", &format!("/api/orders/{id}/items"), &body);
+    let print = headers.fingerprint(&body);
     run(
         &state,
         &headers,
@@ -186,11 +186,7 @@ pub async fn update_quantity(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<UpdateQuantity>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint(
-        "PATCH",
-        &format!("/api/orders/{id}/items/{product_id}"),
-        &body,
-    );
+    let print = headers.fingerprint(&body);
     let command = OrderCommand::UpdateQuantity {
         product_id,
         quantity: body.quantity,
@@ -208,11 +204,7 @@ pub async fn remove_item(
     ApiPath((id, product_id)): ApiPath<(Uuid, Uuid)>,
     headers: CommandHeaders,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint(
-        "DELETE",
-        &format!("/api/orders/{id}/items/{product_id}"),
-        &(),
-    );
+    let print = headers.fingerprint(&());
     on_order(
         &state,
         &headers,
@@ -233,7 +225,7 @@ pub async fn place(
     ApiPath(id): ApiPath<Uuid>,
     headers: CommandHeaders,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("POST", &format!("/api/orders/{id}/place"), &());
+    let print = headers.fingerprint(&());
     on_order(&state, &headers, print, id, OrderCommand::Place).await
 }
 
@@ -248,7 +240,7 @@ pub async fn cancel(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<CancelOrder>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("POST", &format!("/api/orders/{id}/cancel"), &body);
+    let print = headers.fingerprint(&body);
     let command = OrderCommand::Cancel {
         reason: body.reason,
     };

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::exec::{fingerprint, run, CommandContext, Decide, WriteCommand, WriteResponse};
+use crate::exec::{run, CommandContext, Decide, WriteCommand, WriteResponse};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
 use crate::startup::AppState;
 
@@ -77,7 +77,7 @@ pub async fn create(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<CreateProduct>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("POST", "/api/products", &body);
+    let print = headers.fingerprint(&body);
     let command = Create {
         id: Uuid::now_v7(),
         body,
@@ -119,7 +119,7 @@ pub async fn change_price(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<ChangePrice>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("POST", &format!("/api/products/{id}/price"), &body);
+    let print = headers.fingerprint(&body);
     let command = ProductCommand::ChangePrice { price: body.price };
     run(
         &state,
@@ -145,7 +145,7 @@ pub async fn restock(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<Restock>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("POST", &format!("/api/products/{id}/restock"), &body);
+    let print = headers.fingerprint(&body);
     let command = ProductCommand::Restock {
         quantity: body.quantity,
     };

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::exec::{fingerprint, run, CommandContext, Decide, WriteCommand, WriteResponse};
+use crate::exec::{run, CommandContext, Decide, WriteCommand, WriteResponse};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
 use crate::startup::AppState;
 
@@ -60,7 +60,7 @@ pub async fn register(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<RegisterUser>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("POST", "/api/users", &body);
+    let print = headers.fingerprint(&body);
     let command = Register {
         id: Uuid::now_v7(),
         body,
@@ -100,7 +100,7 @@ pub async fn rename(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<RenameUser>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("POST", &format!("/api/users/{id}/name"), &body);
+    let print = headers.fingerprint(&body);
     let command = UserCommand::Rename { name: body.name };
     let command = Decide::<User> {
         stream_id: id,
@@ -121,7 +121,7 @@ pub async fn change_email(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<ChangeEmail>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("POST", &format!("/api/users/{id}/email"), &body);
+    let print = headers.fingerprint(&body);
     run(
         &state,
         &headers,
