@@ -20,6 +20,10 @@ use crate::extract::CORRELATION_ID;
 /// Largest request body accepted; commands are small.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// How long an Idempotency-Key's response is kept: retries come within minutes, and a day
+/// covers a client that retries after an outage.
+pub const IDEMPOTENCY_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub pool: PgPool,
@@ -98,12 +102,28 @@ pub async fn serve(
     pool: PgPool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let expiry = tokio::spawn(expire_idempotency_keys(pool.clone()));
     let app = router(AppState { pool });
-    axum::serve(
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
-    .context("serving the command API")
+    .context("serving the command API");
+    expiry.abort();
+    served
+}
+
+/// Every ten minutes, forget idempotent responses older than [`IDEMPOTENCY_RETENTION`].
+async fn expire_idempotency_keys(pool: PgPool) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match orderflow_store::idempotency::expire(&pool, IDEMPOTENCY_RETENTION).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "expired old idempotency keys"),
+            Err(err) => tracing::warn!(%err, "expiring idempotency keys failed"),
+        }
+    }
 }

@@ -47,3 +47,18 @@ pub async fn record(
         Err(err) => Err(err.into()),
     }
 }
+
+/// Forget responses recorded before `older_than` ago: a retry that late is a new command.
+pub async fn expire<'e>(
+    executor: impl PgExecutor<'e>,
+    older_than: std::time::Duration,
+) -> Result<u64, StoreError> {
+    let seconds = older_than.as_secs_f64();
+    Ok(sqlx::query(
+        "delete from idempotency_keys where created_at < now() - make_interval(secs => $1)",
+    )
+    .bind(seconds)
+    .execute(executor)
+    .await?
+    .rows_affected())
+}

@@ -135,3 +135,27 @@ async fn events_cannot_be_updated_or_deleted(pool: PgPool) {
     let delete = sqlx::query("delete from events").execute(&pool).await;
     assert!(delete.is_err());
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn idempotent_responses_expire_after_the_retention(pool: PgPool) {
+    use orderflow_store::idempotency::{expire, find, record, StoredResponse};
+    let stored = StoredResponse {
+        fingerprint: "f".into(),
+        status: 201,
+        response: json!({}),
+    };
+    let mut tx = pool.begin().await.unwrap();
+    assert!(record(&mut tx, "old", &stored).await.unwrap());
+    assert!(record(&mut tx, "new", &stored).await.unwrap());
+    tx.commit().await.unwrap();
+    sqlx::query(
+        "update idempotency_keys set created_at = now() - interval '2 days' where key = 'old'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    assert_eq!(expire(&pool, day).await.unwrap(), 1);
+    assert!(find(&pool, "old").await.unwrap().is_none());
+    assert!(find(&pool, "new").await.unwrap().is_some());
+}
