@@ -39,6 +39,53 @@ impl PageInfo {
     }
 }
 
+/// One page of a list: its nodes with their cursors, and where it sits in the list.
+#[derive(Debug, Clone)]
+pub(crate) struct Page<N> {
+    nodes: Vec<N>,
+    cursors: Vec<String>,
+    has_next_page: bool,
+    after: bool,
+}
+
+impl<N: Clone> Page<N> {
+    /// `rows` as fetched with one extra row, which only says that a next page exists.
+    pub(crate) fn new<R>(
+        mut rows: Vec<R>,
+        size: i64,
+        after: bool,
+        cursor: impl Fn(&R) -> String,
+        node: impl Fn(R) -> N,
+    ) -> Self {
+        let has_next_page = rows.len() as i64 > size;
+        rows.truncate(size as usize);
+        Self {
+            cursors: rows.iter().map(cursor).collect(),
+            nodes: rows.into_iter().map(node).collect(),
+            has_next_page,
+            after,
+        }
+    }
+
+    pub(crate) fn nodes(&self) -> Vec<N> {
+        self.nodes.clone()
+    }
+
+    /// Each node with its cursor, as the list's edge type.
+    pub(crate) fn edges<E>(&self, edge: impl Fn(String, N) -> E) -> Vec<E> {
+        self.cursors
+            .iter()
+            .cloned()
+            .zip(self.nodes.iter().cloned())
+            .map(|(cursor, node)| edge(cursor, node))
+            .collect()
+    }
+
+    pub(crate) fn page_info(&self) -> PageInfo {
+        PageInfo::new(&self.cursors, self.has_next_page, self.after)
+    }
+}
+
 /// The page size `first` asks for: the default when absent, refused when negative or above
 /// `max` (refused rather than clamped, so a client never takes a short page for the end).
 pub(crate) fn page_size(first: Option<i32>, max: u32) -> Result<i64, QueryError> {

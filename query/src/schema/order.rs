@@ -4,7 +4,7 @@
 use async_graphql::{Context, Enum, InputObject, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
-use super::connection::{order_cursor, PageInfo};
+use super::connection::{order_cursor, Page, PageInfo};
 use super::money::{Long, MoneyView};
 use super::product::Product;
 use super::user::User;
@@ -265,35 +265,27 @@ pub(crate) enum OrderCount {
 /// A page of orders, newest first.
 #[derive(Debug, Clone)]
 pub(crate) struct OrderConnection {
-    pub(crate) rows: Vec<OrderRow>,
-    pub(crate) has_next_page: bool,
-    pub(crate) after: bool,
+    pub(crate) page: Page<Order>,
     pub(crate) count: OrderCount,
 }
 
 impl OrderConnection {
-    /// `rows` as fetched with one extra row, which only says that a next page exists.
-    pub(crate) fn new(mut rows: Vec<OrderRow>, size: i64, after: bool, count: OrderCount) -> Self {
-        let has_next_page = rows.len() as i64 > size;
-        rows.truncate(size as usize);
+    pub(crate) fn new(rows: Vec<OrderRow>, size: i64, after: bool, count: OrderCount) -> Self {
         Self {
-            rows,
-            has_next_page,
-            after,
+            page: Page::new(
+                rows,
+                size,
+                after,
+                |row| {
+                    order_cursor(OrderCursor {
+                        created_at: row.created_at,
+                        order_id: row.order_id,
+                    })
+                },
+                Order,
+            ),
             count,
         }
-    }
-
-    fn cursors(&self) -> Vec<String> {
-        self.rows
-            .iter()
-            .map(|row| {
-                order_cursor(OrderCursor {
-                    created_at: row.created_at,
-                    order_id: row.order_id,
-                })
-            })
-            .collect()
     }
 }
 
@@ -308,22 +300,15 @@ pub(crate) struct OrderEdge {
 #[Object]
 impl OrderConnection {
     async fn edges(&self) -> Vec<OrderEdge> {
-        self.cursors()
-            .into_iter()
-            .zip(&self.rows)
-            .map(|(cursor, row)| OrderEdge {
-                cursor,
-                node: Order(row.clone()),
-            })
-            .collect()
+        self.page.edges(|cursor, node| OrderEdge { cursor, node })
     }
 
     async fn nodes(&self) -> Vec<Order> {
-        self.rows.iter().cloned().map(Order).collect()
+        self.page.nodes()
     }
 
     async fn page_info(&self) -> PageInfo {
-        PageInfo::new(&self.cursors(), self.has_next_page, self.after)
+        self.page.page_info()
     }
 
     /// Orders matching the filter, on every page.

@@ -3,7 +3,7 @@
 
 use async_graphql::{Context, Object, Result, SimpleObject, ID};
 
-use super::connection::{id_cursor, PageInfo};
+use super::connection::{id_cursor, Page, PageInfo};
 use super::money::MoneyView;
 use super::services;
 use crate::db::{ProductFilter, ProductRow};
@@ -65,34 +65,27 @@ impl Product {
 /// A page of products in creation order.
 #[derive(Debug, Clone)]
 pub(crate) struct ProductConnection {
-    pub(crate) rows: Vec<ProductRow>,
-    pub(crate) has_next_page: bool,
-    pub(crate) after: bool,
+    pub(crate) page: Page<Product>,
     pub(crate) filter: ProductFilter,
 }
 
 impl ProductConnection {
     pub(crate) fn new(
-        mut rows: Vec<ProductRow>,
+        rows: Vec<ProductRow>,
         size: i64,
         after: bool,
         filter: ProductFilter,
     ) -> Self {
-        let has_next_page = rows.len() as i64 > size;
-        rows.truncate(size as usize);
         Self {
-            rows,
-            has_next_page,
-            after,
+            page: Page::new(
+                rows,
+                size,
+                after,
+                |row| id_cursor("products", row.product_id),
+                Product,
+            ),
             filter,
         }
-    }
-
-    fn cursors(&self) -> Vec<String> {
-        self.rows
-            .iter()
-            .map(|row| id_cursor("products", row.product_id))
-            .collect()
     }
 }
 
@@ -107,22 +100,15 @@ pub(crate) struct ProductEdge {
 #[Object]
 impl ProductConnection {
     async fn edges(&self) -> Vec<ProductEdge> {
-        self.cursors()
-            .into_iter()
-            .zip(&self.rows)
-            .map(|(cursor, row)| ProductEdge {
-                cursor,
-                node: Product(row.clone()),
-            })
-            .collect()
+        self.page.edges(|cursor, node| ProductEdge { cursor, node })
     }
 
     async fn nodes(&self) -> Vec<Product> {
-        self.rows.iter().cloned().map(Product).collect()
+        self.page.nodes()
     }
 
     async fn page_info(&self) -> PageInfo {
-        PageInfo::new(&self.cursors(), self.has_next_page, self.after)
+        self.page.page_info()
     }
 
     /// Products matching the filters, on every page.

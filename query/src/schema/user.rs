@@ -4,7 +4,7 @@
 use async_graphql::{Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
-use super::connection::{id_cursor, page_cost, page_size, parse_order_cursor, PageInfo};
+use super::connection::{id_cursor, page_cost, page_size, parse_order_cursor, Page, PageInfo};
 use super::money::MoneyView;
 use super::order::{OrderConnection, OrderCount, UserOrderFilterInput};
 use super::services;
@@ -97,34 +97,22 @@ impl User {
 /// A page of users in registration order.
 #[derive(Debug, Clone)]
 pub(crate) struct UserConnection {
-    pub(crate) rows: Vec<UserRow>,
-    pub(crate) has_next_page: bool,
-    pub(crate) after: bool,
+    pub(crate) page: Page<User>,
     pub(crate) search: Option<String>,
 }
 
 impl UserConnection {
-    pub(crate) fn new(
-        mut rows: Vec<UserRow>,
-        size: i64,
-        after: bool,
-        search: Option<String>,
-    ) -> Self {
-        let has_next_page = rows.len() as i64 > size;
-        rows.truncate(size as usize);
+    pub(crate) fn new(rows: Vec<UserRow>, size: i64, after: bool, search: Option<String>) -> Self {
         Self {
-            rows,
-            has_next_page,
-            after,
+            page: Page::new(
+                rows,
+                size,
+                after,
+                |row| id_cursor("users", row.user_id),
+                User,
+            ),
             search,
         }
-    }
-
-    fn cursors(&self) -> Vec<String> {
-        self.rows
-            .iter()
-            .map(|row| id_cursor("users", row.user_id))
-            .collect()
     }
 }
 
@@ -139,22 +127,15 @@ pub(crate) struct UserEdge {
 #[Object]
 impl UserConnection {
     async fn edges(&self) -> Vec<UserEdge> {
-        self.cursors()
-            .into_iter()
-            .zip(&self.rows)
-            .map(|(cursor, row)| UserEdge {
-                cursor,
-                node: User(row.clone()),
-            })
-            .collect()
+        self.page.edges(|cursor, node| UserEdge { cursor, node })
     }
 
     async fn nodes(&self) -> Vec<User> {
-        self.rows.iter().cloned().map(User).collect()
+        self.page.nodes()
     }
 
     async fn page_info(&self) -> PageInfo {
-        PageInfo::new(&self.cursors(), self.has_next_page, self.after)
+        self.page.page_info()
     }
 
     /// Users matching the search, on every page.
