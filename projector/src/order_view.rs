@@ -327,20 +327,11 @@ impl OrderView {
                  on conflict (user_id) do update set name = excluded.name, email = excluded.email",
                 tables.helper
             );
+            let (ids, names, emails) = owner_columns(&users);
             sqlx::query(&sql)
-                .bind(users.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-                .bind(
-                    users
-                        .iter()
-                        .map(|(_, u)| u.name.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    users
-                        .iter()
-                        .map(|(_, u)| u.email.as_str())
-                        .collect::<Vec<_>>(),
-                )
+                .bind(ids)
+                .bind(names)
+                .bind(emails)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -423,20 +414,11 @@ impl OrderView {
                    and (o.user_name is distinct from u.name or o.user_email is distinct from u.email)",
                 tables.view
             );
+            let (ids, names, emails) = owner_columns(&changed);
             sqlx::query(&sql)
-                .bind(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-                .bind(
-                    changed
-                        .iter()
-                        .map(|(_, u)| u.name.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    changed
-                        .iter()
-                        .map(|(_, u)| u.email.as_str())
-                        .collect::<Vec<_>>(),
-                )
+                .bind(ids)
+                .bind(names)
+                .bind(emails)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -480,4 +462,13 @@ fn parse_status(status: &str) -> Option<OrderStatus> {
 
 fn decode_error(column: &str, value: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("order_view.{column} holds an unknown value {value:?}").into())
+}
+
+/// Owners as the three arrays an `unnest($1::uuid[], $2::text[], $3::text[])` takes.
+fn owner_columns<'a>(owners: &[(Uuid, &'a Owner)]) -> (Vec<Uuid>, Vec<&'a str>, Vec<&'a str>) {
+    (
+        owners.iter().map(|(id, _)| *id).collect(),
+        owners.iter().map(|(_, o)| o.name.as_str()).collect(),
+        owners.iter().map(|(_, o)| o.email.as_str()).collect(),
+    )
 }
