@@ -23,12 +23,17 @@ pub struct ApiPath<T>(pub T);
 pub struct ApiQuery<T>(pub T);
 
 pub const CORRELATION_ID: &str = "x-correlation-id";
+
+/// The request's correlation id, parsed once by the correlation middleware and kept in the
+/// request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct CorrelationId(pub Uuid);
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// What a command request says about itself beyond its body.
 #[derive(Debug, Clone)]
 pub struct CommandHeaders {
-    /// From `X-Correlation-Id` (set by the correlation middleware when the client sent none).
+    /// From `X-Correlation-Id` (a new one when the client sent none).
     pub correlation_id: Uuid,
     /// From `Idempotency-Key`: a retry with the same key gets the first response back.
     pub idempotency_key: Option<String>,
@@ -50,7 +55,11 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let target = format!("{} {}", parts.method, parts.uri.path());
-        from_headers(&parts.headers, target)
+        let correlation_id = parts
+            .extensions
+            .get::<CorrelationId>()
+            .map_or_else(Uuid::now_v7, |id| id.0);
+        from_headers(&parts.headers, correlation_id, target)
     }
 }
 
@@ -65,11 +74,11 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Api
         .transpose()
 }
 
-fn from_headers(headers: &HeaderMap, target: String) -> Result<CommandHeaders, ApiError> {
-    let correlation_id = match header(headers, CORRELATION_ID)? {
-        Some(value) => parse_correlation_id(value)?,
-        None => Uuid::now_v7(),
-    };
+fn from_headers(
+    headers: &HeaderMap,
+    correlation_id: Uuid,
+    target: String,
+) -> Result<CommandHeaders, ApiError> {
     let idempotency_key = match header(headers, IDEMPOTENCY_KEY)? {
         Some(key) if key.is_empty() || key.len() > 255 => {
             return Err(ApiError::bad_request(
@@ -91,9 +100,14 @@ fn from_headers(headers: &HeaderMap, target: String) -> Result<CommandHeaders, A
     })
 }
 
-pub fn parse_correlation_id(value: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(value)
-        .map_err(|_| ApiError::bad_request("INVALID_HEADER", "X-Correlation-Id must be a UUID"))
+/// The client's `X-Correlation-Id`, a new one when it sent none.
+pub fn correlation_id(headers: &HeaderMap) -> Result<Uuid, ApiError> {
+    match header(headers, CORRELATION_ID)? {
+        None => Ok(Uuid::now_v7()),
+        Some(value) => Uuid::parse_str(value).map_err(|_| {
+            ApiError::bad_request("INVALID_HEADER", "X-Correlation-Id must be a UUID")
+        }),
+    }
 }
 
 /// `3`, `"3"` and `W/"3"` name version 3; `*` asks for no particular version.

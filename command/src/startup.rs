@@ -12,10 +12,9 @@ use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
-use uuid::Uuid;
 
 use crate::error::{ApiError, UnexpectedError};
-use crate::extract::CORRELATION_ID;
+use crate::extract::{CorrelationId, CORRELATION_ID};
 
 /// Largest request body accepted; commands are small.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -64,24 +63,16 @@ async fn method_not_allowed() -> Response {
 /// Every request carries an `X-Correlation-Id` (the client's, or a new one), and so does
 /// its response. A malformed one is refused before any handler runs.
 async fn correlation_id(mut request: Request, next: Next) -> Response {
-    let name = HeaderName::from_static(CORRELATION_ID);
-    let id = match request.headers().get(&name).map(|v| v.to_str()) {
-        None => Uuid::now_v7(),
-        Some(value) => match value
-            .map_err(|_| ())
-            .and_then(|v| crate::extract::parse_correlation_id(v.trim()).map_err(|_| ()))
-        {
-            Ok(id) => id,
-            Err(()) => {
-                return ApiError::bad_request("INVALID_HEADER", "X-Correlation-Id must be a UUID")
-                    .into_response()
-            }
-        },
+    let id = match crate::extract::correlation_id(request.headers()) {
+        Ok(id) => id,
+        Err(err) => return err.into_response(),
     };
-    let value = HeaderValue::from_str(&id.to_string()).expect("a UUID is a header value");
-    request.headers_mut().insert(name.clone(), value.clone());
+    request.extensions_mut().insert(CorrelationId(id));
     let mut response = next.run(request).await;
-    response.headers_mut().insert(name, value);
+    let value = HeaderValue::from_str(&id.to_string()).expect("a UUID is a header value");
+    response
+        .headers_mut()
+        .insert(HeaderName::from_static(CORRELATION_ID), value);
     response
 }
 
