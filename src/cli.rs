@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Role {
-    /// Apply the database migrations (event store, read models, saga state) and exit.
+    /// Apply the database migrations (event store, read models, relay cursors) and exit.
     Migrate(DatabaseArgs),
     /// Run the command service (REST API that appends events).
     Command(CommandArgs),
@@ -46,6 +46,9 @@ enum Role {
     /// Run the whole platform in one process, starting a private PostgreSQL when no
     /// database URL is given.
     Dev(DevArgs),
+    /// Load generators that print figures (throughput, latency percentiles).
+    #[command(subcommand)]
+    Bench(crate::bench::Bench),
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,7 +127,8 @@ async fn run(role: Role) -> anyhow::Result<()> {
             let pool = connect(&args.database).await?;
             let listener = bind(args.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "command API listening");
-            orderflow_command::startup::serve(listener, pool, shutdown_signal()).await
+            let writer = orderflow_command::write::Writer::new(pool, args.aggregate_cache);
+            orderflow_command::startup::serve_with(listener, writer, shutdown_signal()).await
         }
         Role::Relay(args) => {
             let pool = connect(&args.database).await?;
@@ -172,6 +176,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
             orderflow_query::serve(listener, pool, options, shutdown_signal()).await
         }
         Role::Dev(args) => dev(args).await,
+        Role::Bench(bench) => crate::bench::run(bench).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `orderflow`: one binary whose subcommands start each role of the platform.
 
+mod bench;
 mod cli;
 mod devdb;
 

@@ -16,6 +16,15 @@ pub struct CommandArgs {
         default_value = "127.0.0.1:8081"
     )]
     pub listen: SocketAddr,
+    /// Aggregates kept in memory after a write, so the next command on the stream decides
+    /// without reading it (stale entries are caught by the append's version check); 0 reads
+    /// every time.
+    #[arg(
+        long,
+        env = "ORDERFLOW_AGGREGATE_CACHE",
+        default_value_t = crate::startup::DEFAULT_AGGREGATE_CACHE
+    )]
+    pub aggregate_cache: usize,
 }
 
 /// The outbox relay: publishes committed events to Kafka.

@@ -6,10 +6,15 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use orderflow_domain::DomainError;
+use orderflow_domain::product::Product;
+use orderflow_domain::user::User;
+use orderflow_domain::{Aggregate, DomainError};
+use orderflow_store::claims::ClaimScope;
 use orderflow_store::StoreError;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::write::WriteError;
 
 const CONCURRENCY_CONFLICT: &str = "CONCURRENCY_CONFLICT";
 
@@ -97,12 +102,59 @@ impl ApiError {
             Self::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
+}
 
-    /// Whether this failure means another writer got there first, so deciding again on
-    /// fresh state may succeed.
-    pub fn is_concurrency_conflict(&self) -> bool {
-        matches!(self, Self::StreamConflict { .. })
-            || matches!(self, Self::Conflict { code, .. } if *code == CONCURRENCY_CONFLICT)
+impl From<WriteError> for ApiError {
+    fn from(err: WriteError) -> Self {
+        match err {
+            WriteError::Rule(rule) => Self::Rule(rule),
+            WriteError::NotFound {
+                stream_type,
+                stream_id,
+            } => Self::not_found(stream_type, stream_id),
+            WriteError::UnknownReference {
+                stream_type,
+                stream_id,
+            } => Self::Unprocessable {
+                code: if stream_type == User::STREAM_TYPE {
+                    "UNKNOWN_USER"
+                } else if stream_type == Product::STREAM_TYPE {
+                    "UNKNOWN_PRODUCT"
+                } else {
+                    "UNKNOWN_REFERENCE"
+                },
+                message: format!("{stream_type} {stream_id} does not exist"),
+            },
+            WriteError::VersionMismatch { expected, current } => {
+                Self::VersionMismatch { expected, current }
+            }
+            WriteError::Conflict { stream_id } => Self::StreamConflict { stream_id },
+            WriteError::Raced => Self::Conflict {
+                code: CONCURRENCY_CONFLICT,
+                message: err.to_string(),
+            },
+            WriteError::Taken { scope, value } => Self::taken(scope, &value),
+            WriteError::CommandIdReused => Self::Unprocessable {
+                code: "IDEMPOTENCY_KEY_REUSED",
+                message: "this Idempotency-Key was already used for a different request".into(),
+            },
+            WriteError::StoredResponse(_) | WriteError::Broken(_) => {
+                Self::Unexpected(anyhow::Error::new(err).context("idempotency"))
+            }
+            WriteError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl ApiError {
+    fn taken(scope: ClaimScope, value: &str) -> Self {
+        Self::Conflict {
+            code: match scope {
+                ClaimScope::Email => "EMAIL_TAKEN",
+                ClaimScope::Sku => "SKU_TAKEN",
+            },
+            message: format!("{scope} {value:?} is already taken"),
+        }
     }
 }
 
@@ -110,24 +162,11 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Conflict { stream_id, .. } => Self::StreamConflict { stream_id },
-            // Two commands claiming each other's unique values (an email swap) deadlock or
-            // fail to serialize: a lost race like any other, decided again.
-            StoreError::Database(sqlx::Error::Database(db))
-                if matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
-            {
-                Self::Conflict {
-                    code: CONCURRENCY_CONFLICT,
-                    message: "the command raced another one; retry".into(),
-                }
-            }
-            StoreError::Taken { scope, value } => Self::Conflict {
-                code: match scope.as_str() {
-                    "email" => "EMAIL_TAKEN",
-                    "sku" => "SKU_TAKEN",
-                    _ => "ALREADY_TAKEN",
-                },
-                message: format!("{scope} {value:?} is already taken"),
+            StoreError::Raced(_) => Self::Conflict {
+                code: CONCURRENCY_CONFLICT,
+                message: "the command raced another one; retry".into(),
             },
+            StoreError::Taken { scope, value } => Self::taken(scope, &value),
             StoreError::WrongStreamType {
                 stream_id,
                 expected,

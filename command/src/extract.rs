@@ -2,10 +2,11 @@
 
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::write::{Dedupe, Meta};
 
 /// `axum::Json` with JSON error bodies (400 / 413 / 415 instead of plain text).
 #[derive(Debug, FromRequest)]
@@ -44,9 +45,21 @@ pub struct CommandHeaders {
 }
 
 impl CommandHeaders {
-    /// A stable identity of this request and `body`, for Idempotency-Key checks.
-    pub fn fingerprint(&self, body: &impl serde::Serialize) -> String {
-        crate::exec::fingerprint(&self.target, body)
+    /// What the write path needs to know about this request. The fingerprint (a hash of
+    /// method, path and `body`) is only computed when there is an Idempotency-Key to hold
+    /// it to.
+    pub fn meta(&self, body: &impl serde::Serialize, success: StatusCode) -> Meta {
+        Meta {
+            correlation_id: self.correlation_id,
+            causation_id: None,
+            actor: None,
+            expected_version: self.if_match,
+            dedupe: self.idempotency_key.as_ref().map(|key| Dedupe {
+                command_id: key.clone(),
+                fingerprint: crate::exec::fingerprint(&self.target, body),
+                status: success.as_u16() as i16,
+            }),
+        }
     }
 }
 

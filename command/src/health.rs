@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::startup::AppState;
 
@@ -17,20 +17,14 @@ pub fn router() -> Router<AppState> {
 /// The process is up.
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200)))]
 pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+    Json(orderflow_store::health::alive())
 }
 
 /// The database answers; 503 while it does not.
 #[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200), (status = 503)))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match sqlx::query("select 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(err) => {
-            tracing::warn!(%err, "readiness check: the database does not answer");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "error": "the database does not answer" })),
-            )
-        }
+    match orderflow_store::health::ready(&state.pool).await {
+        (true, body) => (StatusCode::OK, Json(body)),
+        (false, body) => (StatusCode::SERVICE_UNAVAILABLE, Json(body)),
     }
 }

@@ -4,7 +4,9 @@
 //! # Layout
 //! - [`startup`]: state, router and middleware, the server.
 //! - [`config`]: the flags of `orderflow command`.
-//! - [`exec`]: the write pipeline (idempotency, transaction, retries, response).
+//! - [`write`]: the write path without HTTP: load, decide, append, idempotency, retries.
+//! - [`cache`]: recently written aggregates, so a command needs no read.
+//! - [`exec`]: a command request's headers into the write path, its outcome into a response.
 //! - [`extract`]: extractors with JSON rejections and the command headers.
 //! - [`error`]: [`error::ApiError`] and the error body.
 //! - [`users`], [`products`], [`orders`]: the command routes.
@@ -12,6 +14,7 @@
 //! - [`streams`]: reading a stream back; [`health`]: liveness and readiness;
 //!   [`openapi`]: the API description.
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod exec;
@@ -24,3 +27,4 @@ pub mod relay;
 pub mod startup;
 pub mod streams;
 pub mod users;
+pub mod write;

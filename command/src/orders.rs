@@ -1,24 +1,23 @@
-//! `/api/orders`: the order lifecycle up to placing or cancelling it; the saga confirms.
+//! `/api/orders`: drafting an order, placing it and cancelling it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{patch, post};
 use axum::Router;
-use orderflow_domain::order::{Order, OrderCommand};
+use orderflow_domain::order::{Order, OrderCommand, OrderEvent};
 use orderflow_domain::product::Product;
 use orderflow_domain::user::User;
-use orderflow_domain::{Aggregate, Currency};
-use orderflow_store::{Loaded, StoreError};
+use orderflow_domain::{Aggregate, Currency, DomainError};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::exec::{run, CommandContext, Decide, WriteCommand, WriteResponse};
+use crate::exec::{run, WriteResponse};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
 use crate::startup::AppState;
+use crate::write::{Command, Decide, Refs, WriteError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -73,49 +72,42 @@ pub async fn create(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&body);
     let command = Create {
         id: Uuid::now_v7(),
-        body,
+        user_id: body.user_id,
+        currency: body.currency,
     };
-    run(&state, &headers, print, StatusCode::CREATED, command).await
+    run(&state, &headers, &body, StatusCode::CREATED, command).await
 }
 
+/// A new order for an existing user.
 struct Create {
     id: Uuid,
-    body: CreateOrder,
+    user_id: Uuid,
+    currency: Currency,
 }
 
-impl WriteCommand for Create {
-    async fn execute(
-        &self,
-        tx: &mut PgConnection,
-        ctx: &CommandContext,
-    ) -> Result<WriteResponse, ApiError> {
-        let loaded = orderflow_store::load::<Order>(tx, self.id).await?;
-        referenced::<User>(tx, self.body.user_id, "UNKNOWN_USER").await?;
-        let decided = loaded.state.handle(OrderCommand::Create {
-            user_id: self.body.user_id,
-            currency: self.body.currency,
-        })?;
-        ctx.append(tx, self.id, &loaded, decided).await
+impl Command for Create {
+    type Target = Order;
+
+    fn stream_id(&self) -> Uuid {
+        self.id
     }
-}
 
-/// Load a stream the body refers to: one that does not exist (or is of another type) makes
-/// the request unprocessable, not the path's resource missing.
-async fn referenced<A: Aggregate>(
-    tx: &mut PgConnection,
-    id: Uuid,
-    code: &'static str,
-) -> Result<Loaded<A>, ApiError> {
-    match orderflow_store::load::<A>(tx, id).await {
-        Ok(loaded) if loaded.version > 0 => Ok(loaded),
-        Ok(_) | Err(StoreError::WrongStreamType { .. }) => Err(ApiError::Unprocessable {
-            code,
-            message: format!("{} {id} does not exist", A::STREAM_TYPE),
-        }),
-        Err(other) => Err(other.into()),
+    fn creates(&self) -> bool {
+        true
+    }
+
+    async fn decide(
+        &self,
+        order: &Order,
+        refs: &mut Refs<'_>,
+    ) -> Result<Vec<OrderEvent>, WriteError> {
+        refs.exists::<User>(self.user_id).await?;
+        Ok(order.handle(OrderCommand::Create {
+            user_id: self.user_id,
+            currency: self.currency,
+        })?)
     }
 }
 
@@ -131,47 +123,52 @@ pub async fn add_item(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<AddItem>,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&body);
-    run(
-        &state,
-        &headers,
-        print,
-        StatusCode::OK,
-        AddToOrder { id, body },
-    )
-    .await
+    let command = AddToOrder {
+        id,
+        product_id: body.product_id,
+        quantity: body.quantity,
+    };
+    run(&state, &headers, &body, StatusCode::OK, command).await
 }
 
+/// A product added at its current name and price.
 struct AddToOrder {
     id: Uuid,
-    body: AddItem,
+    product_id: Uuid,
+    quantity: u32,
 }
 
-impl WriteCommand for AddToOrder {
-    async fn execute(
+impl Command for AddToOrder {
+    type Target = Order;
+
+    fn stream_id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn decide(
         &self,
-        tx: &mut PgConnection,
-        ctx: &CommandContext,
-    ) -> Result<WriteResponse, ApiError> {
-        let loaded = orderflow_store::load::<Order>(tx, self.id).await?;
-        if loaded.version == 0 {
-            return Err(ApiError::not_found("order", self.id));
+        order: &Order,
+        refs: &mut Refs<'_>,
+    ) -> Result<Vec<OrderEvent>, WriteError> {
+        // A missing order is the path's 404, whatever the body refers to.
+        if !order.exists() {
+            return Err(DomainError::NotFound {
+                stream_type: Order::STREAM_TYPE,
+            }
+            .into());
         }
-        ctx.expect_version(loaded.version)?;
-        let product_id = self.body.product_id;
-        let product = referenced::<Product>(tx, product_id, "UNKNOWN_PRODUCT").await?;
+        let product = refs.read::<Product>(self.product_id).await?;
         let (Some(name), Some(price)) = (product.state.name(), product.state.price()) else {
-            return Err(
-                anyhow::anyhow!("product {product_id} has events but no name or price").into(),
-            );
+            return Err(WriteError::Broken(
+                "an existing product has a name and a price",
+            ));
         };
-        let decided = loaded.state.handle(OrderCommand::AddItem {
-            product_id,
+        Ok(order.handle(OrderCommand::AddItem {
+            product_id: self.product_id,
             product_name: name.to_owned(),
             unit_price: price,
-            quantity: self.body.quantity,
-        })?;
-        ctx.append(tx, self.id, &loaded, decided).await
+            quantity: self.quantity,
+        })?)
     }
 }
 
@@ -186,12 +183,11 @@ pub async fn update_quantity(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<UpdateQuantity>,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&body);
     let command = OrderCommand::UpdateQuantity {
         product_id,
         quantity: body.quantity,
     };
-    on_order(&state, &headers, print, id, command).await
+    on_order(&state, &headers, &body, id, command).await
 }
 
 /// Remove an item from a draft order.
@@ -204,18 +200,17 @@ pub async fn remove_item(
     ApiPath((id, product_id)): ApiPath<(Uuid, Uuid)>,
     headers: CommandHeaders,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&());
     on_order(
         &state,
         &headers,
-        print,
+        &(),
         id,
         OrderCommand::RemoveItem { product_id },
     )
     .await
 }
 
-/// Place a draft order: from here the saga reserves stock and takes payment.
+/// Place a draft order; from then on its items cannot change.
 #[utoipa::path(post, path = "/api/orders/{id}/place", tag = "orders",
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected order version")),
     responses((status = 200, body = WriteResponse), (status = 404, body = ErrorBody),
@@ -225,8 +220,7 @@ pub async fn place(
     ApiPath(id): ApiPath<Uuid>,
     headers: CommandHeaders,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&());
-    on_order(&state, &headers, print, id, OrderCommand::Place).await
+    on_order(&state, &headers, &(), id, OrderCommand::Place).await
 }
 
 /// Cancel a draft or placed order with a reason.
@@ -240,23 +234,19 @@ pub async fn cancel(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<CancelOrder>,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&body);
     let command = OrderCommand::Cancel {
-        reason: body.reason,
+        reason: body.reason.clone(),
     };
-    on_order(&state, &headers, print, id, command).await
+    on_order(&state, &headers, &body, id, command).await
 }
 
 async fn on_order(
     state: &AppState,
     headers: &CommandHeaders,
-    print: String,
+    body: &impl Serialize,
     id: Uuid,
     command: OrderCommand,
 ) -> Result<Response, ApiError> {
-    let command = Decide::<Order> {
-        stream_id: id,
-        command,
-    };
-    run(state, headers, print, StatusCode::OK, command).await
+    let command = Decide::<Order>::existing(id, command);
+    run(state, headers, body, StatusCode::OK, command).await
 }

@@ -5,20 +5,17 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use orderflow_domain::product::{normalize_sku, Product, ProductCommand};
-use orderflow_domain::{Aggregate, Money};
-use orderflow_store::claims;
+use orderflow_domain::product::{Product, ProductCommand};
+use orderflow_domain::Money;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::exec::{run, CommandContext, Decide, WriteCommand, WriteResponse};
+use crate::exec::{run, WriteResponse};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
 use crate::startup::AppState;
-
-const SKU: &str = "sku";
+use crate::write::Decide;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -77,35 +74,14 @@ pub async fn create(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<CreateProduct>,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&body);
-    let command = Create {
-        id: Uuid::now_v7(),
-        body,
+    let command = ProductCommand::Create {
+        sku: body.sku.clone(),
+        name: body.name.clone(),
+        price: body.price,
+        initial_stock: body.initial_stock,
     };
-    run(&state, &headers, print, StatusCode::CREATED, command).await
-}
-
-struct Create {
-    id: Uuid,
-    body: CreateProduct,
-}
-
-impl WriteCommand for Create {
-    async fn execute(
-        &self,
-        tx: &mut PgConnection,
-        ctx: &CommandContext,
-    ) -> Result<WriteResponse, ApiError> {
-        let loaded = orderflow_store::load::<Product>(tx, self.id).await?;
-        let decided = loaded.state.handle(ProductCommand::Create {
-            sku: self.body.sku.clone(),
-            name: self.body.name.clone(),
-            price: self.body.price,
-            initial_stock: self.body.initial_stock,
-        })?;
-        claims::claim(tx, SKU, &normalize_sku(&self.body.sku)?, self.id).await?;
-        ctx.append(tx, self.id, &loaded, decided).await
-    }
+    let command = Decide::<Product>::new(Uuid::now_v7(), command);
+    run(&state, &headers, &body, StatusCode::CREATED, command).await
 }
 
 /// Change a product's price (same currency); orders keep the price they snapshotted.
@@ -119,17 +95,13 @@ pub async fn change_price(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<ChangePrice>,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&body);
     let command = ProductCommand::ChangePrice { price: body.price };
     run(
         &state,
         &headers,
-        print,
+        &body,
         StatusCode::OK,
-        Decide::<Product> {
-            stream_id: id,
-            command,
-        },
+        Decide::<Product>::existing(id, command),
     )
     .await
 }
@@ -145,19 +117,15 @@ pub async fn restock(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<Restock>,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&body);
     let command = ProductCommand::Restock {
         quantity: body.quantity,
     };
     run(
         &state,
         &headers,
-        print,
+        &body,
         StatusCode::OK,
-        Decide::<Product> {
-            stream_id: id,
-            command,
-        },
+        Decide::<Product>::existing(id, command),
     )
     .await
 }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use orderflow_kafka::{EventPublisher, KafkaArgs};
+use orderflow_kafka::{Backoff, EventPublisher, KafkaArgs};
 use orderflow_store::{read_after, Cursor};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
@@ -57,19 +57,18 @@ pub async fn run(
     options: RelayOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), options.max_backoff);
     loop {
         match run_once(&pool, &kafka, &options, &mut shutdown).await {
             Ok(()) => return Ok(()),
             Err(err) => {
-                tracing::warn!(error = %format!("{err:#}"), retry_in = ?pause, "the relay stopped; starting over");
+                tracing::warn!(error = %format!("{err:#}"), "the relay stopped; starting over");
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = shutdown.changed() => return Ok(()),
+        backoff.wait(&mut shutdown).await;
+        if *shutdown.borrow() {
+            return Ok(());
         }
-        pause = (pause * 2).min(options.max_backoff);
     }
 }
 
@@ -120,7 +119,7 @@ async fn publish_loop(
     };
     let mut publisher = new_publisher()?;
     let mut cursor = load_cursor(pool, &options.name).await?;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), options.max_backoff);
     loop {
         if *shutdown.borrow() {
             let _ = publisher.flush(Duration::from_secs(5));
@@ -148,15 +147,11 @@ async fn publish_loop(
                 save_cursor(lock, &options.name, next).await?;
                 tracing::debug!(events = page.len(), ?next, "published");
                 cursor = next;
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
             Err(err) => {
-                tracing::warn!(%err, retry_in = ?backoff, "publishing failed; the events wait in the store");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => {}
-                }
-                backoff = (backoff * 2).min(options.max_backoff);
+                tracing::warn!(%err, "publishing failed; the events wait in the store");
+                backoff.wait(shutdown).await;
                 if publisher.has_fatal_error() {
                     tracing::warn!("the producer hit a fatal error; starting a new one");
                     publisher = new_publisher()?;

@@ -15,6 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, UnexpectedError};
 use crate::extract::{CorrelationId, CORRELATION_ID};
+use crate::write::Writer;
 
 /// Largest request body accepted; commands are small.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -23,9 +24,14 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// covers a client that retries after an outage.
 pub const IDEMPOTENCY_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// Aggregates the command service keeps in memory unless told otherwise: an order is a few
+/// hundred bytes, so this is tens of megabytes.
+pub const DEFAULT_AGGREGATE_CACHE: usize = 100_000;
+
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    pub writer: Writer,
 }
 
 /// The whole command API.
@@ -87,14 +93,30 @@ async fn log_unexpected(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serve the API on `listener` until `shutdown` resolves, then finish in-flight requests.
+/// Serve the API on `listener` until `shutdown` resolves, then finish in-flight requests,
+/// with a cache of [`DEFAULT_AGGREGATE_CACHE`] aggregates.
 pub async fn serve(
     listener: TcpListener,
     pool: PgPool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(
+        listener,
+        Writer::new(pool, DEFAULT_AGGREGATE_CACHE),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with a writer of the caller's.
+pub async fn serve_with(
+    listener: TcpListener,
+    writer: Writer,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pool = writer.pool().clone();
     let expiry = tokio::spawn(expire_idempotency_keys(pool.clone()));
-    let app = router(AppState { pool });
+    let app = router(AppState { pool, writer });
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -5,20 +5,16 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use orderflow_domain::user::{normalize_email, User, UserCommand};
-use orderflow_domain::Aggregate;
-use orderflow_store::claims;
+use orderflow_domain::user::{User, UserCommand};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::exec::{run, CommandContext, Decide, WriteCommand, WriteResponse};
+use crate::exec::{run, WriteResponse};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
 use crate::startup::AppState;
-
-const EMAIL: &str = "email";
+use crate::write::Decide;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -60,33 +56,12 @@ pub async fn register(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<RegisterUser>,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&body);
-    let command = Register {
-        id: Uuid::now_v7(),
-        body,
+    let command = UserCommand::Register {
+        name: body.name.clone(),
+        email: body.email.clone(),
     };
-    run(&state, &headers, print, StatusCode::CREATED, command).await
-}
-
-struct Register {
-    id: Uuid,
-    body: RegisterUser,
-}
-
-impl WriteCommand for Register {
-    async fn execute(
-        &self,
-        tx: &mut PgConnection,
-        ctx: &CommandContext,
-    ) -> Result<WriteResponse, ApiError> {
-        let loaded = orderflow_store::load::<User>(tx, self.id).await?;
-        let decided = loaded.state.handle(UserCommand::Register {
-            name: self.body.name.clone(),
-            email: self.body.email.clone(),
-        })?;
-        claims::claim(tx, EMAIL, &normalize_email(&self.body.email)?, self.id).await?;
-        ctx.append(tx, self.id, &loaded, decided).await
-    }
+    let command = Decide::<User>::new(Uuid::now_v7(), command);
+    run(&state, &headers, &body, StatusCode::CREATED, command).await
 }
 
 /// Rename a user; their orders show the new name.
@@ -100,13 +75,17 @@ pub async fn rename(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<RenameUser>,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&body);
-    let command = UserCommand::Rename { name: body.name };
-    let command = Decide::<User> {
-        stream_id: id,
-        command,
+    let command = UserCommand::Rename {
+        name: body.name.clone(),
     };
-    run(&state, &headers, print, StatusCode::OK, command).await
+    run(
+        &state,
+        &headers,
+        &body,
+        StatusCode::OK,
+        Decide::<User>::existing(id, command),
+    )
+    .await
 }
 
 /// Change a user's email; the old address becomes free for others.
@@ -121,40 +100,15 @@ pub async fn change_email(
     headers: CommandHeaders,
     ApiJson(body): ApiJson<ChangeEmail>,
 ) -> Result<Response, ApiError> {
-    let print = headers.fingerprint(&body);
+    let command = UserCommand::ChangeEmail {
+        email: body.email.clone(),
+    };
     run(
         &state,
         &headers,
-        print,
+        &body,
         StatusCode::OK,
-        ChangeUserEmail { id, body },
+        Decide::<User>::existing(id, command),
     )
     .await
-}
-
-struct ChangeUserEmail {
-    id: Uuid,
-    body: ChangeEmail,
-}
-
-impl WriteCommand for ChangeUserEmail {
-    async fn execute(
-        &self,
-        tx: &mut PgConnection,
-        ctx: &CommandContext,
-    ) -> Result<WriteResponse, ApiError> {
-        let loaded = orderflow_store::load::<User>(tx, self.id).await?;
-        ctx.expect_version(loaded.version)?;
-        let old = loaded.state.email().map(str::to_owned);
-        let decided = loaded.state.handle(UserCommand::ChangeEmail {
-            email: self.body.email.clone(),
-        })?;
-        if !decided.is_empty() {
-            if let Some(old) = old {
-                claims::release(tx, EMAIL, &old, self.id).await?;
-            }
-            claims::claim(tx, EMAIL, &normalize_email(&self.body.email)?, self.id).await?;
-        }
-        ctx.append(tx, self.id, &loaded, decided).await
-    }
 }

@@ -1,4 +1,4 @@
-//! Kafka plumbing shared by the relay, the projectors and the saga: where events go
+//! Kafka plumbing shared by the relay and the projectors: where events go
 //! (topics), how they travel (the envelope: JSON payload plus headers any client can read),
 //! an idempotent batching producer, at-least-once consumers and dead letters.
 //!
@@ -9,7 +9,9 @@
 //! - [`producer`]: the idempotent publisher the relay uses.
 //! - [`consumer`]: batched consumption with offsets committed after the work is durable.
 //! - [`dlq`]: dead-letter records carrying the original plus the error.
+//! - [`backoff`]: doubling pauses for loops that retry the broker or the database.
 
+pub mod backoff;
 pub mod config;
 pub mod consumer;
 pub mod dlq;
@@ -17,6 +19,7 @@ pub mod envelope;
 pub mod producer;
 pub mod topics;
 
+pub use backoff::Backoff;
 pub use config::KafkaArgs;
 pub use envelope::{decode, EnvelopeError};
 pub use producer::EventPublisher;

@@ -228,17 +228,14 @@ async fn sdl() -> Response {
 
 /// The process is up.
 async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+    Json(orderflow_store::health::alive())
 }
 
 /// The database answers; 503 while it does not.
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match sqlx::query("select 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "error": err.to_string() })),
-        ),
+    match orderflow_store::health::ready(&state.pool).await {
+        (true, body) => (StatusCode::OK, Json(body)),
+        (false, body) => (StatusCode::SERVICE_UNAVAILABLE, Json(body)),
     }
 }
 

@@ -2,6 +2,7 @@ use orderflow_domain::Aggregate;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::claims::Claim;
 use crate::event::{EventMetadata, NewEvent, StoredEvent, COLUMNS};
 use crate::{unique_violation, StoreError};
 
@@ -62,7 +63,6 @@ pub async fn load<A: Aggregate>(
 
 /// Append `events` after `expected_version`. Each event gets its own event id and the
 /// rest of `metadata`. A concurrent append to the same stream is a [`StoreError::Conflict`].
-#[tracing::instrument(skip_all, fields(%stream_id, expected_version, count = events.len()), err(level = "debug"))]
 pub async fn append(
     conn: &mut PgConnection,
     stream_id: Uuid,
@@ -71,49 +71,192 @@ pub async fn append(
     events: &[NewEvent],
     metadata: &EventMetadata,
 ) -> Result<AppendOutcome, StoreError> {
-    assert!(!events.is_empty(), "append needs at least one event");
-    let versions: Vec<i32> = (1..)
-        .take(events.len())
-        .map(|i| expected_version + i)
-        .collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let schemas: Vec<i16> = events.iter().map(|e| e.schema_version).collect();
-    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
-    let metadatas = events
-        .iter()
-        .map(|_| {
-            serde_json::to_value(EventMetadata {
-                event_id: Uuid::now_v7(),
-                ..metadata.clone()
+    let write = Write {
+        stream_id,
+        stream_type,
+        expected_version,
+        events,
+        metadata,
+        guards: &[],
+        claims: &[],
+        releases: &[],
+        record: None,
+    };
+    match write.execute(conn).await? {
+        Written::Appended(outcome) => Ok(outcome),
+        Written::Stale => unreachable!("a write without guards is never stale"),
+    }
+}
+
+/// Everything one command writes, done by a single statement (so a single round trip and
+/// its own transaction when run on a pool): the events, the unique values it claims and
+/// releases, and the response recorded under its idempotency key.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    pub stream_id: Uuid,
+    pub stream_type: &'a str,
+    /// The version the decision was made on; the events get the versions after it.
+    pub expected_version: i32,
+    /// At least one.
+    pub events: &'a [NewEvent],
+    pub metadata: &'a EventMetadata,
+    /// Other streams the decision read, at the version it read: if any has moved on,
+    /// nothing is written and the answer is [`Written::Stale`].
+    pub guards: &'a [(Uuid, i32)],
+    pub claims: &'a [Claim],
+    pub releases: &'a [Claim],
+    /// The idempotency record to store with the events; its response is filled in here.
+    pub record: Option<&'a Record<'a>>,
+}
+
+/// An idempotency key and what the caller will answer for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+    pub status: i16,
+}
+
+/// What a [`Write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Appended(AppendOutcome),
+    /// A guarded stream has moved on: nothing was written.
+    Stale,
+}
+
+/// The statement behind [`Write::execute`]. Each part only runs when the guards hold;
+/// the idempotency record (`{streamId, version, position}`, the shape
+/// [`crate::idempotency::StoredResponse::response`] holds) and the releases only when
+/// events were inserted. A unique violation anywhere aborts the whole statement.
+const WRITE: &str = "\
+with guard as (
+    select coalesce(bool_and(coalesce(
+        (select max(e.version) from events e where e.stream_id = g.id), 0) = g.version), true) as ok
+    from unnest($8::uuid[], $9::int[]) as g(id, version)
+), claimed as (
+    insert into unique_claims (scope, value, stream_id)
+    select c.scope, c.value, $1
+    from unnest($10::text[], $11::text[]) as c(scope, value)
+    where (select ok from guard) and not exists (
+        select 1 from unique_claims u
+        where u.scope = c.scope and u.value = c.value and u.stream_id = $1)
+), appended as (
+    insert into events (stream_id, stream_type, version, event_type, schema_version, payload, metadata)
+    select $1, $2, v, t, s, p, m
+    from unnest($3::int[], $4::text[], $5::int2[], $6::jsonb[], $7::jsonb[]) as u(v, t, s, p, m)
+    where (select ok from guard)
+    returning position
+), released as (
+    delete from unique_claims u
+    using unnest($12::text[], $13::text[]) as r(scope, value)
+    where u.scope = r.scope and u.value = r.value and u.stream_id = $1
+      and exists (select 1 from appended)
+), recorded as (
+    insert into idempotency_keys (key, fingerprint, status, response)
+    select $14, $15, $16, jsonb_build_object('streamId', $1, 'version', $17::int, 'position', max(position))
+    from appended
+    having $14::text is not null and count(*) > 0
+)
+select min(position), max(position) from appended";
+
+impl Write<'_> {
+    /// Run the write as one statement. A concurrent append to the stream is
+    /// [`StoreError::Conflict`], a value claimed by another stream [`StoreError::Taken`],
+    /// a key recorded by a concurrent retry [`StoreError::KeyRecorded`].
+    #[tracing::instrument(skip_all, fields(stream_id = %self.stream_id, expected_version = self.expected_version, count = self.events.len()), err(level = "debug"))]
+    pub async fn execute(&self, conn: &mut PgConnection) -> Result<Written, StoreError> {
+        assert!(!self.events.is_empty(), "a write needs at least one event");
+        let count = self.events.len() as i32;
+        let versions: Vec<i32> = (1..=count).map(|i| self.expected_version + i).collect();
+        let types: Vec<&str> = self.events.iter().map(|e| e.event_type.as_str()).collect();
+        let schemas: Vec<i16> = self.events.iter().map(|e| e.schema_version).collect();
+        let payloads: Vec<&serde_json::Value> = self.events.iter().map(|e| &e.payload).collect();
+        let metadatas = self
+            .events
+            .iter()
+            .map(|_| {
+                serde_json::to_value(EventMetadata {
+                    event_id: Uuid::now_v7(),
+                    ..self.metadata.clone()
+                })
             })
+            .collect::<Result<Vec<_>, _>>()
+            .expect("metadata serializes");
+        let (guard_ids, guard_versions): (Vec<Uuid>, Vec<i32>) =
+            self.guards.iter().copied().unzip();
+        let columns = |claims: &[Claim]| -> (Vec<&'static str>, Vec<String>) {
+            claims
+                .iter()
+                .map(|c| (c.scope.as_str(), c.value.clone()))
+                .unzip()
+        };
+        let (claim_scopes, claim_values) = columns(self.claims);
+        let (release_scopes, release_values) = columns(self.releases);
+        let new_version = self.expected_version + count;
+        let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(WRITE)
+            .bind(self.stream_id)
+            .bind(self.stream_type)
+            .bind(&versions)
+            .bind(&types)
+            .bind(&schemas)
+            .bind(&payloads)
+            .bind(&metadatas)
+            .bind(&guard_ids)
+            .bind(&guard_versions)
+            .bind(&claim_scopes)
+            .bind(&claim_values)
+            .bind(&release_scopes)
+            .bind(&release_values)
+            .bind(self.record.map(|r| r.key))
+            .bind(self.record.map(|r| r.fingerprint))
+            .bind(self.record.map(|r| r.status))
+            .bind(new_version)
+            .fetch_one(conn)
+            .await
+            .map_err(|err| self.refusal(err))?;
+        Ok(match (first, last) {
+            (Some(first_position), Some(last_position)) => Written::Appended(AppendOutcome {
+                version: new_version,
+                first_position,
+                last_position,
+            }),
+            _ => Written::Stale,
         })
-        .collect::<Result<Vec<_>, _>>()
-        .expect("metadata serializes");
-    let positions: Vec<i64> = sqlx::query_scalar(
-        "insert into events (stream_id, stream_type, version, event_type, schema_version, payload, metadata) \
-         select $1, $2, v, t, s, p, m \
-         from unnest($3::int[], $4::text[], $5::int2[], $6::jsonb[], $7::jsonb[]) as u(v, t, s, p, m) \
-         returning position",
-    )
-    .bind(stream_id)
-    .bind(stream_type)
-    .bind(&versions)
-    .bind(&types)
-    .bind(&schemas)
-    .bind(&payloads)
-    .bind(&metadatas)
-    .fetch_all(conn)
-    .await
-    .map_err(|err| match unique_violation(&err) {
-        Some("events_stream_version_key") => StoreError::Conflict {
-            stream_id,
-            expected: expected_version,
-        },
-        _ => StoreError::Database(err),
-    })?;
-    Ok(AppendOutcome {
-        version: expected_version + events.len() as i32,
-        first_position: *positions.iter().min().expect("one row per event"),
-        last_position: *positions.iter().max().expect("one row per event"),
-    })
+    }
+
+    /// Unique violations are facts about the write, named by their constraint.
+    fn refusal(&self, err: sqlx::Error) -> StoreError {
+        match unique_violation(&err) {
+            Some("events_stream_version_key") => StoreError::Conflict {
+                stream_id: self.stream_id,
+                expected: self.expected_version,
+            },
+            Some("unique_claims_pkey") => {
+                // A command claims at most a value or two: name the one the database did.
+                let detail = match &err {
+                    sqlx::Error::Database(db) => db
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .and_then(|pg| pg.detail())
+                        .unwrap_or("")
+                        .to_owned(),
+                    _ => String::new(),
+                };
+                let claim = self
+                    .claims
+                    .iter()
+                    .find(|c| detail.contains(&format!("({}, {})", c.scope.as_str(), c.value)))
+                    .or(self.claims.first())
+                    .expect("only a write with claims violates unique_claims");
+                StoreError::Taken {
+                    scope: claim.scope,
+                    value: claim.value.clone(),
+                }
+            }
+            Some("idempotency_keys_pkey") => StoreError::KeyRecorded {
+                key: self.record.map_or_else(String::new, |r| r.key.to_owned()),
+            },
+            _ => err.into(),
+        }
+    }
 }

@@ -1,60 +1,35 @@
-//! Values unique across streams, claimed inside the appending transaction so that two
-//! concurrent registrations of one email end as one success and one [`StoreError::Taken`].
+//! Values unique across streams (a user's email, a product's SKU), claimed and released by
+//! the appending statement itself ([`crate::Write`]), so that two concurrent registrations
+//! of one email end as one success and one [`crate::StoreError::Taken`].
 
-use sqlx::PgConnection;
-use uuid::Uuid;
+use std::fmt;
 
-use crate::StoreError;
+/// What kind of value is unique; stored as `unique_claims.scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimScope {
+    Email,
+    Sku,
+}
 
-/// Claim `value` in `scope` for `stream_id`; claiming a value the stream already holds is a no-op.
-pub async fn claim(
-    conn: &mut PgConnection,
-    scope: &str,
-    value: &str,
-    stream_id: Uuid,
-) -> Result<(), StoreError> {
-    // `on conflict do nothing` waits for a concurrent claimant to finish, so the owner read
-    // below sees whoever won.
-    let inserted = sqlx::query(
-        "insert into unique_claims (scope, value, stream_id) values ($1, $2, $3) \
-         on conflict (scope, value) do nothing",
-    )
-    .bind(scope)
-    .bind(value)
-    .bind(stream_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(());
-    }
-    let owner: Option<Uuid> =
-        sqlx::query_scalar("select stream_id from unique_claims where scope = $1 and value = $2")
-            .bind(scope)
-            .bind(value)
-            .fetch_optional(&mut *conn)
-            .await?;
-    match owner {
-        Some(owner) if owner == stream_id => Ok(()),
-        _ => Err(StoreError::Taken {
-            scope: scope.to_owned(),
-            value: value.to_owned(),
-        }),
+impl ClaimScope {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Sku => "sku",
+        }
     }
 }
 
-/// Give up a stream's claim on `value` (an email change frees the old address).
-pub async fn release(
-    conn: &mut PgConnection,
-    scope: &str,
-    value: &str,
-    stream_id: Uuid,
-) -> Result<(), StoreError> {
-    sqlx::query("delete from unique_claims where scope = $1 and value = $2 and stream_id = $3")
-        .bind(scope)
-        .bind(value)
-        .bind(stream_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+impl fmt::Display for ClaimScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value to claim for, or release from, the stream being appended to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub scope: ClaimScope,
+    /// Normalised: the form uniqueness is decided on.
+    pub value: String,
 }

@@ -8,7 +8,17 @@ pub enum StoreError {
     Conflict { stream_id: Uuid, expected: i32 },
     /// A value unique across streams is already claimed by another stream.
     #[error("{scope} {value:?} is already taken")]
-    Taken { scope: String, value: String },
+    Taken {
+        scope: crate::claims::ClaimScope,
+        value: String,
+    },
+    /// The idempotency key was recorded by another command first (a concurrent retry).
+    #[error("idempotency key {key:?} was recorded concurrently")]
+    KeyRecorded { key: String },
+    /// Two commands waited on each other's rows (e.g. swapping emails) or failed to
+    /// serialize; deciding again resolves it.
+    #[error("the command raced another one")]
+    Raced(#[source] sqlx::Error),
     /// The stream exists but holds another type of aggregate.
     #[error("stream {stream_id} is a {actual}, not a {expected}")]
     WrongStreamType {
@@ -25,5 +35,18 @@ pub enum StoreError {
         source: orderflow_domain::DecodeError,
     },
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                Self::Raced(err)
+            }
+            _ => Self::Database(err),
+        }
+    }
 }

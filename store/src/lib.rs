@@ -1,16 +1,18 @@
-//! The PostgreSQL event store shared by the write side, the relay, the projectors and the saga.
+//! The PostgreSQL event store shared by the write side, the relay and the projectors.
 //!
 //! Appends are optimistic (`unique (stream_id, version)`), reads are either per stream or
-//! global in commit order with a gap-safe cursor, and the same transaction can claim values
-//! unique across streams and record an idempotent command's response.
+//! global in commit order with a gap-safe cursor, and the appending statement can claim
+//! values unique across streams and record an idempotent command's response.
 //!
 //! # Layout
 //! - [`event`]: the stored event, the event to append and its metadata.
-//! - [`append`]: loading a stream for a decision and appending with an expected version.
+//! - [`append`]: loading a stream for a decision and appending with an expected version;
+//!   [`Write`], one command's whole write (events, claims, idempotency record) as one statement.
 //! - [`reader`]: the gap-safe global reader (`(tx_id, position)` cursor).
-//! - [`claims`]: values unique across streams (email, sku).
+//! - [`claims`]: values unique across streams (email, sku), claimed by a [`Write`].
 //! - [`idempotency`]: stored responses of idempotent commands.
 //! - [`config`]: [`DatabaseArgs`], the flags every role shares.
+//! - [`health`]: the `/health` and `/ready` answers every service gives.
 //! - [`error`]: the [`StoreError`] every operation returns.
 
 pub mod append;
@@ -18,10 +20,11 @@ pub mod claims;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod health;
 pub mod idempotency;
 pub mod reader;
 
-pub use append::{append, load, load_events, AppendOutcome, Loaded};
+pub use append::{append, load, load_events, AppendOutcome, Loaded, Record, Write, Written};
 pub use config::DatabaseArgs;
 pub use error::StoreError;
 pub use event::{EventMetadata, NewEvent, StoredEvent};

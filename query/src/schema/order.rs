@@ -18,11 +18,11 @@ use crate::loaders::{EventsKey, ProductKey, UserKey, UserOrderCountKey};
 pub(crate) enum OrderStatus {
     /// Being filled; items can change.
     Draft,
-    /// Submitted; payment and stock are being taken.
+    /// Submitted; items can no longer change.
     Placed,
-    /// Paid and stock committed.
+    /// Stock committed and payment taken (the domain's final state; no service issues it yet).
     Confirmed,
-    /// Cancelled by the user or after a failed payment or reservation.
+    /// Cancelled, with a reason.
     Cancelled,
 }
 

@@ -1,0 +1,465 @@
+//! `orderflow bench`: load generators that print figures.
+//!
+//! `bench commands` drives the write path over HTTP with the order mix (create → add ×3 →
+//! place) from N concurrent clients and prints throughput and latency percentiles. Without
+//! `--target` it starts its own platform: a private PostgreSQL with default (durable)
+//! settings and `orderflow command` as a child process, whose CPU time (and PostgreSQL's)
+//! per command it also reports.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::devdb::PrivatePostgres;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Bench {
+    /// Command throughput and latency: each client creates an order, adds three products
+    /// and places it, again and again.
+    Commands(CommandsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CommandsArgs {
+    /// Base URL of a running command service (e.g. http://127.0.0.1:8081). Without it the
+    /// bench starts a private PostgreSQL and `orderflow command` of its own.
+    #[arg(long)]
+    target: Option<String>,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: u32,
+    /// How long to measure (after a warm-up of a tenth of it), e.g. 30s, 2m, 500ms.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Products the orders draw from (created by the bench).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(3..=100_000))]
+    products: u32,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Where the private PostgreSQL lives when the bench starts its own (wiped first).
+    #[arg(long, default_value = "target/bench-pg/data")]
+    data_dir: PathBuf,
+    /// Port of the private PostgreSQL the bench starts.
+    #[arg(long, default_value_t = 54339)]
+    pg_port: u16,
+}
+
+/// `30s`, `2m`, `500ms` or a bare number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s, 2m or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?}: use ms, s or m")),
+    };
+    if !(seconds > 0.0 && seconds < 86_400.0) {
+        return Err("a duration must be positive and under a day".into());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+pub(crate) async fn run(bench: Bench) -> anyhow::Result<()> {
+    match bench {
+        Bench::Commands(args) => commands(args).await,
+    }
+}
+
+async fn commands(args: CommandsArgs) -> anyhow::Result<()> {
+    let Some(target) = args.target.clone() else {
+        let platform = OwnPlatform::start(&args.data_dir, args.pg_port).await?;
+        let before = platform.cpu();
+        let result = drive(&args, &platform.url).await;
+        let after = platform.cpu();
+        platform.stop().await?;
+        let mut report = result?;
+        report.server_cpu_ms = Some(after.0.saturating_sub(before.0));
+        report.postgres_cpu_ms = Some(after.1.saturating_sub(before.1));
+        report.print(args.json);
+        return Ok(());
+    };
+    let report = drive(&args, target.trim_end_matches('/')).await?;
+    report.print(args.json);
+    Ok(())
+}
+
+struct Report {
+    concurrency: u32,
+    seconds: f64,
+    commands: u64,
+    errors: u64,
+    first_error: Option<String>,
+    /// Sorted, in microseconds.
+    latencies: Vec<u64>,
+    server_cpu_ms: Option<u64>,
+    postgres_cpu_ms: Option<u64>,
+}
+
+impl Report {
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1000.0
+    }
+
+    fn throughput(&self) -> f64 {
+        self.commands as f64 / self.seconds
+    }
+
+    fn per_command(&self, cpu_ms: Option<u64>) -> Option<f64> {
+        cpu_ms.map(|ms| ms as f64 / self.commands.max(1) as f64)
+    }
+
+    fn print(&self, as_json: bool) {
+        let (p50, p90, p99, max) = (
+            self.percentile_ms(50.0),
+            self.percentile_ms(90.0),
+            self.percentile_ms(99.0),
+            self.latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
+        );
+        if as_json {
+            let value = json!({
+                "concurrency": self.concurrency,
+                "seconds": self.seconds,
+                "commands": self.commands,
+                "throughput": self.throughput(),
+                "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
+                "errors": self.errors,
+                "first_error": self.first_error,
+                "server_cpu_ms_per_command": self.per_command(self.server_cpu_ms),
+                "postgres_cpu_ms_per_command": self.per_command(self.postgres_cpu_ms),
+            });
+            println!("{value}");
+            return;
+        }
+        println!(
+            "commands: {} clients, {:.1}s: {} commands, {:.0} commands/s, {} errors",
+            self.concurrency,
+            self.seconds,
+            self.commands,
+            self.throughput(),
+            self.errors
+        );
+        println!("latency ms: p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  max {max:.2}");
+        if let (Some(server), Some(pg)) = (
+            self.per_command(self.server_cpu_ms),
+            self.per_command(self.postgres_cpu_ms),
+        ) {
+            println!("cpu ms per command: command service {server:.3}, PostgreSQL {pg:.3}");
+        }
+        if let Some(error) = &self.first_error {
+            println!("first error: {error}");
+        }
+    }
+}
+
+/// Set up a user and products, then run the clients: a warm-up, then the measured window.
+async fn drive(args: &CommandsArgs, base: &str) -> anyhow::Result<Report> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency as usize)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let run = Uuid::now_v7().simple().to_string();
+    let user = post(
+        &client,
+        &format!("{base}/api/users"),
+        &json!({"name": "Bench User", "email": format!("bench-{run}@example.com")}),
+    )
+    .await
+    .context("creating the bench user")?;
+    let mut products = Vec::with_capacity(args.products as usize);
+    for index in 0..args.products {
+        let body = json!({
+            "sku": format!("B{}-{index}", &run[..12]),
+            "name": format!("Bench product {index}"),
+            "price": {"amountMinor": 100 + index as i64, "currency": "EUR"},
+            "initialStock": 1_000_000,
+        });
+        let product = post(&client, &format!("{base}/api/products"), &body)
+            .await
+            .context("creating the bench products")?;
+        products.push(product);
+    }
+    let shared = Arc::new(Shared {
+        client,
+        base: base.to_owned(),
+        user,
+        products,
+    });
+    let warm_up = args.duration / 10;
+    let start = Instant::now();
+    let measure_from = start + warm_up;
+    let end = measure_from + args.duration;
+    let mut clients = tokio::task::JoinSet::new();
+    for seed in 0..args.concurrency {
+        clients.spawn(client_loop(
+            shared.clone(),
+            seed as usize,
+            measure_from,
+            end,
+        ));
+    }
+    let mut report = Report {
+        concurrency: args.concurrency,
+        seconds: args.duration.as_secs_f64(),
+        commands: 0,
+        errors: 0,
+        first_error: None,
+        latencies: Vec::new(),
+        server_cpu_ms: None,
+        postgres_cpu_ms: None,
+    };
+    while let Some(joined) = clients.join_next().await {
+        let tally = joined.context("a bench client panicked")?;
+        report.commands += tally.latencies.len() as u64;
+        report.errors += tally.errors;
+        report.latencies.extend(tally.latencies);
+        if report.first_error.is_none() {
+            report.first_error = tally.first_error;
+        }
+    }
+    report.latencies.sort_unstable();
+    Ok(report)
+}
+
+struct Shared {
+    client: reqwest::Client,
+    base: String,
+    user: Uuid,
+    products: Vec<Uuid>,
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn record(&mut self, started: Instant, counted: bool, result: &anyhow::Result<Uuid>) {
+        if !counted {
+            return;
+        }
+        match result {
+            Ok(_) => self.latencies.push(started.elapsed().as_micros() as u64),
+            Err(err) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| format!("{err:#}"));
+            }
+        }
+    }
+}
+
+/// One client: orders of three distinct products, one request at a time, until `end`.
+async fn client_loop(
+    shared: Arc<Shared>,
+    seed: usize,
+    measure_from: Instant,
+    end: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    let base = &shared.base;
+    let mut next = seed.wrapping_mul(7919);
+    'orders: while Instant::now() < end {
+        let started = Instant::now();
+        let counted = started >= measure_from;
+        let created = post(
+            &shared.client,
+            &format!("{base}/api/orders"),
+            &json!({"userId": shared.user, "currency": "EUR"}),
+        )
+        .await;
+        tally.record(started, counted, &created);
+        let Ok(order) = created else { continue };
+        for line in 0..3 {
+            next = next.wrapping_add(1 + line);
+            let product = shared.products[next % shared.products.len()];
+            let started = Instant::now();
+            let counted = started >= measure_from && started < end;
+            let added = post(
+                &shared.client,
+                &format!("{base}/api/orders/{order}/items"),
+                &json!({"productId": product, "quantity": 1}),
+            )
+            .await;
+            tally.record(started, counted, &added);
+            if added.is_err() {
+                continue 'orders;
+            }
+        }
+        let started = Instant::now();
+        let counted = started >= measure_from && started < end;
+        let placed = post(
+            &shared.client,
+            &format!("{base}/api/orders/{order}/place"),
+            &Value::Null,
+        )
+        .await;
+        tally.record(started, counted, &placed);
+    }
+    tally
+}
+
+/// POST and return the `streamId` of a 2xx answer; anything else is an error with its body.
+async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Uuid> {
+    let request = client.post(url);
+    let request = if body.is_null() {
+        request
+    } else {
+        request.json(body)
+    };
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = response.status();
+    let text = response.text().await.context("reading the response")?;
+    if !status.is_success() {
+        bail!("POST {url}: {status}: {text}");
+    }
+    let value: Value = serde_json::from_str(&text).context("a JSON response")?;
+    value["streamId"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .with_context(|| format!("no streamId in {text}"))
+}
+
+/// A private PostgreSQL (default, durable settings) and an `orderflow command` child.
+struct OwnPlatform {
+    pg: PrivatePostgres,
+    data_dir: PathBuf,
+    server: Child,
+    url: String,
+}
+
+impl OwnPlatform {
+    async fn start(data_dir: &Path, pg_port: u16) -> anyhow::Result<Self> {
+        eprintln!("starting a private PostgreSQL under {}", data_dir.display());
+        let pg = PrivatePostgres::start(data_dir, pg_port, true)
+            .await
+            .context("starting the private PostgreSQL")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .context("finding a free port")?
+            .port();
+        let exe = std::env::current_exe().context("locating the orderflow binary")?;
+        let mut server = Command::new(exe)
+            .arg("command")
+            .env("DATABASE_URL", pg.url())
+            .env("ORDERFLOW_COMMAND_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting orderflow command")?;
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = client.get(format!("{url}/ready")).send().await {
+                if response.status().is_success() {
+                    break;
+                }
+            }
+            if let Some(status) = server.try_wait()? {
+                bail!("orderflow command exited during start: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("orderflow command was not ready within a minute");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("command service ready at {url}");
+        Ok(Self {
+            pg,
+            data_dir: data_dir.to_owned(),
+            server,
+            url,
+        })
+    }
+
+    /// CPU milliseconds used so far by (the command service, this PostgreSQL's processes).
+    fn cpu(&self) -> (u64, u64) {
+        let server = self
+            .server
+            .id()
+            .map_or(0, |pid| proc_stat(pid).map_or(0, |s| s.cpu_ms));
+        let postmaster = std::fs::read_to_string(self.data_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok());
+        let Some(postmaster) = postmaster else {
+            return (server, 0);
+        };
+        let postgres = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+            .filter(|(pid, stat)| *pid == postmaster || stat.parent == postmaster)
+            .map(|(_, stat)| stat.cpu_ms)
+            .sum();
+        (server, postgres)
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.server.start_kill();
+        let _ = self.server.wait().await;
+        self.pg.stop().await
+    }
+}
+
+struct ProcStat {
+    parent: u32,
+    /// User + system CPU time.
+    cpu_ms: u64,
+}
+
+/// What /proc says about a process (`None` when it is gone or unreadable).
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, from field 3 (state): the parent is
+    // field 4, utime 14 and stime 15, in clock ticks of 1/100 s on Linux.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some(ProcStat {
+        parent: fields.get(1)?.parse().ok()?,
+        cpu_ms: (ticks(11)? + ticks(12)?) * 10,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+}
