@@ -99,3 +99,36 @@ fn flatten(selections: &[Vec<&'static dyn Projection>]) -> Vec<&'static dyn Proj
         .filter(|projection| selections.iter().flatten().any(|p| p == projection))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(projections: &[&dyn Projection]) -> Vec<&'static str> {
+        projections.iter().map(|p| p.name()).collect()
+    }
+
+    #[test]
+    fn all_or_a_name_selects_projections_once_each_in_registry_order() {
+        let all = ["order_view", "user_view", "product_view"];
+        assert_eq!(names(&parse_selection("all").unwrap()), all);
+        let selections: Vec<_> = ["product_view", "order_view", "all", "order_view"]
+            .into_iter()
+            .map(|value| parse_selection(value).unwrap())
+            .collect();
+        assert_eq!(names(&flatten(&selections)), all);
+        let selections = [
+            parse_selection("product_view").unwrap(),
+            parse_selection("user_view").unwrap(),
+        ];
+        assert_eq!(names(&flatten(&selections)), ["user_view", "product_view"]);
+    }
+
+    #[test]
+    fn an_unknown_name_is_refused_with_the_known_ones() {
+        assert_eq!(
+            parse_selection("orders").map(|selected| names(&selected)),
+            Err("unknown projection \"orders\": expected order_view, user_view, product_view or all".to_owned())
+        );
+    }
+}

@@ -137,3 +137,60 @@ pub enum Refusal {
     #[error("revenue of product {0} overflows")]
     RevenueOverflows(Uuid),
 }
+
+#[cfg(test)]
+mod tests {
+    use orderflow_domain::Currency;
+
+    use super::*;
+
+    fn rejected(why: Rejection) -> String {
+        Rejected::new(1, Uuid::nil(), 1, why).error
+    }
+
+    #[test]
+    fn a_dead_letter_names_the_refusal_and_its_cause_on_one_line() {
+        let unit_price = Money::new(i64::MAX, Currency::EUR);
+        let refusal = Refusal::LineTotal {
+            quantity: 2,
+            unit_price,
+            source: MoneyError::Overflow,
+        };
+        assert_eq!(
+            rejected(refusal.into()),
+            format!(
+                "cannot apply: line total of 2 x {unit_price}: the amount is too large to represent"
+            )
+        );
+        assert_eq!(
+            rejected(Refusal::OrderNotCreated.into()),
+            "cannot apply: the order's OrderCreated was never applied"
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_says_which_stream_type_no_projection_reads() {
+        let why = UnreadableEvent::StreamType("payment".into());
+        assert_eq!(
+            rejected(why.into()),
+            "no projection reads \"payment\" streams"
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_says_what_could_not_be_decoded_and_why() {
+        let why = UnreadableEvent::Payload {
+            event_type: "ItemAdded".into(),
+            schema_version: 9,
+            stream_type: "order".into(),
+            source: orderflow_domain::DecodeError::UnsupportedSchemaVersion {
+                event_type: "ItemAdded".into(),
+                version: 9,
+            },
+        };
+        assert_eq!(
+            rejected(why.into()),
+            "cannot decode ItemAdded v9 of order stream: ItemAdded has no schema version 9"
+        );
+    }
+}

@@ -2,6 +2,9 @@
 //! and email. The owner's details come from user events, kept in the private helper table
 //! (user id → name, email); a change is copied into every order of that user, so the view
 //! converges whichever of an order and its user's events arrives first.
+//!
+//! A live batch also notifies `order_view_changed` of every order it changed, for the query
+//! service's subscriptions; a replay does not.
 
 use std::collections::HashSet;
 
