@@ -55,7 +55,7 @@ pub struct ReplayArgs {
     pub database: DatabaseArgs,
     /// Which read models to rebuild; the help text lists every registered projection.
     #[arg(long, required = true, value_delimiter = ',', value_parser = parse_selection,
-          help = format!("{} (comma separated).", names_or(["all"])))]
+          help = format!("{} (comma separated)", names_or(["all"])))]
     pub projection: Vec<Vec<&'static dyn Projection>>,
     /// No progress bar (for scripts); the summary line is still printed.
     #[arg(long)]
