@@ -9,7 +9,7 @@ use orderflow_command::config::{CommandArgs, RelayArgs};
 use orderflow_kafka::KafkaArgs;
 use orderflow_projector::config::{ProjectorArgs, ReplayArgs};
 use orderflow_projector::worker::WorkerOptions;
-use orderflow_projector::Projection;
+use orderflow_projector::PROJECTIONS;
 use orderflow_query::config::{QueryArgs, QueryOptions};
 use orderflow_store::DatabaseArgs;
 use tokio::net::TcpListener;
@@ -290,7 +290,7 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
     roles.spawn(orderflow_projector::worker::run(
         pool.clone(),
         kafka.clone(),
-        Projection::ALL.to_vec(),
+        PROJECTIONS.to_vec(),
         WorkerOptions::default(),
         shutdown.clone(),
     ));

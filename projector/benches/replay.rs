@@ -13,7 +13,7 @@ use orderflow_domain::order::{Order, OrderCommand};
 use orderflow_domain::product::{Product, ProductCommand};
 use orderflow_domain::user::{User, UserCommand};
 use orderflow_domain::{Aggregate, Currency, Money};
-use orderflow_projector::{replay, Projection, ReplayOptions};
+use orderflow_projector::{replay, ReplayOptions, PROJECTIONS};
 use orderflow_store::{append, EventMetadata, NewEvent};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
@@ -71,7 +71,7 @@ async fn main() {
         "{:<14} {:>10} {:>10} {:>9} {:>10}",
         "projection", "events", "applied", "seconds", "events/s"
     );
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         let report = replay(&pool, projection, options).await.unwrap();
         assert_eq!(report.rejected, 0, "{projection}");
         println!(

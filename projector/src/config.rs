@@ -3,8 +3,9 @@
 use orderflow_kafka::KafkaArgs;
 use orderflow_store::DatabaseArgs;
 
+use crate::projection::names_or;
 use crate::worker::WorkerOptions;
-use crate::{Projection, ReplayOptions};
+use crate::{find, Projection, ReplayOptions, PROJECTIONS};
 
 /// Projector workers: consume the events topics and keep the read models current.
 #[derive(Debug, Clone, clap::Args)]
@@ -16,7 +17,7 @@ pub struct ProjectorArgs {
     /// Projections this process maintains (comma separated); instances share partitions per projection.
     #[arg(long = "projection", env = "ORDERFLOW_PROJECTIONS", value_delimiter = ',',
           default_value = "all", value_parser = parse_selection)]
-    pub projections: Vec<Vec<Projection>>,
+    pub projections: Vec<Vec<&'static dyn Projection>>,
     /// Consumer groups are `<prefix>.<projection>`.
     #[arg(
         long,
@@ -34,7 +35,7 @@ pub struct ProjectorArgs {
 }
 
 impl ProjectorArgs {
-    pub fn selected(&self) -> Vec<Projection> {
+    pub fn selected(&self) -> Vec<&'static dyn Projection> {
         flatten(&self.projections)
     }
 
@@ -52,9 +53,10 @@ impl ProjectorArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// order_view, user_view, product_view or all (comma separated).
-    #[arg(long, required = true, value_delimiter = ',', value_parser = parse_selection)]
-    pub projection: Vec<Vec<Projection>>,
+    /// Which read models to rebuild; the help text lists every registered projection.
+    #[arg(long, required = true, value_delimiter = ',', value_parser = parse_selection,
+          help = format!("{} (comma separated)", names_or(["all"])))]
+    pub projection: Vec<Vec<&'static dyn Projection>>,
     /// No progress bar (for scripts); the summary line is still printed.
     #[arg(long)]
     pub quiet: bool,
@@ -64,7 +66,7 @@ pub struct ReplayArgs {
 }
 
 impl ReplayArgs {
-    pub fn selected(&self) -> Vec<Projection> {
+    pub fn selected(&self) -> Vec<&'static dyn Projection> {
         flatten(&self.projection)
     }
 
@@ -77,18 +79,56 @@ impl ReplayArgs {
 }
 
 /// `all` or one projection's name.
-pub fn parse_selection(value: &str) -> Result<Vec<Projection>, String> {
+pub fn parse_selection(value: &str) -> Result<Vec<&'static dyn Projection>, String> {
     if value == "all" {
-        return Ok(Projection::ALL.to_vec());
+        return Ok(PROJECTIONS.to_vec());
     }
-    value.parse::<Projection>().map(|p| vec![p]).map_err(|_| {
-        format!("unknown projection {value:?}: expected order_view, user_view, product_view or all")
+    find(value).map(|p| vec![p]).map_err(|_| {
+        format!(
+            "unknown projection {value:?}: expected {}",
+            names_or(["all"])
+        )
     })
 }
 
-fn flatten(selections: &[Vec<Projection>]) -> Vec<Projection> {
-    let mut selected: Vec<Projection> = selections.iter().flatten().copied().collect();
-    selected.sort_unstable();
-    selected.dedup();
-    selected
+/// Each selected projection once, in the order of [`PROJECTIONS`].
+fn flatten(selections: &[Vec<&'static dyn Projection>]) -> Vec<&'static dyn Projection> {
+    PROJECTIONS
+        .iter()
+        .copied()
+        .filter(|projection| selections.iter().flatten().any(|p| p == projection))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(projections: &[&dyn Projection]) -> Vec<&'static str> {
+        projections.iter().map(|p| p.name()).collect()
+    }
+
+    #[test]
+    fn all_or_a_name_selects_projections_once_each_in_registry_order() {
+        let all = ["order_view", "user_view", "product_view"];
+        assert_eq!(names(&parse_selection("all").unwrap()), all);
+        let selections: Vec<_> = ["product_view", "order_view", "all", "order_view"]
+            .into_iter()
+            .map(|value| parse_selection(value).unwrap())
+            .collect();
+        assert_eq!(names(&flatten(&selections)), all);
+        let selections = [
+            parse_selection("product_view").unwrap(),
+            parse_selection("user_view").unwrap(),
+        ];
+        assert_eq!(names(&flatten(&selections)), ["user_view", "product_view"]);
+    }
+
+    #[test]
+    fn an_unknown_name_is_refused_with_the_known_ones() {
+        assert_eq!(
+            parse_selection("orders").map(|selected| names(&selected)),
+            Err("unknown projection \"orders\": expected order_view, user_view, product_view or all".to_owned())
+        );
+    }
 }

@@ -9,11 +9,9 @@ use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::cache::Cache;
-use crate::event::{chain, decode, Envelope};
-use crate::order_view::OrderView;
-use crate::product_view::ProductView;
-use crate::user_view::UserView;
-use crate::{Projection, ProjectionError, Rejected, Tables};
+use crate::error::Rejection;
+use crate::event::{chain, decode};
+use crate::{Projection, ProjectionError, Rejected, Rows, Tables};
 
 /// The advisory-lock class of projection writers (the object is [`Projection::lock_id`]).
 pub(crate) const WRITER_LOCK: i32 = 0x6f66_7077; // "ofpw"
@@ -33,7 +31,7 @@ pub(crate) const WRITER_LOCK: i32 = 0x6f66_7077; // "ofpw"
 #[tracing::instrument(skip_all, fields(%projection, events = events.len()), err)]
 pub async fn apply_batch(
     tx: &mut PgConnection,
-    projection: Projection,
+    projection: &dyn Projection,
     events: &[StoredEvent],
 ) -> Result<Vec<Rejected>, ProjectionError> {
     lock_writers(tx, projection).await?;
@@ -61,7 +59,7 @@ pub async fn apply_batch(
 /// Waits until no other transaction writes `projection`'s tables; held until commit.
 pub(crate) async fn lock_writers(
     conn: &mut PgConnection,
-    projection: Projection,
+    projection: &dyn Projection,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("select pg_advisory_xact_lock($1, $2)")
         .bind(WRITER_LOCK)
@@ -75,7 +73,7 @@ pub(crate) async fn lock_writers(
 /// one it refuses is rejected (its checkpoint still moves) and the others apply.
 async fn one_by_one(
     conn: &mut PgConnection,
-    projection: Projection,
+    projection: &dyn Projection,
     tables: Tables,
     planned: Vec<Cow<'_, StoredEvent>>,
 ) -> Result<Vec<Rejected>, ProjectionError> {
@@ -94,12 +92,12 @@ async fn one_by_one(
                 let mut engine = Engine::new(projection, tables, false);
                 engine.checkpoints.put(stream_id, version);
                 engine.flush(conn).await?;
-                rejected.push(Rejected {
+                rejected.push(Rejected::new(
                     position,
                     stream_id,
                     version,
-                    error: format!("the read model refused the event: {}", chain(&err)),
-                });
+                    Rejection::Database(err),
+                ));
             }
             Err(err) => return Err(err),
         }
@@ -110,10 +108,10 @@ async fn one_by_one(
 /// One projection's fold over one set of tables, with the rows it has in memory.
 #[derive(Debug)]
 pub(crate) struct Engine {
-    projection: Projection,
+    stream_types: &'static [&'static str],
     tables: Tables,
     checkpoints: Cache<i32>,
-    model: Model,
+    rows: Box<dyn Rows>,
     /// Events folded since the last flush.
     pending: usize,
 }
@@ -121,17 +119,12 @@ pub(crate) struct Engine {
 impl Engine {
     /// `complete` when the tables start empty and only this engine writes them (a replay):
     /// nothing is looked up until the first [`Engine::clear`], and checkpoints never are.
-    pub(crate) fn new(projection: Projection, tables: Tables, complete: bool) -> Self {
-        let model = match projection {
-            Projection::OrderView => Model::Order(OrderView::new(complete)),
-            Projection::UserView => Model::User(UserView::new(complete)),
-            Projection::ProductView => Model::Product(ProductView::new(complete)),
-        };
+    pub(crate) fn new(projection: &dyn Projection, tables: Tables, complete: bool) -> Self {
         Self {
-            projection,
+            stream_types: projection.stream_types(),
             tables,
             checkpoints: Cache::new(complete),
-            model,
+            rows: projection.rows(complete),
             pending: 0,
         }
     }
@@ -143,7 +136,7 @@ impl Engine {
 
     /// Rows held in memory.
     pub(crate) fn cached(&self) -> usize {
-        self.model.cached()
+        self.rows.cached()
     }
 
     /// The events to fold, in delivery order: those of consumed streams that are new, each
@@ -155,7 +148,7 @@ impl Engine {
     ) -> Result<Vec<Cow<'a, StoredEvent>>, ProjectionError> {
         let events: Vec<_> = events
             .into_iter()
-            .filter(|event| self.projection.consumes(&event.stream_type))
+            .filter(|event| self.stream_types.contains(&event.stream_type.as_str()))
             .collect();
         self.load_checkpoints(conn, events.iter().map(|event| event.stream_id))
             .await?;
@@ -219,23 +212,23 @@ impl Engine {
             let (position, stream_id, version) = (event.position, event.stream_id, event.version);
             match decode(event) {
                 Ok(envelope) => envelopes.push(envelope),
-                Err(error) => rejected.push(Rejected {
+                Err(unreadable) => rejected.push(Rejected::new(
                     position,
                     stream_id,
                     version,
-                    error,
-                }),
+                    unreadable.into(),
+                )),
             }
         }
-        self.model.load(conn, &self.tables, &envelopes).await?;
+        self.rows.load(conn, self.tables, &envelopes).await?;
         for envelope in &envelopes {
-            if let Err(error) = self.model.apply(envelope) {
-                rejected.push(Rejected {
-                    position: envelope.position,
-                    stream_id: envelope.stream_id,
-                    version: envelope.version,
-                    error: format!("cannot apply: {error}"),
-                });
+            if let Err(refusal) = self.rows.apply(envelope) {
+                rejected.push(Rejected::new(
+                    envelope.position,
+                    envelope.stream_id,
+                    envelope.version,
+                    refusal.into(),
+                ));
             }
         }
         self.pending += count;
@@ -245,7 +238,7 @@ impl Engine {
 
     /// Writes every changed row and checkpoint.
     pub(crate) async fn flush(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        self.model.flush(conn, &self.tables).await?;
+        self.rows.flush(conn, self.tables).await?;
         let (checkpoints, _) = self.checkpoints.changes();
         if !checkpoints.is_empty() {
             let sql = format!(
@@ -268,7 +261,7 @@ impl Engine {
     /// Forgets the rows held in memory (after a flush), to bound a replay's memory. The
     /// checkpoints stay: one number per stream, and a replay plans every batch with them.
     pub(crate) fn clear(&mut self) {
-        self.model.clear();
+        self.rows.clear();
     }
 
     async fn fold_and_flush(
@@ -305,59 +298,4 @@ async fn fill_gap(
     }
     tracing::debug!(%stream_id, from, to, "filled a gap from the event store");
     Ok(filled)
-}
-
-/// The per-projection rows, dispatched by projection.
-#[derive(Debug)]
-enum Model {
-    Order(OrderView),
-    User(UserView),
-    Product(ProductView),
-}
-
-impl Model {
-    async fn load(
-        &mut self,
-        conn: &mut PgConnection,
-        tables: &Tables,
-        events: &[Envelope],
-    ) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Order(model) => model.load(conn, tables, events).await,
-            Self::User(model) => model.load(conn, tables, events).await,
-            Self::Product(model) => model.load(conn, tables, events).await,
-        }
-    }
-
-    fn apply(&mut self, event: &Envelope) -> Result<(), String> {
-        match self {
-            Self::Order(model) => model.apply(event),
-            Self::User(model) => model.apply(event),
-            Self::Product(model) => model.apply(event),
-        }
-    }
-
-    async fn flush(&mut self, conn: &mut PgConnection, tables: &Tables) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Order(model) => model.flush(conn, tables).await,
-            Self::User(model) => model.flush(conn, tables).await,
-            Self::Product(model) => model.flush(conn, tables).await,
-        }
-    }
-
-    fn cached(&self) -> usize {
-        match self {
-            Self::Order(model) => model.cached(),
-            Self::User(model) => model.cached(),
-            Self::Product(model) => model.cached(),
-        }
-    }
-
-    fn clear(&mut self) {
-        match self {
-            Self::Order(model) => model.clear(),
-            Self::User(model) => model.clear(),
-            Self::Product(model) => model.clear(),
-        }
-    }
 }

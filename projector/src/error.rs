@@ -1,11 +1,14 @@
-//! [`ProjectionError`]: what fails a whole batch or replay, and [`Rejected`]: one event that
-//! could not be applied while the rest of its batch was.
+//! [`ProjectionError`]: what fails a whole batch or replay; [`Rejected`]: one event that
+//! could not be applied while the rest of its batch was; [`Refusal`]: why a projection
+//! would not fold an event.
 
 use std::time::Duration;
 
+use orderflow_domain::{Money, MoneyError};
 use orderflow_store::StoreError;
 use uuid::Uuid;
 
+use crate::event::{chain, UnreadableEvent};
 use crate::Projection;
 
 /// A failure of the whole call: the caller rolls back and retries (or gives up on a replay).
@@ -27,7 +30,7 @@ pub enum ProjectionError {
     },
     /// Two replays of one projection would swap over each other.
     #[error("a replay of {0} is already running")]
-    ReplayRunning(Projection),
+    ReplayRunning(&'static dyn Projection),
     /// A replay's swap could not lock the live tables in time, attempt after attempt: a long
     /// query or transaction holds them. The shadow tables were left unswapped.
     #[error(
@@ -35,7 +38,7 @@ pub enum ProjectionError {
          live tables within {timeout:?}: a long-running query or transaction holds them"
     )]
     SwapLockTimeout {
-        projection: Projection,
+        projection: &'static dyn Projection,
         attempts: u32,
         timeout: Duration,
     },
@@ -63,5 +66,131 @@ pub struct Rejected {
     pub position: i64,
     pub stream_id: Uuid,
     pub version: i32,
+    /// Why, with every cause on one line: the dead letter's error header.
     pub error: String,
+}
+
+impl Rejected {
+    pub(crate) fn new(position: i64, stream_id: Uuid, version: i32, why: Rejection) -> Self {
+        Self {
+            position,
+            stream_id,
+            version,
+            error: chain(&why),
+        }
+    }
+}
+
+/// Why an event was rejected.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Rejection {
+    #[error(transparent)]
+    Unreadable(#[from] UnreadableEvent),
+    #[error("cannot apply")]
+    Refused(#[from] Refusal),
+    /// Applied alone, the event made the database raise a data error.
+    #[error("the read model refused the event")]
+    Database(#[source] ProjectionError),
+}
+
+/// Why a projection folds an event into nothing: the event contradicts what the projection
+/// already holds of its streams.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("the order was already created")]
+    OrderAlreadyCreated,
+    #[error("the order's OrderCreated was never applied")]
+    OrderNotCreated,
+    #[error("the order was already placed")]
+    OrderAlreadyPlaced,
+    #[error("the order's OrderPlaced was never applied")]
+    OrderNotPlaced,
+    #[error("product {0} is already in the order")]
+    ItemAlreadyInOrder(Uuid),
+    #[error("product {0} is not in the order")]
+    ItemNotInOrder(Uuid),
+    #[error("line total of {quantity} x {unit_price}")]
+    LineTotal {
+        quantity: u32,
+        unit_price: Money,
+        #[source]
+        source: MoneyError,
+    },
+    #[error("line of {product_id}")]
+    LineOfProduct {
+        product_id: Uuid,
+        #[source]
+        source: MoneyError,
+    },
+    #[error("the order total overflows")]
+    OrderTotalOverflows,
+    #[error("the user was already registered")]
+    UserAlreadyRegistered,
+    #[error("the user's UserRegistered was never applied")]
+    UserNotRegistered,
+    #[error("{total} spent in {currency} overflows")]
+    SpentOverflows { total: i64, currency: String },
+    #[error("the product was already created")]
+    ProductAlreadyCreated,
+    #[error("the product's ProductCreated was never applied")]
+    ProductNotCreated,
+    #[error("revenue of product {0} overflows")]
+    RevenueOverflows(Uuid),
+}
+
+#[cfg(test)]
+mod tests {
+    use orderflow_domain::Currency;
+
+    use super::*;
+
+    fn rejected(why: Rejection) -> String {
+        Rejected::new(1, Uuid::nil(), 1, why).error
+    }
+
+    #[test]
+    fn a_dead_letter_names_the_refusal_and_its_cause_on_one_line() {
+        let unit_price = Money::new(i64::MAX, Currency::EUR);
+        let refusal = Refusal::LineTotal {
+            quantity: 2,
+            unit_price,
+            source: MoneyError::Overflow,
+        };
+        assert_eq!(
+            rejected(refusal.into()),
+            format!(
+                "cannot apply: line total of 2 x {unit_price}: the amount is too large to represent"
+            )
+        );
+        assert_eq!(
+            rejected(Refusal::OrderNotCreated.into()),
+            "cannot apply: the order's OrderCreated was never applied"
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_says_which_stream_type_no_projection_reads() {
+        let why = UnreadableEvent::StreamType("payment".into());
+        assert_eq!(
+            rejected(why.into()),
+            "no projection reads \"payment\" streams"
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_says_what_could_not_be_decoded_and_why() {
+        let why = UnreadableEvent::Payload {
+            event_type: "ItemAdded".into(),
+            schema_version: 9,
+            stream_type: "order".into(),
+            source: orderflow_domain::DecodeError::UnsupportedSchemaVersion {
+                event_type: "ItemAdded".into(),
+                version: 9,
+            },
+        };
+        assert_eq!(
+            rejected(why.into()),
+            "cannot decode ItemAdded v9 of order stream: ItemAdded has no schema version 9"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 /// What happened, as one of the domain's event enums.
 #[derive(Debug, Clone)]
-pub(crate) enum Payload {
+pub enum Payload {
     Order(OrderEvent),
     User(UserEvent),
     Product(ProductEvent),
@@ -22,16 +22,31 @@ pub(crate) enum Payload {
 
 /// A decoded event and where it sits in its stream.
 #[derive(Debug, Clone)]
-pub(crate) struct Envelope {
-    pub(crate) position: i64,
-    pub(crate) stream_id: Uuid,
-    pub(crate) version: i32,
-    pub(crate) recorded_at: DateTime<Utc>,
-    pub(crate) payload: Payload,
+pub struct Envelope {
+    pub position: i64,
+    pub stream_id: Uuid,
+    pub version: i32,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: Payload,
+}
+
+/// A stored event the projections cannot read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UnreadableEvent {
+    #[error("no projection reads {0:?} streams")]
+    StreamType(String),
+    #[error("cannot decode {event_type} v{schema_version} of {stream_type} stream")]
+    Payload {
+        event_type: String,
+        schema_version: i16,
+        stream_type: String,
+        #[source]
+        source: orderflow_domain::DecodeError,
+    },
 }
 
 /// Decodes by stream type; an owned event gives up its payload instead of copying it.
-pub(crate) fn decode(event: Cow<'_, StoredEvent>) -> Result<Envelope, String> {
+pub(crate) fn decode(event: Cow<'_, StoredEvent>) -> Result<Envelope, UnreadableEvent> {
     let (head, payload) = match event {
         Cow::Borrowed(event) => (Head::of(event), event.payload.clone()),
         Cow::Owned(mut event) => (Head::of(&event), event.payload.take()),
@@ -40,7 +55,7 @@ pub(crate) fn decode(event: Cow<'_, StoredEvent>) -> Result<Envelope, String> {
         Order::STREAM_TYPE => Payload::Order(head.decode(payload)?),
         User::STREAM_TYPE => Payload::User(head.decode(payload)?),
         Product::STREAM_TYPE => Payload::Product(head.decode(payload)?),
-        other => return Err(format!("no projection reads {other:?} streams")),
+        other => return Err(UnreadableEvent::StreamType(other.to_owned())),
     };
     Ok(Envelope {
         position: head.position,
@@ -74,15 +89,14 @@ impl Head {
         }
     }
 
-    fn decode<E: DomainEvent>(&self, payload: serde_json::Value) -> Result<E, String> {
-        E::from_stored(&self.event_type, self.schema_version, payload).map_err(|err| {
-            format!(
-                "cannot decode {} v{} of {} stream: {}",
-                self.event_type,
-                self.schema_version,
-                self.stream_type,
-                chain(&err)
-            )
+    fn decode<E: DomainEvent>(&self, payload: serde_json::Value) -> Result<E, UnreadableEvent> {
+        E::from_stored(&self.event_type, self.schema_version, payload).map_err(|source| {
+            UnreadableEvent::Payload {
+                event_type: self.event_type.clone(),
+                schema_version: self.schema_version,
+                stream_type: self.stream_type.clone(),
+                source,
+            }
         })
     }
 }

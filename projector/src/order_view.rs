@@ -2,13 +2,17 @@
 //! and email. The owner's details come from user events, kept in the private helper table
 //! (user id → name, email); a change is copied into every order of that user, so the view
 //! converges whichever of an order and its user's events arrives first.
+//!
+//! A live batch also notifies `order_view_changed` of every order it changed, for the query
+//! service's subscriptions; a replay does not.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use orderflow_domain::order::{OrderEvent, OrderLine, OrderStatus};
-use orderflow_domain::user::UserEvent;
-use orderflow_domain::{Currency, Money};
+use orderflow_domain::order::{Order, OrderEvent, OrderLine, OrderStatus};
+use orderflow_domain::user::{User, UserEvent};
+use orderflow_domain::{Aggregate, Currency, Money};
+use orderflow_store::StoredEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
@@ -16,7 +20,56 @@ use uuid::Uuid;
 
 use crate::cache::Cache;
 use crate::event::{Envelope, Payload};
-use crate::Tables;
+use crate::projection::BoxFuture;
+use crate::{Projection, Refusal, Rows, Tables};
+
+/// Orders with their items, totals and the owner's current name and email.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderView;
+
+impl Projection for OrderView {
+    fn name(&self) -> &'static str {
+        "order_view"
+    }
+
+    fn stream_types(&self) -> &'static [&'static str] {
+        &[Order::STREAM_TYPE, User::STREAM_TYPE]
+    }
+
+    fn tables(&self) -> Tables {
+        Tables {
+            view: "order_view",
+            helper: "order_view_users",
+            checkpoints: "order_view_checkpoints",
+        }
+    }
+
+    fn shadow_tables(&self) -> Tables {
+        Tables {
+            view: "order_view_shadow",
+            helper: "order_view_users_shadow",
+            checkpoints: "order_view_checkpoints_shadow",
+        }
+    }
+
+    fn lock_id(&self) -> i32 {
+        1
+    }
+
+    fn rows(&self, complete: bool) -> Box<dyn Rows> {
+        Box::new(OrderViewRows::new(complete))
+    }
+
+    /// Tells the query service (LISTEN `order_view_changed`) which orders changed; delivered
+    /// when the batch commits, never for a batch that rolls back.
+    fn announce<'a>(
+        &self,
+        tx: &'a mut PgConnection,
+        events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(notify_order_changes(tx, events))
+    }
+}
 
 /// One line of `order_view.items`, as the GraphQL view shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +88,7 @@ impl Item {
         product_name: String,
         unit_price: Money,
         quantity: u32,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Refusal> {
         let line_total = line_total(unit_price, quantity)?;
         Ok(Self {
             product_id,
@@ -46,7 +99,7 @@ impl Item {
         })
     }
 
-    fn of_line(line: &OrderLine) -> Result<Self, String> {
+    fn of_line(line: &OrderLine) -> Result<Self, Refusal> {
         Self::new(
             line.product_id,
             line.product_name.clone(),
@@ -55,17 +108,21 @@ impl Item {
         )
     }
 
-    fn set_quantity(&mut self, quantity: u32) -> Result<(), String> {
+    fn set_quantity(&mut self, quantity: u32) -> Result<(), Refusal> {
         self.line_total = line_total(self.unit_price, quantity)?;
         self.quantity = quantity;
         Ok(())
     }
 }
 
-fn line_total(unit_price: Money, quantity: u32) -> Result<Money, String> {
+fn line_total(unit_price: Money, quantity: u32) -> Result<Money, Refusal> {
     unit_price
         .checked_mul(quantity)
-        .map_err(|err| format!("line total of {quantity} x {unit_price}: {err}"))
+        .map_err(|source| Refusal::LineTotal {
+            quantity,
+            unit_price,
+            source,
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -85,24 +142,24 @@ struct OrderRow {
 }
 
 impl OrderRow {
-    fn item_mut(&mut self, product_id: Uuid) -> Result<&mut Item, String> {
+    fn item_mut(&mut self, product_id: Uuid) -> Result<&mut Item, Refusal> {
         self.items
             .iter_mut()
             .find(|item| item.product_id == product_id)
-            .ok_or_else(|| format!("product {product_id} is not in the order"))
+            .ok_or(Refusal::ItemNotInOrder(product_id))
     }
 
     fn item_count(&self) -> i64 {
         self.items.iter().map(|item| i64::from(item.quantity)).sum()
     }
 
-    fn items_total(&self) -> Result<i64, String> {
+    fn items_total(&self) -> Result<i64, Refusal> {
         self.items
             .iter()
             .try_fold(0_i64, |sum, item| {
                 sum.checked_add(item.line_total.amount_minor)
             })
-            .ok_or_else(|| "the order total overflows".to_owned())
+            .ok_or(Refusal::OrderTotalOverflows)
     }
 }
 
@@ -114,15 +171,51 @@ struct Owner {
 
 /// The rows a batch touches: orders, and the helper's users.
 #[derive(Debug)]
-pub(crate) struct OrderView {
+struct OrderViewRows {
     orders: Cache<OrderRow>,
     users: Cache<Owner>,
     /// Users whose name or email changed since the last write, to copy into their orders.
     changed_users: HashSet<Uuid>,
 }
 
-impl OrderView {
-    pub(crate) fn new(complete: bool) -> Self {
+impl Rows for OrderViewRows {
+    fn load<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        tables: Tables,
+        events: &'a [Envelope],
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(self.fetch(conn, tables, events))
+    }
+
+    fn apply(&mut self, event: &Envelope) -> Result<(), Refusal> {
+        match &event.payload {
+            Payload::Order(order_event) => self.apply_order(event, order_event),
+            Payload::User(user_event) => self.apply_user(event.stream_id, user_event),
+            Payload::Product(_) => Ok(()),
+        }
+    }
+
+    fn flush<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        tables: Tables,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(self.write(conn, tables))
+    }
+
+    fn cached(&self) -> usize {
+        self.orders.len() + self.users.len()
+    }
+
+    fn clear(&mut self) {
+        self.orders.clear();
+        self.users.clear();
+    }
+}
+
+impl OrderViewRows {
+    fn new(complete: bool) -> Self {
         Self {
             orders: Cache::new(complete),
             users: Cache::new(complete),
@@ -130,20 +223,11 @@ impl OrderView {
         }
     }
 
-    pub(crate) fn cached(&self) -> usize {
-        self.orders.len() + self.users.len()
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.orders.clear();
-        self.users.clear();
-    }
-
     /// Loads the orders `events` change and the users they name.
-    pub(crate) async fn load(
+    async fn fetch(
         &mut self,
         conn: &mut PgConnection,
-        tables: &Tables,
+        tables: Tables,
         events: &[Envelope],
     ) -> Result<(), sqlx::Error> {
         let mut orders = Vec::new();
@@ -203,16 +287,7 @@ impl OrderView {
         Ok(())
     }
 
-    /// Folds one event into the cached rows, or changes nothing and says why not.
-    pub(crate) fn apply(&mut self, event: &Envelope) -> Result<(), String> {
-        match &event.payload {
-            Payload::Order(order_event) => self.apply_order(event, order_event),
-            Payload::User(user_event) => self.apply_user(event.stream_id, user_event),
-            Payload::Product(_) => Ok(()),
-        }
-    }
-
-    fn apply_order(&mut self, envelope: &Envelope, event: &OrderEvent) -> Result<(), String> {
+    fn apply_order(&mut self, envelope: &Envelope, event: &OrderEvent) -> Result<(), Refusal> {
         let id = envelope.stream_id;
         let at = envelope.recorded_at;
         let existing = self.orders.get(&id).cloned();
@@ -231,11 +306,9 @@ impl OrderView {
                 version: envelope.version,
                 updated_at: at,
             },
-            (OrderEvent::OrderCreated { .. }, Some(_)) => {
-                return Err("the order was already created".into())
-            }
+            (OrderEvent::OrderCreated { .. }, Some(_)) => return Err(Refusal::OrderAlreadyCreated),
             (_, Some(row)) => row,
-            (_, None) => return Err("the order's OrderCreated was never applied".into()),
+            (_, None) => return Err(Refusal::OrderNotCreated),
         };
         match event {
             OrderEvent::OrderCreated { .. } => {}
@@ -246,7 +319,7 @@ impl OrderView {
                 quantity,
             } => {
                 if row.item_mut(*product_id).is_ok() {
-                    return Err(format!("product {product_id} is already in the order"));
+                    return Err(Refusal::ItemAlreadyInOrder(*product_id));
                 }
                 let item = Item::new(*product_id, product_name.clone(), *unit_price, *quantity)?;
                 row.items.push(item);
@@ -287,7 +360,7 @@ impl OrderView {
         Ok(())
     }
 
-    fn apply_user(&mut self, id: Uuid, event: &UserEvent) -> Result<(), String> {
+    fn apply_user(&mut self, id: Uuid, event: &UserEvent) -> Result<(), Refusal> {
         let existing = self.users.get(&id).cloned();
         let owner = match (event, existing) {
             (UserEvent::UserRegistered { name, email }, None) => Owner {
@@ -295,7 +368,7 @@ impl OrderView {
                 email: email.clone(),
             },
             (UserEvent::UserRegistered { .. }, Some(_)) => {
-                return Err("the user was already registered".into())
+                return Err(Refusal::UserAlreadyRegistered)
             }
             (UserEvent::UserRenamed { name }, Some(owner)) => Owner {
                 name: name.clone(),
@@ -305,7 +378,7 @@ impl OrderView {
                 email: email.clone(),
                 ..owner
             },
-            (_, None) => return Err("the user's UserRegistered was never applied".into()),
+            (_, None) => return Err(Refusal::UserNotRegistered),
         };
         self.users.put(id, owner);
         self.changed_users.insert(id);
@@ -314,11 +387,7 @@ impl OrderView {
 
     /// Writes every changed row: users, then orders, then the changed users' details into
     /// all of their orders, including those this batch never loaded.
-    pub(crate) async fn flush(
-        &mut self,
-        conn: &mut PgConnection,
-        tables: &Tables,
-    ) -> Result<(), sqlx::Error> {
+    async fn write(&mut self, conn: &mut PgConnection, tables: Tables) -> Result<(), sqlx::Error> {
         let (users, _) = self.users.changes();
         if !users.is_empty() {
             let sql = format!(
@@ -460,8 +529,19 @@ fn parse_status(status: &str) -> Option<OrderStatus> {
     .find(|known| known.as_str() == status)
 }
 
-fn decode_error(column: &str, value: &str) -> sqlx::Error {
-    sqlx::Error::Decode(format!("order_view.{column} holds an unknown value {value:?}").into())
+fn decode_error(column: &'static str, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(UnknownValue {
+        column,
+        value: value.to_owned(),
+    }))
+}
+
+/// A column of `order_view` holds a value this build does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("order_view.{column} holds an unknown value {value:?}")]
+struct UnknownValue {
+    column: &'static str,
+    value: String,
 }
 
 /// Owners as the three arrays an `unnest($1::uuid[], $2::text[], $3::text[])` takes.
@@ -471,4 +551,36 @@ fn owner_columns<'a>(owners: &[(Uuid, &'a Owner)]) -> (Vec<Uuid>, Vec<&'a str>, 
         owners.iter().map(|(_, o)| o.name.as_str()).collect(),
         owners.iter().map(|(_, o)| o.email.as_str()).collect(),
     )
+}
+
+/// Notifies `order_view_changed` of the orders `events` change, and of every order of a
+/// user they change: a user's rename changes every order of theirs.
+async fn notify_order_changes(
+    tx: &mut PgConnection,
+    events: &[StoredEvent],
+) -> Result<(), sqlx::Error> {
+    let of_type = |stream_type: &str| -> Vec<Uuid> {
+        let mut ids: Vec<Uuid> = events
+            .iter()
+            .filter(|e| e.stream_type == stream_type)
+            .map(|e| e.stream_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let (orders, users) = (of_type(Order::STREAM_TYPE), of_type(User::STREAM_TYPE));
+    if orders.is_empty() && users.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "select pg_notify('order_view_changed', \
+                json_build_object('orderId', order_id, 'version', version)::text) \
+         from order_view where order_id = any($1) or user_id = any($2)",
+    )
+    .bind(&orders)
+    .bind(&users)
+    .execute(tx)
+    .await?;
+    Ok(())
 }

@@ -10,8 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use orderflow_domain::order::OrderEvent;
-use orderflow_domain::product::ProductEvent;
+use orderflow_domain::order::{Order, OrderEvent};
+use orderflow_domain::product::{Product, ProductEvent};
+use orderflow_domain::Aggregate;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
@@ -19,7 +20,46 @@ use uuid::Uuid;
 
 use crate::cache::Cache;
 use crate::event::{Envelope, Payload};
-use crate::Tables;
+use crate::projection::BoxFuture;
+use crate::{Projection, Refusal, Rows, Tables};
+
+/// Products with stock, units sold and revenue from confirmed orders.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProductView;
+
+impl Projection for ProductView {
+    fn name(&self) -> &'static str {
+        "product_view"
+    }
+
+    fn stream_types(&self) -> &'static [&'static str] {
+        &[Product::STREAM_TYPE, Order::STREAM_TYPE]
+    }
+
+    fn tables(&self) -> Tables {
+        Tables {
+            view: "product_view",
+            helper: "product_view_order_lines",
+            checkpoints: "product_view_checkpoints",
+        }
+    }
+
+    fn shadow_tables(&self) -> Tables {
+        Tables {
+            view: "product_view_shadow",
+            helper: "product_view_order_lines_shadow",
+            checkpoints: "product_view_checkpoints_shadow",
+        }
+    }
+
+    fn lock_id(&self) -> i32 {
+        3
+    }
+
+    fn rows(&self, complete: bool) -> Box<dyn Rows> {
+        Box::new(ProductViewRows::new(complete))
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 struct ProductRow {
@@ -36,10 +76,10 @@ struct ProductRow {
 }
 
 impl ProductRow {
-    fn created(&self) -> Result<(), String> {
+    fn created(&self) -> Result<(), Refusal> {
         match self.sku {
             Some(_) => Ok(()),
-            None => Err("the product's ProductCreated was never applied".into()),
+            None => Err(Refusal::ProductNotCreated),
         }
     }
 }
@@ -55,33 +95,60 @@ struct LineFact {
 
 /// The rows a batch touches: products, and the helper's placed orders.
 #[derive(Debug)]
-pub(crate) struct ProductView {
+struct ProductViewRows {
     products: Cache<ProductRow>,
     orders: Cache<Vec<LineFact>>,
 }
 
-impl ProductView {
-    pub(crate) fn new(complete: bool) -> Self {
+impl Rows for ProductViewRows {
+    fn load<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        tables: Tables,
+        events: &'a [Envelope],
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(self.fetch(conn, tables, events))
+    }
+
+    fn apply(&mut self, event: &Envelope) -> Result<(), Refusal> {
+        match &event.payload {
+            Payload::Product(product_event) => self.apply_product(event, product_event),
+            Payload::Order(order_event) => self.apply_order(event.stream_id, order_event),
+            Payload::User(_) => Ok(()),
+        }
+    }
+
+    fn flush<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        tables: Tables,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(self.write(conn, tables))
+    }
+
+    fn cached(&self) -> usize {
+        self.products.len() + self.orders.len()
+    }
+
+    fn clear(&mut self) {
+        self.products.clear();
+        self.orders.clear();
+    }
+}
+
+impl ProductViewRows {
+    fn new(complete: bool) -> Self {
         Self {
             products: Cache::new(complete),
             orders: Cache::new(complete),
         }
     }
 
-    pub(crate) fn cached(&self) -> usize {
-        self.products.len() + self.orders.len()
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.products.clear();
-        self.orders.clear();
-    }
-
     /// Loads the placed orders `events` close, then every product they or `events` name.
-    pub(crate) async fn load(
+    async fn fetch(
         &mut self,
         conn: &mut PgConnection,
-        tables: &Tables,
+        tables: Tables,
         events: &[Envelope],
     ) -> Result<(), sqlx::Error> {
         let orders = events.iter().filter_map(|event| match &event.payload {
@@ -160,16 +227,7 @@ impl ProductView {
         Ok(())
     }
 
-    /// Folds one event into the cached rows, or changes nothing and says why not.
-    pub(crate) fn apply(&mut self, event: &Envelope) -> Result<(), String> {
-        match &event.payload {
-            Payload::Product(product_event) => self.apply_product(event, product_event),
-            Payload::Order(order_event) => self.apply_order(event.stream_id, order_event),
-            Payload::User(_) => Ok(()),
-        }
-    }
-
-    fn apply_product(&mut self, envelope: &Envelope, event: &ProductEvent) -> Result<(), String> {
+    fn apply_product(&mut self, envelope: &Envelope, event: &ProductEvent) -> Result<(), Refusal> {
         let id = envelope.stream_id;
         let mut row = self.products.get(&id).cloned().unwrap_or_default();
         // Stock moves exactly as in the Product aggregate, which never goes below zero.
@@ -181,7 +239,7 @@ impl ProductView {
                 initial_stock,
             } => {
                 if row.sku.is_some() {
-                    return Err("the product was already created".into());
+                    return Err(Refusal::ProductAlreadyCreated);
                 }
                 row.sku = Some(sku.clone());
                 row.name = Some(name.clone());
@@ -218,32 +276,30 @@ impl ProductView {
         Ok(())
     }
 
-    fn apply_order(&mut self, id: Uuid, event: &OrderEvent) -> Result<(), String> {
+    fn apply_order(&mut self, id: Uuid, event: &OrderEvent) -> Result<(), Refusal> {
         match event {
             OrderEvent::OrderPlaced { lines, .. } => {
                 if self.orders.get(&id).is_some() {
-                    return Err("the order was already placed".into());
+                    return Err(Refusal::OrderAlreadyPlaced);
                 }
                 let facts = lines
                     .iter()
                     .map(|line| {
-                        let total = line
-                            .total()
-                            .map_err(|err| format!("line of {}: {err}", line.product_id))?;
+                        let total = line.total().map_err(|source| Refusal::LineOfProduct {
+                            product_id: line.product_id,
+                            source,
+                        })?;
                         Ok(LineFact {
                             product_id: line.product_id,
                             quantity: line.quantity,
                             total_minor: total.amount_minor,
                         })
                     })
-                    .collect::<Result<Vec<_>, String>>()?;
+                    .collect::<Result<Vec<_>, Refusal>>()?;
                 self.orders.put(id, facts);
             }
             OrderEvent::OrderConfirmed {} => {
-                let lines = self
-                    .orders
-                    .get(&id)
-                    .ok_or("the order's OrderPlaced was never applied")?;
+                let lines = self.orders.get(&id).ok_or(Refusal::OrderNotPlaced)?;
                 let mut credited: BTreeMap<Uuid, ProductRow> = BTreeMap::new();
                 for line in lines {
                     let row = credited.entry(line.product_id).or_insert_with(|| {
@@ -253,9 +309,7 @@ impl ProductView {
                     row.revenue_minor = row
                         .revenue_minor
                         .checked_add(line.total_minor)
-                        .ok_or_else(|| {
-                            format!("revenue of product {} overflows", line.product_id)
-                        })?;
+                        .ok_or(Refusal::RevenueOverflows(line.product_id))?;
                 }
                 for (product_id, row) in credited {
                     self.products.put(product_id, row);
@@ -277,11 +331,7 @@ impl ProductView {
     }
 
     /// Writes every changed row: placed orders (and drops closed ones), then products.
-    pub(crate) async fn flush(
-        &mut self,
-        conn: &mut PgConnection,
-        tables: &Tables,
-    ) -> Result<(), sqlx::Error> {
+    async fn write(&mut self, conn: &mut PgConnection, tables: Tables) -> Result<(), sqlx::Error> {
         let (orders, closed) = self.orders.changes();
         if !closed.is_empty() {
             let sql = format!("delete from {} where order_id = any($1)", tables.helper);

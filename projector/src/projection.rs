@@ -1,128 +1,131 @@
-//! [`Projection`]: the read models this crate builds, the streams each consumes and the
-//! tables each owns ([`Tables`]), live or shadow.
+//! [`Projection`]: what a read model is (its name, the streams it consumes, the tables it
+//! owns, live or shadow) and [`Rows`]: how it folds a batch of events in memory. The engine,
+//! the live worker and the replay are written against these two traits only; every
+//! projection is one implementation, registered in [`crate::PROJECTIONS`].
 
 use std::fmt;
-use std::str::FromStr;
+use std::future::Future;
+use std::pin::Pin;
 
-use orderflow_domain::order::Order;
-use orderflow_domain::product::Product;
-use orderflow_domain::user::User;
-use orderflow_domain::Aggregate;
+use orderflow_store::StoredEvent;
+use sqlx::PgConnection;
+
+use crate::event::Envelope;
+use crate::{Refusal, PROJECTIONS};
+
+/// The future of a trait method that talks to the database; boxed so the traits stay
+/// object-safe and the registry can be one list of `&dyn Projection`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One read model with everything it owns; each is rebuilt on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Projection {
-    /// Orders with their items, totals and the owner's current name and email.
-    OrderView,
-    /// Users with their order count and what they spent on confirmed orders.
-    UserView,
-    /// Products with stock, units sold and revenue from confirmed orders.
-    ProductView,
-}
-
-impl Projection {
-    /// Every projection, in the order `all` runs them.
-    pub const ALL: [Projection; 3] = [Self::OrderView, Self::UserView, Self::ProductView];
-
-    /// The name used on the command line, in logs and as the live view's table name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::OrderView => "order_view",
-            Self::UserView => "user_view",
-            Self::ProductView => "product_view",
-        }
-    }
+pub trait Projection: fmt::Debug + Send + Sync {
+    /// The name used on the command line, in logs, in consumer group names and as the live
+    /// view's table name.
+    fn name(&self) -> &'static str;
 
     /// The stream types (and so Kafka topics) this projection consumes; events of other
     /// stream types are skipped without a checkpoint.
-    pub fn stream_types(&self) -> &'static [&'static str] {
-        const ORDER_VIEW: &[&str] = &[Order::STREAM_TYPE, User::STREAM_TYPE];
-        const USER_VIEW: &[&str] = &[User::STREAM_TYPE, Order::STREAM_TYPE];
-        const PRODUCT_VIEW: &[&str] = &[Product::STREAM_TYPE, Order::STREAM_TYPE];
-        match self {
-            Self::OrderView => ORDER_VIEW,
-            Self::UserView => USER_VIEW,
-            Self::ProductView => PRODUCT_VIEW,
-        }
+    fn stream_types(&self) -> &'static [&'static str];
+
+    /// The tables queries read and live workers write.
+    fn tables(&self) -> Tables;
+
+    /// The tables a replay builds before swapping them in: the live names plus `_shadow`.
+    fn shadow_tables(&self) -> Tables;
+
+    /// Distinguishes this projection's advisory locks from the other projections'. Held
+    /// across processes and builds, so a projection keeps its id for ever and no two share one.
+    fn lock_id(&self) -> i32;
+
+    /// Empty rows to fold events into. `complete` when the tables start empty and only this
+    /// fold writes them (a replay): nothing needs loading until the first [`Rows::clear`].
+    fn rows(&self, complete: bool) -> Box<dyn Rows>;
+
+    /// Runs in a live batch's transaction after the batch is applied, to tell listeners what
+    /// changed once it commits. Does nothing unless a projection has listeners.
+    fn announce<'a>(
+        &self,
+        _tx: &'a mut PgConnection,
+        _events: &'a [StoredEvent],
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async { Ok(()) })
     }
 
     /// Whether events of `stream_type` matter to this projection.
-    pub fn consumes(self, stream_type: &str) -> bool {
+    fn consumes(&self, stream_type: &str) -> bool {
         self.stream_types().contains(&stream_type)
-    }
-
-    /// The tables queries read and live workers write.
-    pub const fn tables(self) -> Tables {
-        match self {
-            Self::OrderView => Tables {
-                view: "order_view",
-                helper: "order_view_users",
-                checkpoints: "order_view_checkpoints",
-            },
-            Self::UserView => Tables {
-                view: "user_view",
-                helper: "user_view_orders",
-                checkpoints: "user_view_checkpoints",
-            },
-            Self::ProductView => Tables {
-                view: "product_view",
-                helper: "product_view_order_lines",
-                checkpoints: "product_view_checkpoints",
-            },
-        }
-    }
-
-    /// The tables a replay builds before swapping them in: the live names plus `_shadow`.
-    pub const fn shadow_tables(self) -> Tables {
-        match self {
-            Self::OrderView => Tables {
-                view: "order_view_shadow",
-                helper: "order_view_users_shadow",
-                checkpoints: "order_view_checkpoints_shadow",
-            },
-            Self::UserView => Tables {
-                view: "user_view_shadow",
-                helper: "user_view_orders_shadow",
-                checkpoints: "user_view_checkpoints_shadow",
-            },
-            Self::ProductView => Tables {
-                view: "product_view_shadow",
-                helper: "product_view_order_lines_shadow",
-                checkpoints: "product_view_checkpoints_shadow",
-            },
-        }
-    }
-
-    /// Distinguishes this projection's advisory locks from the other projections'.
-    pub(crate) const fn lock_id(self) -> i32 {
-        match self {
-            Self::OrderView => 1,
-            Self::UserView => 2,
-            Self::ProductView => 3,
-        }
     }
 }
 
-impl fmt::Display for Projection {
+/// The rows of one projection's tables that a fold holds in memory: loaded once per batch,
+/// changed event by event, written back with one statement per table.
+pub trait Rows: fmt::Debug + Send {
+    /// Loads the rows `events` will change that are not in memory yet.
+    fn load<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        tables: Tables,
+        events: &'a [Envelope],
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+    /// Folds one event into the rows in memory, or changes nothing and says why not.
+    fn apply(&mut self, event: &Envelope) -> Result<(), Refusal>;
+
+    /// Writes every row changed since the last flush.
+    fn flush<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        tables: Tables,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+    /// Rows held in memory.
+    fn cached(&self) -> usize;
+
+    /// Forgets the rows held in memory (after a flush); they are loaded again when needed.
+    fn clear(&mut self);
+}
+
+impl fmt::Display for dyn Projection + '_ {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for Projection {
-    type Err = UnknownProjection;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|projection| projection.name() == name)
-            .ok_or_else(|| UnknownProjection(name.to_owned()))
+/// Projections are told apart by name, which [`find`] maps back to the projection.
+impl PartialEq for dyn Projection + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
     }
 }
 
-/// A projection name that is none of [`Projection::ALL`].
+impl Eq for dyn Projection + '_ {}
+
+/// The registered projection called `name`.
+pub fn find(name: &str) -> Result<&'static dyn Projection, UnknownProjection> {
+    PROJECTIONS
+        .iter()
+        .copied()
+        .find(|projection| projection.name() == name)
+        .ok_or_else(|| UnknownProjection(name.to_owned()))
+}
+
+/// `a, b or c`: the names of every registered projection, then `extra`.
+pub(crate) fn names_or<'a>(extra: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = PROJECTIONS
+        .iter()
+        .map(|projection| projection.name())
+        .chain(extra)
+        .collect();
+    match names.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// A projection name that is none of [`crate::PROJECTIONS`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown projection {0:?} (expected order_view, user_view or product_view)")]
+#[error("unknown projection {0:?} (expected {expected})", expected = names_or([]))]
 pub struct UnknownProjection(pub String);
 
 /// The names of the tables one projection writes. All SQL is written against these, so the
@@ -147,23 +150,33 @@ impl Tables {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
+    use orderflow_domain::order::Order;
+    use orderflow_domain::payment::Payment;
+    use orderflow_domain::Aggregate;
+
     use super::*;
 
     #[test]
-    fn projections_parse_from_and_display_as_their_table_name() {
-        for projection in Projection::ALL {
+    fn projections_are_found_by_and_display_as_their_table_name() {
+        for &projection in PROJECTIONS {
             assert_eq!(projection.to_string(), projection.tables().view);
-            assert_eq!(projection.name().parse(), Ok(projection));
+            assert_eq!(find(projection.name()), Ok(projection));
         }
         assert_eq!(
-            "orders".parse::<Projection>(),
+            find("orders").map(|projection| projection.name()),
             Err(UnknownProjection("orders".into()))
+        );
+        assert_eq!(
+            UnknownProjection("orders".into()).to_string(),
+            "unknown projection \"orders\" (expected order_view, user_view or product_view)"
         );
     }
 
     #[test]
     fn shadow_tables_are_the_live_names_with_a_suffix() {
-        for projection in Projection::ALL {
+        for projection in PROJECTIONS {
             let live = projection.tables().all();
             let shadow = projection.shadow_tables().all();
             for (live, shadow) in live.iter().zip(shadow) {
@@ -174,9 +187,18 @@ mod tests {
 
     #[test]
     fn every_projection_consumes_order_events() {
-        for projection in Projection::ALL {
-            assert!(projection.consumes("order"), "{projection}");
-            assert!(!projection.consumes("payment"), "{projection}");
+        for projection in PROJECTIONS {
+            assert!(projection.consumes(Order::STREAM_TYPE), "{projection}");
+            assert!(!projection.consumes(Payment::STREAM_TYPE), "{projection}");
         }
+    }
+
+    #[test]
+    fn lock_ids_keep_their_meaning_and_are_never_shared() {
+        for (name, id) in [("order_view", 1), ("user_view", 2), ("product_view", 3)] {
+            assert_eq!(find(name).map(|projection| projection.lock_id()), Ok(id));
+        }
+        let ids: HashSet<i32> = PROJECTIONS.iter().map(|p| p.lock_id()).collect();
+        assert_eq!(ids.len(), PROJECTIONS.len());
     }
 }

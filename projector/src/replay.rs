@@ -65,7 +65,7 @@ impl Default for ReplayOptions {
 /// What a replay did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayReport {
-    pub projection: Projection,
+    pub projection: &'static dyn Projection,
     /// Events read from the store, of every stream type.
     pub events: u64,
     /// Events folded: those of streams the projection consumes.
@@ -95,7 +95,7 @@ impl ReplayReport {
 #[tracing::instrument(skip_all, fields(%projection), err)]
 pub async fn replay(
     pool: &PgPool,
-    projection: Projection,
+    projection: &'static dyn Projection,
     options: ReplayOptions,
 ) -> Result<ReplayReport, ProjectionError> {
     let started = Instant::now();
@@ -124,7 +124,7 @@ pub async fn replay(
 }
 
 /// Unlocks the replay lock; a connection that cannot is closed, which unlocks it too.
-async fn release(mut conn: PoolConnection<Postgres>, projection: Projection) {
+async fn release(mut conn: PoolConnection<Postgres>, projection: &dyn Projection) {
     let unlocked = sqlx::query("select pg_advisory_unlock($1, $2)")
         .bind(REPLAY_LOCK)
         .bind(projection.lock_id())
@@ -138,7 +138,7 @@ async fn release(mut conn: PoolConnection<Postgres>, projection: Projection) {
 async fn run(
     pool: &PgPool,
     conn: &mut PgConnection,
-    projection: Projection,
+    projection: &'static dyn Projection,
     options: ReplayOptions,
     started: Instant,
 ) -> Result<ReplayReport, ProjectionError> {
@@ -308,7 +308,7 @@ async fn create_shadow_tables(
 /// copy of the report.
 async fn swap(
     conn: &mut PgConnection,
-    projection: Projection,
+    projection: &'static dyn Projection,
     engine: &mut Engine,
     cursor: Cursor,
     options: ReplayOptions,
@@ -357,7 +357,7 @@ async fn swap(
 /// One attempt of [`swap`], inside `tx`, which the caller commits or rolls back.
 async fn catch_up_and_swap(
     tx: &mut PgConnection,
-    projection: Projection,
+    projection: &'static dyn Projection,
     engine: &mut Engine,
     mut cursor: Cursor,
     options: ReplayOptions,
@@ -474,7 +474,7 @@ fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-fn progress_bar(projection: Projection, total: i64, visible: bool) -> ProgressBar {
+fn progress_bar(projection: &'static dyn Projection, total: i64, visible: bool) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }

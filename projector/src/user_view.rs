@@ -11,15 +11,55 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use orderflow_domain::order::OrderEvent;
-use orderflow_domain::user::UserEvent;
+use orderflow_domain::order::{Order, OrderEvent};
+use orderflow_domain::user::{User, UserEvent};
+use orderflow_domain::Aggregate;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::cache::Cache;
 use crate::event::{Envelope, Payload};
-use crate::Tables;
+use crate::projection::BoxFuture;
+use crate::{Projection, Refusal, Rows, Tables};
+
+/// Users with their order count and what they spent on confirmed orders.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserView;
+
+impl Projection for UserView {
+    fn name(&self) -> &'static str {
+        "user_view"
+    }
+
+    fn stream_types(&self) -> &'static [&'static str] {
+        &[User::STREAM_TYPE, Order::STREAM_TYPE]
+    }
+
+    fn tables(&self) -> Tables {
+        Tables {
+            view: "user_view",
+            helper: "user_view_orders",
+            checkpoints: "user_view_checkpoints",
+        }
+    }
+
+    fn shadow_tables(&self) -> Tables {
+        Tables {
+            view: "user_view_shadow",
+            helper: "user_view_orders_shadow",
+            checkpoints: "user_view_checkpoints_shadow",
+        }
+    }
+
+    fn lock_id(&self) -> i32 {
+        2
+    }
+
+    fn rows(&self, complete: bool) -> Box<dyn Rows> {
+        Box::new(UserViewRows::new(complete))
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 struct UserRow {
@@ -34,10 +74,10 @@ struct UserRow {
 }
 
 impl UserRow {
-    fn registered(&self) -> Result<(), String> {
+    fn registered(&self) -> Result<(), Refusal> {
         match self.registered_at {
             Some(_) => Ok(()),
-            None => Err("the user's UserRegistered was never applied".into()),
+            None => Err(Refusal::UserNotRegistered),
         }
     }
 }
@@ -52,33 +92,60 @@ struct OrderFact {
 
 /// The rows a batch touches: users, and the helper's open orders.
 #[derive(Debug)]
-pub(crate) struct UserView {
+struct UserViewRows {
     users: Cache<UserRow>,
     orders: Cache<OrderFact>,
 }
 
-impl UserView {
-    pub(crate) fn new(complete: bool) -> Self {
+impl Rows for UserViewRows {
+    fn load<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        tables: Tables,
+        events: &'a [Envelope],
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(self.fetch(conn, tables, events))
+    }
+
+    fn apply(&mut self, event: &Envelope) -> Result<(), Refusal> {
+        match &event.payload {
+            Payload::User(user_event) => self.apply_user(event, user_event),
+            Payload::Order(order_event) => self.apply_order(event, order_event),
+            Payload::Product(_) => Ok(()),
+        }
+    }
+
+    fn flush<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+        tables: Tables,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(self.write(conn, tables))
+    }
+
+    fn cached(&self) -> usize {
+        self.users.len() + self.orders.len()
+    }
+
+    fn clear(&mut self) {
+        self.users.clear();
+        self.orders.clear();
+    }
+}
+
+impl UserViewRows {
+    fn new(complete: bool) -> Self {
         Self {
             users: Cache::new(complete),
             orders: Cache::new(complete),
         }
     }
 
-    pub(crate) fn cached(&self) -> usize {
-        self.users.len() + self.orders.len()
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.users.clear();
-        self.orders.clear();
-    }
-
     /// Loads the open orders `events` change, then every user they or `events` name.
-    pub(crate) async fn load(
+    async fn fetch(
         &mut self,
         conn: &mut PgConnection,
-        tables: &Tables,
+        tables: Tables,
         events: &[Envelope],
     ) -> Result<(), sqlx::Error> {
         let orders = events.iter().filter_map(|event| match &event.payload {
@@ -154,22 +221,13 @@ impl UserView {
         Ok(())
     }
 
-    /// Folds one event into the cached rows, or changes nothing and says why not.
-    pub(crate) fn apply(&mut self, event: &Envelope) -> Result<(), String> {
-        match &event.payload {
-            Payload::User(user_event) => self.apply_user(event, user_event),
-            Payload::Order(order_event) => self.apply_order(event, order_event),
-            Payload::Product(_) => Ok(()),
-        }
-    }
-
-    fn apply_user(&mut self, envelope: &Envelope, event: &UserEvent) -> Result<(), String> {
+    fn apply_user(&mut self, envelope: &Envelope, event: &UserEvent) -> Result<(), Refusal> {
         let id = envelope.stream_id;
         let mut row = self.users.get(&id).cloned().unwrap_or_default();
         match event {
             UserEvent::UserRegistered { name, email } => {
                 if row.registered_at.is_some() {
-                    return Err("the user was already registered".into());
+                    return Err(Refusal::UserAlreadyRegistered);
                 }
                 row.name = Some(name.clone());
                 row.email = Some(email.clone());
@@ -189,7 +247,7 @@ impl UserView {
         Ok(())
     }
 
-    fn apply_order(&mut self, envelope: &Envelope, event: &OrderEvent) -> Result<(), String> {
+    fn apply_order(&mut self, envelope: &Envelope, event: &OrderEvent) -> Result<(), Refusal> {
         let id = envelope.stream_id;
         let fact = self.orders.get(&id).cloned();
         match (event, fact) {
@@ -205,23 +263,22 @@ impl UserView {
                 self.users.put(*user_id, user);
                 self.orders.put(id, fact);
             }
-            (OrderEvent::OrderCreated { .. }, Some(_)) => {
-                return Err("the order was already created".into())
-            }
+            (OrderEvent::OrderCreated { .. }, Some(_)) => return Err(Refusal::OrderAlreadyCreated),
             (OrderEvent::OrderPlaced { total, .. }, Some(mut fact)) => {
                 fact.currency = total.currency.code().to_owned();
                 fact.total_minor = Some(total.amount_minor);
                 self.orders.put(id, fact);
             }
             (OrderEvent::OrderConfirmed {}, Some(fact)) => {
-                let total = fact
-                    .total_minor
-                    .ok_or("the order's OrderPlaced was never applied")?;
+                let total = fact.total_minor.ok_or(Refusal::OrderNotPlaced)?;
                 let mut user = self.users.get(&fact.user_id).cloned().unwrap_or_default();
                 let spent = user.spent.entry(fact.currency.clone()).or_insert(0);
                 *spent = spent
                     .checked_add(total)
-                    .ok_or_else(|| format!("{} spent in {} overflows", total, fact.currency))?;
+                    .ok_or_else(|| Refusal::SpentOverflows {
+                        total,
+                        currency: fact.currency.clone(),
+                    })?;
                 self.users.put(fact.user_id, user);
                 self.orders.remove(id);
             }
@@ -231,7 +288,7 @@ impl UserView {
                 | OrderEvent::OrderConfirmed {}
                 | OrderEvent::OrderCancelled { .. },
                 None,
-            ) => return Err("the order's OrderCreated was never applied".into()),
+            ) => return Err(Refusal::OrderNotCreated),
             (
                 OrderEvent::ItemAdded { .. }
                 | OrderEvent::QuantityUpdated { .. }
@@ -243,11 +300,7 @@ impl UserView {
     }
 
     /// Writes every changed row: open orders (and drops closed ones), then users.
-    pub(crate) async fn flush(
-        &mut self,
-        conn: &mut PgConnection,
-        tables: &Tables,
-    ) -> Result<(), sqlx::Error> {
+    async fn write(&mut self, conn: &mut PgConnection, tables: Tables) -> Result<(), sqlx::Error> {
         let (orders, closed) = self.orders.changes();
         if !closed.is_empty() {
             let sql = format!("delete from {} where order_id = any($1)", tables.helper);

@@ -23,6 +23,30 @@ use uuid::Uuid;
 
 use crate::{apply_batch, Projection, Rejected};
 
+/// Doubling pauses between retries of a failing consumer or batch, from 100 ms up to 5 s.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    /// Sleeps for the current pause and doubles the next one.
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+
+    /// After a success: the next failure waits the shortest pause again.
+    fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Consumer groups are `<group_prefix>.<projection>`; instances sharing it share partitions.
@@ -44,7 +68,7 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
-    pub fn group(&self, projection: Projection) -> String {
+    pub fn group(&self, projection: &dyn Projection) -> String {
         format!("{}.{projection}", self.group_prefix)
     }
 }
@@ -53,7 +77,7 @@ impl WorkerOptions {
 pub async fn run(
     pool: PgPool,
     kafka: KafkaArgs,
-    projections: Vec<Projection>,
+    projections: Vec<&'static dyn Projection>,
     options: WorkerOptions,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -77,7 +101,7 @@ pub async fn run(
 pub async fn run_one(
     pool: PgPool,
     kafka: KafkaArgs,
-    projection: Projection,
+    projection: &dyn Projection,
     options: WorkerOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -94,7 +118,7 @@ pub async fn run_one(
         .create()
         .context("creating the dead-letter producer")?;
     tracing::info!(%projection, %group, ?topics, "projector worker started");
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     while !*shutdown.borrow() {
         let batch = tokio::select! {
             batch = next_batch(&consumer, options.batch_size, Duration::from_millis(500), options.linger) => batch,
@@ -104,8 +128,7 @@ pub async fn run_one(
             Ok(batch) => batch,
             Err(err) => {
                 tracing::warn!(%projection, %err, "consuming failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
                 continue;
             }
         };
@@ -123,14 +146,13 @@ pub async fn run_one(
         )
         .await
         {
-            Ok(()) => backoff = Duration::from_millis(100),
+            Ok(()) => backoff.reset(),
             Err(err) => {
                 // Nothing was committed. A fresh subscription starts again from the group's
                 // committed offsets, whatever rebalance happened meanwhile.
                 tracing::error!(%projection, error = %format!("{err:#}"), "a batch failed; retrying");
                 drop(consumer);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
                 consumer = subscribe(&kafka, &group, &topics).context("subscribing again")?;
             }
         }
@@ -143,7 +165,7 @@ async fn handle(
     pool: &PgPool,
     consumer: &StreamConsumer,
     dead_letters: &FutureProducer,
-    projection: Projection,
+    projection: &dyn Projection,
     group: &str,
     prefix: &str,
     batch: &[OwnedMessage],
@@ -184,9 +206,10 @@ async fn handle(
     let rejected = apply_batch(&mut tx, projection, &events)
         .await
         .context("applying the batch")?;
-    if projection == Projection::OrderView {
-        notify_order_changes(&mut tx, &events).await?;
-    }
+    projection
+        .announce(&mut tx, &events)
+        .await
+        .context("announcing the batch's changes")?;
     // Dead letters go out before the commit: if sending fails, the batch is retried and
     // nothing is lost (a dead letter may be sent twice).
     for rejection in &rejected {
@@ -226,40 +249,6 @@ async fn not_in_store(pool: &PgPool, events: &[StoredEvent]) -> anyhow::Result<V
         .filter(|e| !known.contains(&e.metadata.event_id))
         .cloned()
         .collect())
-}
-
-/// Tell the query service (LISTEN `order_view_changed`) which orders changed; delivered when
-/// the batch commits, never for a batch that rolls back.
-async fn notify_order_changes(
-    tx: &mut sqlx::PgConnection,
-    events: &[StoredEvent],
-) -> anyhow::Result<()> {
-    let of_type = |stream_type: &str| -> Vec<Uuid> {
-        let mut ids: Vec<Uuid> = events
-            .iter()
-            .filter(|e| e.stream_type == stream_type)
-            .map(|e| e.stream_id)
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    };
-    let (orders, users) = (of_type("order"), of_type("user"));
-    if orders.is_empty() && users.is_empty() {
-        return Ok(());
-    }
-    // A user's rename changes every order of theirs.
-    sqlx::query(
-        "select pg_notify('order_view_changed', \
-                json_build_object('orderId', order_id, 'version', version)::text) \
-         from order_view where order_id = any($1) or user_id = any($2)",
-    )
-    .bind(&orders)
-    .bind(&users)
-    .execute(tx)
-    .await
-    .context("notifying order changes")?;
-    Ok(())
 }
 
 /// A rejected event that was read from the store to fill a gap has no record of its own in

@@ -9,9 +9,10 @@ use common::{
     shuffle_across_streams, wait_until_blocked, Rng, Stream, View, Workload,
 };
 use orderflow_domain::order::{Order, OrderCommand, OrderEvent};
+use orderflow_domain::payment::Payment;
 use orderflow_domain::user::{User, UserCommand, UserEvent};
-use orderflow_domain::{Currency, Money};
-use orderflow_projector::{apply_batch, Projection};
+use orderflow_domain::{Aggregate, Currency, Money};
+use orderflow_projector::{apply_batch, OrderView, ProductView, Projection, UserView, PROJECTIONS};
 use orderflow_store::{NewEvent, StoredEvent};
 use serde_json::json;
 use sqlx::PgPool;
@@ -22,21 +23,21 @@ fn eur(amount_minor: i64) -> Money {
 }
 
 async fn order_view_row(pool: &PgPool, order_id: Uuid) -> common::OrderRow {
-    match actual(pool, Projection::OrderView).await.view {
+    match actual(pool, &OrderView).await.view {
         View::Orders(rows) => rows[&order_id].clone(),
         _ => unreachable!(),
     }
 }
 
 async fn user_view_row(pool: &PgPool, user_id: Uuid) -> common::UserRow {
-    match actual(pool, Projection::UserView).await.view {
+    match actual(pool, &UserView).await.view {
         View::Users(rows) => rows[&user_id].clone(),
         _ => unreachable!(),
     }
 }
 
 async fn product_view_row(pool: &PgPool, product_id: Uuid) -> common::ProductRow {
-    match actual(pool, Projection::ProductView).await.view {
+    match actual(pool, &ProductView).await.view {
         View::Products(rows) => rows[&product_id].clone(),
         _ => unreachable!(),
     }
@@ -89,7 +90,11 @@ fn at(events: &[StoredEvent], stream_id: Uuid, version: i32) -> StoredEvent {
         .unwrap()
 }
 
-async fn checkpoint(pool: &PgPool, projection: Projection, stream_id: Uuid) -> Option<i32> {
+async fn checkpoint(
+    pool: &PgPool,
+    projection: &'static dyn Projection,
+    stream_id: Uuid,
+) -> Option<i32> {
     actual(pool, projection)
         .await
         .checkpoints
@@ -103,7 +108,7 @@ async fn shuffled_cross_stream_delivery_converges_to_the_fold_of_the_store(pool:
     workload.run(&pool, 600).await;
     let events = all_events(&pool).await;
     assert!(events.len() > 500, "only {} events", events.len());
-    for (seed, projection) in (1..).zip(Projection::ALL) {
+    for (seed, projection) in (1..).zip(PROJECTIONS.iter().copied()) {
         let mut rng = Rng::new(seed);
         let delivered = shuffle_across_streams(events.clone(), &mut rng);
         let rejected = deliver(&pool, projection, &delivered, &mut rng).await;
@@ -135,7 +140,7 @@ async fn every_kind_of_row_is_checked_by_the_random_workload(pool: PgPool) {
     ] {
         assert!(types.contains(wanted), "no {wanted} in {types:?}");
     }
-    let View::Users(users) = expected(Projection::UserView, &events).view else {
+    let View::Users(users) = expected(&UserView, &events).view else {
         unreachable!()
     };
     let currencies: std::collections::BTreeSet<String> = users
@@ -182,7 +187,7 @@ async fn a_duplicate_delivery_is_applied_once(pool: PgPool) {
     order.exec(&pool, OrderCommand::Confirm).await;
     let events = all_events(&pool).await;
 
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         let twice: Vec<StoredEvent> = events.iter().chain(&events).cloned().collect();
         assert_eq!(apply(&pool, projection, &twice).await, []);
         assert_eq!(apply(&pool, projection, &events).await, []);
@@ -223,7 +228,7 @@ async fn a_batch_with_a_gap_gets_the_missing_versions_from_the_store(pool: PgPoo
     let events = all_events(&pool).await;
     assert_eq!(events.len(), 4);
 
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         // Versions 1 and 4 only: 2 and 3 come from the store, in order, before 4.
         let with_gap = [events[0].clone(), events[3].clone()];
         assert_eq!(apply(&pool, projection, &with_gap).await, []);
@@ -255,7 +260,7 @@ async fn a_gap_after_a_committed_checkpoint_is_filled_from_the_store_in_every_pr
     let events = all_events(&pool).await;
     assert_eq!(order.version, 5);
 
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         // The registration and the order's creation are committed; then only the
         // confirmation arrives, as after a restart past lost messages.
         let first = [at(&events, ada.id, 1), at(&events, order.id, 1)];
@@ -320,7 +325,7 @@ async fn every_gap_of_a_mixed_batch_is_filled_in_place_before_its_event(pool: Pg
         v(bob.id, 1),
         v(second.id, 2),
     ];
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         assert_eq!(apply(&pool, projection, &batch).await, [], "{projection}");
         let actual = actual(&pool, projection).await;
         assert_same(projection, &actual, &expected(projection, &events));
@@ -361,7 +366,7 @@ async fn an_event_read_from_the_store_to_fill_a_gap_is_rejected_with_its_stored_
     append_raw(
         &pool,
         order_id,
-        "order",
+        Order::STREAM_TYPE,
         0,
         &[created, added(1), undecodable, added(2)],
     )
@@ -370,7 +375,7 @@ async fn an_event_read_from_the_store_to_fill_a_gap_is_rejected_with_its_stored_
 
     // Only versions 1 and 4 are delivered: the store is the only place version 3 can come from.
     let delivered = [events[0].clone(), events[3].clone()];
-    let rejected = apply(&pool, Projection::OrderView, &delivered).await;
+    let rejected = apply(&pool, &OrderView, &delivered).await;
     let summary: Vec<(Uuid, i32, i64)> = rejected
         .iter()
         .map(|r| (r.stream_id, r.version, r.position))
@@ -383,10 +388,7 @@ async fn an_event_read_from_the_store_to_fill_a_gap_is_rejected_with_its_stored_
     );
     let row = order_view_row(&pool, order_id).await;
     assert_eq!((row.item_count, row.total_minor, row.version), (2, 200, 4));
-    assert_eq!(
-        checkpoint(&pool, Projection::OrderView, order_id).await,
-        Some(4)
-    );
+    assert_eq!(checkpoint(&pool, &OrderView, order_id).await, Some(4));
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -404,7 +406,10 @@ async fn a_gap_the_store_cannot_fill_fails_the_batch_and_commits_nothing(pool: P
     // Ada's version 4 while the store holds only 1 and 2: 3 cannot be filled.
     let mut ahead = at(&events, ada.id, 2);
     ahead.version = 4;
-    let users = Projection::ALL.into_iter().filter(|p| p.consumes("user"));
+    let users = PROJECTIONS
+        .iter()
+        .copied()
+        .filter(|p| p.consumes(User::STREAM_TYPE));
 
     for projection in users.clone() {
         assert_eq!(
@@ -464,7 +469,7 @@ async fn two_writers_confirming_orders_of_one_user_at_once_lose_no_update(pool: 
         .collect();
 
     // Both confirmations change one row: Ada's spent totals, or the mug's revenue.
-    for projection in [Projection::UserView, Projection::ProductView] {
+    for projection in [&UserView as &dyn Projection, &ProductView] {
         assert_eq!(apply(&pool, projection, &before).await, []);
         let mut first_tx = pool.begin().await.unwrap();
         let rejected = apply_batch(&mut first_tx, projection, slice::from_ref(&first_confirmed))
@@ -533,7 +538,7 @@ async fn poison_records_are_rejected_one_by_one_and_the_rest_of_the_batch_applie
         new_event(&not_applicable),
         new_event(&added(2)),
     ];
-    append_raw(&pool, order_id, "order", 0, &order_events).await;
+    append_raw(&pool, order_id, Order::STREAM_TYPE, 0, &order_events).await;
     let unknown_type = NewEvent {
         event_type: "UserTeleported".into(),
         schema_version: 1,
@@ -556,10 +561,10 @@ async fn poison_records_are_rejected_one_by_one_and_the_rest_of_the_batch_applie
         future_schema,
         new_event(&renamed),
     ];
-    append_raw(&pool, user_id, "user", 0, &user_events).await;
+    append_raw(&pool, user_id, User::STREAM_TYPE, 0, &user_events).await;
     let events = all_events(&pool).await;
 
-    let rejected = apply(&pool, Projection::OrderView, &events).await;
+    let rejected = apply(&pool, &OrderView, &events).await;
     let summary: Vec<(Uuid, i32)> = rejected.iter().map(|r| (r.stream_id, r.version)).collect();
     assert_eq!(
         summary,
@@ -595,17 +600,11 @@ async fn poison_records_are_rejected_one_by_one_and_the_rest_of_the_batch_applie
     let row = order_view_row(&pool, order_id).await;
     assert_eq!((row.item_count, row.total_minor, row.version), (2, 200, 5));
     assert_eq!(row.user_name.as_deref(), Some("Ada King"));
-    assert_eq!(
-        checkpoint(&pool, Projection::OrderView, order_id).await,
-        Some(5)
-    );
-    assert_eq!(
-        checkpoint(&pool, Projection::OrderView, user_id).await,
-        Some(4)
-    );
+    assert_eq!(checkpoint(&pool, &OrderView, order_id).await, Some(5));
+    assert_eq!(checkpoint(&pool, &OrderView, user_id).await, Some(4));
 
     // Redelivery skips them all: they were dead-lettered once.
-    assert_eq!(apply(&pool, Projection::OrderView, &events).await, []);
+    assert_eq!(apply(&pool, &OrderView, &events).await, []);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -627,7 +626,7 @@ async fn an_event_the_database_refuses_is_rejected_alone_and_the_rest_applies(po
     refused.payload = json!({"name": "Nul\u{0}", "email": "nul@example.com"});
     events.insert(0, refused.clone());
 
-    let rejected = apply(&pool, Projection::OrderView, &events).await;
+    let rejected = apply(&pool, &OrderView, &events).await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(
         (
@@ -643,13 +642,10 @@ async fn an_event_the_database_refuses_is_rejected_alone_and_the_rest_applies(po
         rejected[0].error
     );
     assert_eq!(
-        checkpoint(&pool, Projection::OrderView, refused.stream_id).await,
+        checkpoint(&pool, &OrderView, refused.stream_id).await,
         Some(1)
     );
-    assert_eq!(
-        checkpoint(&pool, Projection::OrderView, ada.id).await,
-        Some(1)
-    );
+    assert_eq!(checkpoint(&pool, &OrderView, ada.id).await, Some(1));
     let owners: i64 = sqlx::query_scalar("select count(*) from order_view_users")
         .fetch_one(&pool)
         .await
@@ -718,14 +714,11 @@ async fn a_user_rename_shows_up_in_that_users_orders_whatever_the_arrival_order(
         // Piece by piece in separate batches for odd users, all in one batch for even ones.
         if n % 2 == 1 {
             for piece in arrival {
-                assert_eq!(
-                    apply(&pool, Projection::OrderView, &pieces[*piece]).await,
-                    []
-                );
+                assert_eq!(apply(&pool, &OrderView, &pieces[*piece]).await, []);
             }
         } else {
             let batch: Vec<StoredEvent> = arrival.iter().flat_map(|p| pieces[*p].clone()).collect();
-            assert_eq!(apply(&pool, Projection::OrderView, &batch).await, []);
+            assert_eq!(apply(&pool, &OrderView, &batch).await, []);
         }
         let row = order_view_row(&pool, *order_id).await;
         assert_eq!(
@@ -742,18 +735,21 @@ async fn a_user_rename_shows_up_in_that_users_orders_whatever_the_arrival_order(
     let again = UserEvent::UserRenamed {
         name: "Ada Again".into(),
     };
-    append_raw(&pool, user_id, "user", version, &[new_event(&again)]).await;
+    append_raw(
+        &pool,
+        user_id,
+        User::STREAM_TYPE,
+        version,
+        &[new_event(&again)],
+    )
+    .await;
     let latest = all_events(&pool).await.pop().unwrap();
-    assert_eq!(apply(&pool, Projection::OrderView, &[latest]).await, []);
+    assert_eq!(apply(&pool, &OrderView, &[latest]).await, []);
     let row = order_view_row(&pool, order_id).await;
     assert_eq!(row.user_name.as_deref(), Some("Ada Again"));
     let events = all_events(&pool).await;
-    let actual = actual(&pool, Projection::OrderView).await;
-    assert_same(
-        Projection::OrderView,
-        &actual,
-        &expected(Projection::OrderView, &events),
-    );
+    let actual = actual(&pool, &OrderView).await;
+    assert_same(&OrderView, &actual, &expected(&OrderView, &events));
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -766,9 +762,9 @@ async fn events_of_streams_a_projection_does_not_consume_are_skipped_without_a_c
         schema_version: 1,
         payload: json!({}),
     };
-    append_raw(&pool, payment, "payment", 0, &[event]).await;
+    append_raw(&pool, payment, Payment::STREAM_TYPE, 0, &[event]).await;
     let events = all_events(&pool).await;
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         assert_eq!(apply(&pool, projection, &events).await, []);
         assert_eq!(checkpoint(&pool, projection, payment).await, None);
     }

@@ -7,10 +7,14 @@ use std::time::Duration;
 
 use common::{assert_all_match_the_store, Workload};
 use orderflow_command::relay::{self, RelayOptions};
+use orderflow_domain::order::Order;
+use orderflow_domain::product::Product;
+use orderflow_domain::user::User;
+use orderflow_domain::Aggregate;
 use orderflow_kafka::topics::{dead_letter_topic, ensure_topics, events_topic};
 use orderflow_kafka::KafkaArgs;
 use orderflow_projector::worker::{self, WorkerOptions};
-use orderflow_projector::{replay, Projection, ReplayOptions};
+use orderflow_projector::{replay, ReplayOptions, PROJECTIONS};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -68,7 +72,7 @@ fn start(pool: &PgPool, kafka: &KafkaArgs, group: &str, workers: usize) -> Runni
         tasks.push(tokio::spawn(worker::run(
             pool.clone(),
             kafka.clone(),
-            Projection::ALL.to_vec(),
+            PROJECTIONS.to_vec(),
             options(group),
             shutdown.clone(),
         )));
@@ -81,7 +85,7 @@ async fn wait_until_caught_up(pool: &PgPool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let mut behind = 0i64;
-        for projection in Projection::ALL {
+        for &projection in PROJECTIONS {
             let sql = format!(
                 "select count(*) from (select stream_id, max(version) as version from events \
                  where stream_type = any($1) group by stream_id) s \
@@ -179,7 +183,7 @@ async fn duplicate_delivery_is_applied_once(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_poison_record_goes_to_the_dead_letter_topic_and_the_worker_goes_on(pool: PgPool) {
     let kafka = fresh_topics().await;
-    let topic = events_topic(&kafka.topic_prefix, "order");
+    let topic = events_topic(&kafka.topic_prefix, Order::STREAM_TYPE);
     let producer: FutureProducer = kafka.client_config().create().unwrap();
     producer
         .send(
@@ -197,7 +201,7 @@ async fn a_poison_record_goes_to_the_dead_letter_topic_and_the_worker_goes_on(po
         position: 1,
         tx_id: 1,
         stream_id: Uuid::now_v7(),
-        stream_type: "order".into(),
+        stream_type: Order::STREAM_TYPE.into(),
         version: 5,
         event_type: "OrderConfirmed".into(),
         schema_version: 1,
@@ -287,7 +291,7 @@ async fn a_replay_while_writes_continue_ends_equal_to_the_live_projectors(pool: 
     let writer = tokio::spawn(async move {
         workload.run(&writer_pool, 300).await;
     });
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         replay(
             &pool,
             projection,
@@ -313,7 +317,7 @@ async fn wait_for_records(kafka: &KafkaArgs, count: usize) {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let mut total = 0;
-            for stream_type in ["order", "user", "product"] {
+            for stream_type in [Order::STREAM_TYPE, User::STREAM_TYPE, Product::STREAM_TYPE] {
                 let topic = events_topic(&kafka.topic_prefix, stream_type);
                 for partition in 0..kafka.topic_partitions {
                     let (low, high) = consumer
@@ -342,7 +346,7 @@ async fn wait_for_group_to_drain(kafka: &KafkaArgs, group_prefix: &str) {
     let group_prefix = group_prefix.to_owned();
     tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        for projection in Projection::ALL {
+        for &projection in PROJECTIONS {
             let group = options(&group_prefix).group(projection);
             let consumer: BaseConsumer = kafka
                 .client_config()

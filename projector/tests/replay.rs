@@ -10,7 +10,9 @@ use common::{
     actual, all_events, apply, assert_all_match_the_store, assert_same, deliver, expected,
     shuffle_across_streams, Rng, Workload,
 };
-use orderflow_projector::{replay, Projection, ReplayOptions};
+use orderflow_projector::{
+    replay, OrderView, ProductView, Projection, ReplayOptions, UserView, PROJECTIONS,
+};
 use orderflow_store::{read_after, Cursor};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -25,7 +27,7 @@ fn quiet(batch_size: i64) -> ReplayOptions {
 /// Index and constraint names of every read-model table, and every table's name.
 async fn schema(pool: &PgPool) -> BTreeMap<String, Vec<String>> {
     let mut schema = BTreeMap::new();
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         for table in projection.tables().all() {
             let indexes: Vec<String> = sqlx::query_scalar(
                 "select c.relname::text from pg_index i join pg_class c on c.oid = i.indexrelid \
@@ -57,13 +59,13 @@ async fn replay_gives_the_same_read_models_as_live_delivery(pool: PgPool) {
     let events = all_events(&pool).await;
     let mut rng = Rng::new(3);
     let mut live = Vec::new();
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         let delivered = shuffle_across_streams(events.clone(), &mut rng);
         assert_eq!(deliver(&pool, projection, &delivered, &mut rng).await, []);
         live.push(actual(&pool, projection).await);
     }
 
-    for (projection, live) in Projection::ALL.into_iter().zip(live) {
+    for (projection, live) in PROJECTIONS.iter().copied().zip(live) {
         // Small pages, so the replay reads many of them.
         let report = replay(&pool, projection, quiet(97)).await.unwrap();
         assert_eq!(report.events, events.len() as u64, "{projection}");
@@ -82,7 +84,7 @@ async fn replaying_twice_keeps_table_index_and_constraint_names_and_live_deliver
     let mut workload = Workload::new(11);
     workload.run(&pool, 200).await;
     for round in 0..2 {
-        for projection in Projection::ALL {
+        for &projection in PROJECTIONS {
             replay(&pool, projection, quiet(1000)).await.unwrap();
         }
         assert_eq!(schema(&pool).await, migrated, "after replay {round}");
@@ -93,7 +95,7 @@ async fn replaying_twice_keeps_table_index_and_constraint_names_and_live_deliver
     let before = all_events(&pool).await.len();
     workload.run(&pool, 100).await;
     let events = all_events(&pool).await;
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         assert_eq!(apply(&pool, projection, &events[before..]).await, []);
     }
     assert_all_match_the_store(&pool).await;
@@ -105,7 +107,7 @@ async fn replay_over_tables_a_live_worker_filled_starts_from_scratch(pool: PgPoo
     workload.run(&pool, 200).await;
     let events = all_events(&pool).await;
     // The live worker saw only half of the events, and a stale shadow table lies around.
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         assert_eq!(
             apply(&pool, projection, &events[..events.len() / 2]).await,
             []
@@ -115,7 +117,7 @@ async fn replay_over_tables_a_live_worker_filled_starts_from_scratch(pool: PgPoo
         .execute(&pool)
         .await
         .unwrap();
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         replay(&pool, projection, quiet(10_000)).await.unwrap();
     }
     assert_all_match_the_store(&pool).await;
@@ -152,7 +154,7 @@ async fn live_worker(pool: PgPool, mut stop: watch::Receiver<bool>, seed: u64) -
         }
         let repeats = if rng.chance(10) { 2 } else { 1 };
         for _ in 0..repeats {
-            for projection in Projection::ALL {
+            for &projection in PROJECTIONS {
                 assert_eq!(apply(&pool, projection, &page).await, [], "{projection}");
             }
         }
@@ -176,7 +178,7 @@ async fn replay_while_writes_and_live_delivery_go_on_ends_equal_to_the_fold(pool
     // different point of the stream, and some run twice.
     let mut replays = 0;
     while !writer.is_finished() || replays < 4 {
-        let projection = Projection::ALL[replays % 3];
+        let projection = PROJECTIONS[replays % 3];
         let report = replay(&pool, projection, quiet(50)).await.unwrap();
         assert_eq!(report.rejected, 0);
         replays += 1;
@@ -212,7 +214,7 @@ async fn a_swap_stuck_behind_a_long_read_lets_other_reads_through_and_swaps_in_a
     let mut workload = Workload::new(23);
     workload.run(&pool, 200).await;
     let events = all_events(&pool).await;
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         assert_eq!(apply(&pool, projection, &events).await, []);
     }
 
@@ -223,7 +225,7 @@ async fn a_swap_stuck_behind_a_long_read_lets_other_reads_through_and_swaps_in_a
         .await
         .unwrap();
     // Polled on this task (its future is not `Send`), alongside what the test does meanwhile.
-    let replaying = replay(&pool, Projection::OrderView, quiet(50));
+    let replaying = replay(&pool, &OrderView, quiet(50));
     tokio::pin!(replaying);
     let meanwhile = async {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -269,7 +271,7 @@ async fn a_swap_stuck_behind_a_long_read_lets_other_reads_through_and_swaps_in_a
     assert!(all.len() > events.len());
     assert_eq!(report.events, all.len() as u64);
     assert_eq!(report.rejected, 0);
-    for projection in [Projection::UserView, Projection::ProductView] {
+    for projection in [&UserView as &dyn Projection, &ProductView] {
         assert_eq!(apply(&pool, projection, &all[events.len()..]).await, []);
     }
     assert_all_match_the_store(&pool).await;

@@ -12,7 +12,7 @@ use orderflow_domain::order::{Order, OrderCommand, OrderEvent, OrderStatus};
 use orderflow_domain::product::{Product, ProductCommand, ProductEvent};
 use orderflow_domain::user::{User, UserCommand, UserEvent};
 use orderflow_domain::{Aggregate, Currency, DomainEvent, Money};
-use orderflow_projector::{apply_batch, Projection, Rejected};
+use orderflow_projector::{apply_batch, Projection, Rejected, PROJECTIONS};
 use orderflow_store::{append, EventMetadata, NewEvent, StoredEvent};
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
@@ -416,7 +416,7 @@ pub fn shuffle_across_streams(events: Vec<StoredEvent>, rng: &mut Rng) -> Vec<St
 /// delivering a batch twice (at least once, like Kafka); returns every rejection.
 pub async fn deliver(
     pool: &PgPool,
-    projection: Projection,
+    projection: &'static dyn Projection,
     events: &[StoredEvent],
     rng: &mut Rng,
 ) -> Vec<Rejected> {
@@ -434,7 +434,11 @@ pub async fn deliver(
 }
 
 /// One batch in one transaction, committed.
-pub async fn apply(pool: &PgPool, projection: Projection, events: &[StoredEvent]) -> Vec<Rejected> {
+pub async fn apply(
+    pool: &PgPool,
+    projection: &'static dyn Projection,
+    events: &[StoredEvent],
+) -> Vec<Rejected> {
     let mut tx = pool.begin().await.unwrap();
     let rejected = apply_batch(&mut tx, projection, events).await.unwrap();
     tx.commit().await.unwrap();
@@ -522,7 +526,7 @@ pub struct ReadModel {
 
 /// What `projection` must hold once every event in the store is applied, computed from the
 /// events with the domain's own aggregates.
-pub fn expected(projection: Projection, events: &[StoredEvent]) -> ReadModel {
+pub fn expected(projection: &'static dyn Projection, events: &[StoredEvent]) -> ReadModel {
     let mut by_stream: BTreeMap<Uuid, Vec<&StoredEvent>> = BTreeMap::new();
     for event in events {
         by_stream.entry(event.stream_id).or_default().push(event);
@@ -536,23 +540,24 @@ pub fn expected(projection: Projection, events: &[StoredEvent]) -> ReadModel {
             .filter(move |(_, s)| s[0].stream_type == stream_type)
             .map(|(id, s)| (*id, s.as_slice()))
     };
-    let users: BTreeMap<Uuid, (User, &[&StoredEvent])> = streams_of("user")
+    let users: BTreeMap<Uuid, (User, &[&StoredEvent])> = streams_of(User::STREAM_TYPE)
         .map(|(id, s)| (id, (User::from_events(&decode_all::<UserEvent>(s)), s)))
         .collect();
-    let orders: BTreeMap<Uuid, (Order, Vec<OrderEvent>, &[&StoredEvent])> = streams_of("order")
-        .map(|(id, s)| {
-            let events = decode_all::<OrderEvent>(s);
-            (id, (Order::from_events(&events), events, s))
-        })
-        .collect();
+    let orders: BTreeMap<Uuid, (Order, Vec<OrderEvent>, &[&StoredEvent])> =
+        streams_of(Order::STREAM_TYPE)
+            .map(|(id, s)| {
+                let events = decode_all::<OrderEvent>(s);
+                (id, (Order::from_events(&events), events, s))
+            })
+            .collect();
     let checkpoints = by_stream
         .iter()
         .filter(|(_, s)| projection.consumes(&s[0].stream_type))
         .map(|(id, s)| (*id, s.last().unwrap().version))
         .collect();
 
-    let view = match projection {
-        Projection::OrderView => View::Orders(
+    let view = match projection.name() {
+        "order_view" => View::Orders(
             orders
                 .iter()
                 .map(|(id, (order, events, stored))| {
@@ -589,7 +594,7 @@ pub fn expected(projection: Projection, events: &[StoredEvent]) -> ReadModel {
                 })
                 .collect(),
         ),
-        Projection::UserView => {
+        "user_view" => {
             let mut rows: BTreeMap<Uuid, UserRow> = users
                 .iter()
                 .map(|(id, (user, stored))| {
@@ -623,8 +628,8 @@ pub fn expected(projection: Projection, events: &[StoredEvent]) -> ReadModel {
             }
             View::Users(rows)
         }
-        Projection::ProductView => {
-            let mut rows: BTreeMap<Uuid, ProductRow> = streams_of("product")
+        "product_view" => {
+            let mut rows: BTreeMap<Uuid, ProductRow> = streams_of(Product::STREAM_TYPE)
                 .map(|(id, s)| {
                     let product = Product::from_events(&decode_all::<ProductEvent>(s));
                     let price = product.price().unwrap();
@@ -652,6 +657,7 @@ pub fn expected(projection: Projection, events: &[StoredEvent]) -> ReadModel {
             }
             View::Products(rows)
         }
+        other => panic!("no independent fold of {other}"),
     };
     ReadModel { view, checkpoints }
 }
@@ -677,14 +683,14 @@ fn items_json(order: &Order) -> Value {
 }
 
 /// What `projection`'s live tables hold.
-pub async fn actual(pool: &PgPool, projection: Projection) -> ReadModel {
+pub async fn actual(pool: &PgPool, projection: &'static dyn Projection) -> ReadModel {
     let tables = projection.tables();
     let rows = sqlx::query(&format!("select * from {}", tables.view))
         .fetch_all(pool)
         .await
         .unwrap();
-    let view = match projection {
-        Projection::OrderView => View::Orders(
+    let view = match projection.name() {
+        "order_view" => View::Orders(
             rows.iter()
                 .map(|r| {
                     let row = OrderRow {
@@ -708,7 +714,7 @@ pub async fn actual(pool: &PgPool, projection: Projection) -> ReadModel {
                 })
                 .collect(),
         ),
-        Projection::UserView => View::Users(
+        "user_view" => View::Users(
             rows.iter()
                 .map(|r| {
                     let row = UserRow {
@@ -724,7 +730,7 @@ pub async fn actual(pool: &PgPool, projection: Projection) -> ReadModel {
                 })
                 .collect(),
         ),
-        Projection::ProductView => View::Products(
+        "product_view" => View::Products(
             rows.iter()
                 .map(|r| {
                     let row = ProductRow {
@@ -742,6 +748,7 @@ pub async fn actual(pool: &PgPool, projection: Projection) -> ReadModel {
                 })
                 .collect(),
         ),
+        other => panic!("no independent fold of {other}"),
     };
     let checkpoints = sqlx::query(&format!(
         "select stream_id, version from {}",
@@ -758,7 +765,7 @@ pub async fn actual(pool: &PgPool, projection: Projection) -> ReadModel {
 
 /// The live tables of `projection` equal the fold of every event in the store.
 #[track_caller]
-pub fn assert_same(projection: Projection, actual: &ReadModel, expected: &ReadModel) {
+pub fn assert_same(projection: &'static dyn Projection, actual: &ReadModel, expected: &ReadModel) {
     assert_eq!(
         actual.checkpoints, expected.checkpoints,
         "{projection} checkpoints"
@@ -773,7 +780,7 @@ pub fn assert_same(projection: Projection, actual: &ReadModel, expected: &ReadMo
 
 #[track_caller]
 fn assert_rows<R: PartialEq + std::fmt::Debug>(
-    projection: Projection,
+    projection: &'static dyn Projection,
     actual: &BTreeMap<Uuid, R>,
     expected: &BTreeMap<Uuid, R>,
 ) {
@@ -790,7 +797,7 @@ fn assert_rows<R: PartialEq + std::fmt::Debug>(
 /// Every projection's live tables equal the fold of the store.
 pub async fn assert_all_match_the_store(pool: &PgPool) {
     let events = all_events(pool).await;
-    for projection in Projection::ALL {
+    for &projection in PROJECTIONS {
         let actual = actual(pool, projection).await;
         assert_same(projection, &actual, &expected(projection, &events));
     }

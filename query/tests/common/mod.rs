@@ -11,7 +11,7 @@ use std::time::Duration;
 use orderflow_domain::order::{Order, OrderCommand};
 use orderflow_domain::product::{Product, ProductCommand};
 use orderflow_domain::Aggregate;
-use orderflow_projector::{apply_batch, Projection};
+use orderflow_projector::{apply_batch, PROJECTIONS};
 use orderflow_query::{QueryOptions, QueryService};
 use orderflow_store::{Cursor, EventMetadata, NewEvent};
 use reqwest::Client;
@@ -229,7 +229,7 @@ impl TestApp {
                 .await
                 .unwrap();
             if !events.is_empty() {
-                for projection in Projection::ALL {
+                for &projection in PROJECTIONS {
                     let mut tx = self.pool.begin().await.unwrap();
                     let rejected = apply_batch(&mut tx, projection, &events).await.unwrap();
                     assert!(rejected.is_empty(), "{projection} rejected {rejected:?}");
