@@ -7,7 +7,8 @@
 //! - [`money`]: exact amounts in minor units with validated ISO 4217 currencies.
 //! - [`aggregate`]: the [`Aggregate`] and [`DomainEvent`] traits the store and command
 //!   layer are written against, and [`DecodeError`] for stored events.
-//! - [`error`]: [`DomainError`], one variant per broken rule, each with a stable code.
+//! - [`error`]: [`DomainError`], one variant per broken rule, each with a stable code and an
+//!   [`ErrorKind`] to branch on.
 //! - [`user`], [`product`], [`order`], [`payment`]: the aggregates, each with its commands,
 //!   events and state.
 //! - `text` (private): trimming and length rules shared by names and reasons.
@@ -26,5 +27,5 @@ mod text;
 mod testing;
 
 pub use aggregate::{Aggregate, DecodeError, DomainEvent};
-pub use error::DomainError;
+pub use error::{DomainError, ErrorKind};
 pub use money::{Currency, Money, MoneyError};
