@@ -6,7 +6,9 @@
 //!
 //! - [`money`]: exact amounts in minor units with validated ISO 4217 currencies.
 //! - [`aggregate`]: the [`Aggregate`] and [`DomainEvent`] traits the store and command
-//!   layer are written against, and [`DecodeError`] for stored events.
+//!   layer are written against, the `domain_event!` macro that implements the latter from an
+//!   enum's variant list, [`Upcaster`] steps that lift older stored payloads on read, and
+//!   [`DecodeError`] for stored events.
 //! - [`error`]: [`DomainError`], one variant per broken rule, each with a stable code and an
 //!   [`ErrorKind`] to branch on.
 //! - [`user`], [`product`], [`order`], [`payment`]: the aggregates, each with its commands,
@@ -26,6 +28,6 @@ mod text;
 #[cfg(test)]
 mod testing;
 
-pub use aggregate::{Aggregate, DecodeError, DomainEvent};
+pub use aggregate::{Aggregate, DecodeError, DomainEvent, Upcaster};
 pub use error::{DomainError, ErrorKind};
 pub use money::{Currency, Money, MoneyError};

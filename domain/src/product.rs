@@ -3,11 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::aggregate::{self, Aggregate, DecodeError, DomainEvent};
+use crate::aggregate::{domain_event, Aggregate};
 use crate::{text, DomainError, Money};
 
 /// Longest SKU, in characters.
@@ -51,83 +49,36 @@ pub enum ProductCommand {
     },
 }
 
-/// What happened to a product; quantities on release and commit repeat the reserved amount
-/// so projections need no memory of the reservation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all_fields = "camelCase")]
-pub enum ProductEvent {
-    ProductCreated {
-        sku: String,
-        name: String,
-        price: Money,
-        initial_stock: u32,
-    },
-    PriceChanged {
-        previous_price: Money,
-        price: Money,
-    },
-    Restocked {
-        quantity: u32,
-    },
-    StockReserved {
-        order_id: Uuid,
-        quantity: u32,
-    },
-    ReservationReleased {
-        order_id: Uuid,
-        quantity: u32,
-    },
-    ReservationCommitted {
-        order_id: Uuid,
-        quantity: u32,
-    },
-}
-
-impl ProductEvent {
-    /// Every `event_type` this enum writes, for consumers that filter by name.
-    pub const EVENT_TYPES: &'static [&'static str] = &[
-        "ProductCreated",
-        "PriceChanged",
-        "Restocked",
-        "StockReserved",
-        "ReservationReleased",
-        "ReservationCommitted",
-    ];
-}
-
-impl DomainEvent for ProductEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::ProductCreated { .. } => "ProductCreated",
-            Self::PriceChanged { .. } => "PriceChanged",
-            Self::Restocked { .. } => "Restocked",
-            Self::StockReserved { .. } => "StockReserved",
-            Self::ReservationReleased { .. } => "ReservationReleased",
-            Self::ReservationCommitted { .. } => "ReservationCommitted",
-        }
-    }
-
-    fn schema_version(&self) -> i16 {
-        1
-    }
-
-    fn to_payload(&self) -> Value {
-        aggregate::payload_of(self)
-    }
-
-    fn from_stored(
-        event_type: &str,
-        schema_version: i16,
-        payload: Value,
-    ) -> Result<Self, DecodeError> {
-        match schema_version {
-            1 => aggregate::decode(Self::EVENT_TYPES, event_type, payload),
-            _ => Err(aggregate::unsupported(
-                Self::EVENT_TYPES,
-                event_type,
-                schema_version,
-            )),
-        }
+domain_event! {
+    /// What happened to a product; quantities on release and commit repeat the reserved amount
+    /// so projections need no memory of the reservation.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum ProductEvent {
+        ProductCreated {
+            sku: String,
+            name: String,
+            price: Money,
+            initial_stock: u32,
+        },
+        PriceChanged {
+            previous_price: Money,
+            price: Money,
+        },
+        Restocked {
+            quantity: u32,
+        },
+        StockReserved {
+            order_id: Uuid,
+            quantity: u32,
+        },
+        ReservationReleased {
+            order_id: Uuid,
+            quantity: u32,
+        },
+        ReservationCommitted {
+            order_id: Uuid,
+            quantity: u32,
+        },
     }
 }
 
@@ -362,6 +313,7 @@ mod tests {
     use super::*;
     use crate::testing::{assert_round_trip, given};
     use crate::Currency;
+    use crate::DomainEvent;
 
     const ORDER: Uuid = Uuid::from_u128(1);
     const OTHER_ORDER: Uuid = Uuid::from_u128(2);

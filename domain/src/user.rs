@@ -1,10 +1,7 @@
 //! Users: who places orders. Emails are normalized here so the store's unique index and
 //! the aggregate agree on what "the same address" means.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::aggregate::{self, Aggregate, DecodeError, DomainEvent};
+use crate::aggregate::{domain_event, Aggregate};
 use crate::{text, DomainError};
 
 /// Longest accepted email address, in characters (the SMTP path limit).
@@ -47,51 +44,13 @@ pub enum UserCommand {
     ChangeEmail { email: String },
 }
 
-/// What happened to a user; names and emails are stored already normalized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all_fields = "camelCase")]
-pub enum UserEvent {
-    UserRegistered { name: String, email: String },
-    UserRenamed { name: String },
-    UserEmailChanged { email: String },
-}
-
-impl UserEvent {
-    /// Every `event_type` this enum writes, for consumers that filter by name.
-    pub const EVENT_TYPES: &'static [&'static str] =
-        &["UserRegistered", "UserRenamed", "UserEmailChanged"];
-}
-
-impl DomainEvent for UserEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::UserRegistered { .. } => "UserRegistered",
-            Self::UserRenamed { .. } => "UserRenamed",
-            Self::UserEmailChanged { .. } => "UserEmailChanged",
-        }
-    }
-
-    fn schema_version(&self) -> i16 {
-        1
-    }
-
-    fn to_payload(&self) -> Value {
-        aggregate::payload_of(self)
-    }
-
-    fn from_stored(
-        event_type: &str,
-        schema_version: i16,
-        payload: Value,
-    ) -> Result<Self, DecodeError> {
-        match schema_version {
-            1 => aggregate::decode(Self::EVENT_TYPES, event_type, payload),
-            _ => Err(aggregate::unsupported(
-                Self::EVENT_TYPES,
-                event_type,
-                schema_version,
-            )),
-        }
+domain_event! {
+    /// What happened to a user; names and emails are stored already normalized.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum UserEvent {
+        UserRegistered { name: String, email: String },
+        UserRenamed { name: String },
+        UserEmailChanged { email: String },
     }
 }
 
@@ -197,6 +156,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{assert_round_trip, given};
+    use crate::DomainEvent;
 
     fn registered() -> UserEvent {
         UserEvent::UserRegistered {
