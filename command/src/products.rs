@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use orderflow_domain::product::{normalize_sku, Product, ProductCommand};
-use orderflow_domain::{Aggregate, Money};
+use orderflow_domain::product::{Product, ProductCommand, ProductEvent};
+use orderflow_domain::{Aggregate, Money, Name, Sku};
 use orderflow_store::claims;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -98,12 +98,14 @@ impl WriteCommand for Create {
     ) -> Result<WriteResponse, ApiError> {
         let loaded = orderflow_store::load::<Product>(tx, self.id).await?;
         let decided = loaded.state.handle(ProductCommand::Create {
-            sku: self.body.sku.clone(),
-            name: self.body.name.clone(),
+            sku: Sku::parse(&self.body.sku)?,
+            name: Name::parse(&self.body.name)?,
             price: self.body.price,
             initial_stock: self.body.initial_stock,
         })?;
-        claims::claim(tx, SKU, &normalize_sku(&self.body.sku)?, self.id).await?;
+        if let Some(sku) = decided.iter().find_map(ProductEvent::sku) {
+            claims::claim(tx, SKU, sku.as_str(), self.id).await?;
+        }
         ctx.append(tx, self.id, &loaded, decided).await
     }
 }

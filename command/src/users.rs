@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use orderflow_domain::user::{normalize_email, User, UserCommand};
-use orderflow_domain::Aggregate;
+use orderflow_domain::user::{User, UserCommand, UserEvent};
+use orderflow_domain::{Aggregate, Email, Name};
 use orderflow_store::claims;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -81,10 +81,12 @@ impl WriteCommand for Register {
     ) -> Result<WriteResponse, ApiError> {
         let loaded = orderflow_store::load::<User>(tx, self.id).await?;
         let decided = loaded.state.handle(UserCommand::Register {
-            name: self.body.name.clone(),
-            email: self.body.email.clone(),
+            name: Name::parse(&self.body.name)?,
+            email: Email::parse(&self.body.email)?,
         })?;
-        claims::claim(tx, EMAIL, &normalize_email(&self.body.email)?, self.id).await?;
+        if let Some(email) = decided.iter().find_map(UserEvent::email) {
+            claims::claim(tx, EMAIL, email.as_str(), self.id).await?;
+        }
         ctx.append(tx, self.id, &loaded, decided).await
     }
 }
@@ -101,7 +103,9 @@ pub async fn rename(
     ApiJson(body): ApiJson<RenameUser>,
 ) -> Result<Response, ApiError> {
     let print = headers.fingerprint(&body);
-    let command = UserCommand::Rename { name: body.name };
+    let command = UserCommand::Rename {
+        name: Name::parse(&body.name)?,
+    };
     let command = Decide::<User> {
         stream_id: id,
         command,
@@ -147,13 +151,13 @@ impl WriteCommand for ChangeUserEmail {
         ctx.expect_version(loaded.version)?;
         let old = loaded.state.email().map(str::to_owned);
         let decided = loaded.state.handle(UserCommand::ChangeEmail {
-            email: self.body.email.clone(),
+            email: Email::parse(&self.body.email)?,
         })?;
-        if !decided.is_empty() {
+        if let Some(email) = decided.iter().find_map(UserEvent::email) {
             if let Some(old) = old {
                 claims::release(tx, EMAIL, &old, self.id).await?;
             }
-            claims::claim(tx, EMAIL, &normalize_email(&self.body.email)?, self.id).await?;
+            claims::claim(tx, EMAIL, email.as_str(), self.id).await?;
         }
         ctx.append(tx, self.id, &loaded, decided).await
     }

@@ -13,7 +13,9 @@
 //!   [`ErrorKind`] to branch on.
 //! - [`user`], [`product`], [`order`], [`payment`]: the aggregates, each with its commands,
 //!   events and state.
-//! - `text` (private): trimming and length rules shared by names and reasons.
+//! - `text` (private): trimming and length rules shared by names and reasons, and [`Name`].
+//!   [`Name`], [`Email`] and [`Sku`] are parsed (normalized and checked) once, at the edge,
+//!   and carried as types by commands and events; each serializes as a plain string.
 
 pub mod aggregate;
 pub mod error;
@@ -31,3 +33,6 @@ mod testing;
 pub use aggregate::{Aggregate, DecodeError, DomainEvent, Upcaster};
 pub use error::{DomainError, ErrorKind};
 pub use money::{Currency, Money, MoneyError};
+pub use product::Sku;
+pub use text::Name;
+pub use user::Email;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::{domain_event, Aggregate};
-use crate::{text, Currency, DomainError, Money, MoneyError};
+use crate::{text, Currency, DomainError, Money, MoneyError, Name};
 
 /// Most units of one product a single order may hold.
 pub const MAX_LINE_QUANTITY: u32 = 10_000;
@@ -236,7 +236,7 @@ impl Order {
         }
         let line = OrderLine {
             product_id,
-            product_name: text::name(&product_name)?,
+            product_name: Name::parse(&product_name)?.into(),
             unit_price,
             quantity,
         };

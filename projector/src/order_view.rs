@@ -291,18 +291,18 @@ impl OrderView {
         let existing = self.users.get(&id).cloned();
         let owner = match (event, existing) {
             (UserEvent::UserRegistered { name, email }, None) => Owner {
-                name: name.clone(),
-                email: email.clone(),
+                name: name.to_string(),
+                email: email.to_string(),
             },
             (UserEvent::UserRegistered { .. }, Some(_)) => {
                 return Err("the user was already registered".into())
             }
             (UserEvent::UserRenamed { name }, Some(owner)) => Owner {
-                name: name.clone(),
+                name: name.to_string(),
                 ..owner
             },
             (UserEvent::UserEmailChanged { email }, Some(owner)) => Owner {
-                email: email.clone(),
+                email: email.to_string(),
                 ..owner
             },
             (_, None) => return Err("the user's UserRegistered was never applied".into()),
