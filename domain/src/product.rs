@@ -65,7 +65,9 @@ domain_event! {
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum ProductEvent {
         ProductCreated {
+            #[serde(deserialize_with = "Sku::deserialize_stored")]
             sku: Sku,
+            #[serde(deserialize_with = "Name::deserialize_stored")]
             name: Name,
             price: Money,
             initial_stock: u32,

@@ -26,14 +26,26 @@ pub(crate) fn reason(input: &str) -> Result<String, DomainError> {
 
 /// Implements, for a `struct $name(String)` whose `$name::parse(&str) -> Result<Self,
 /// DomainError>` is the only way in: `as_str`, `Display`, `AsRef<str>`, `TryFrom<String>`,
-/// `TryFrom<&str>`, `FromStr`, `From<$name> for String`, and serde as a plain string that is
-/// parsed again when read, so a stored value decodes to the same value.
+/// `TryFrom<&str>`, `FromStr`, `From<$name> for String`, serde as a plain string that is
+/// parsed when read, and `deserialize_stored` for event fields, which reads the string as
+/// stored.
 macro_rules! parsed_string {
     ($name:ident) => {
         impl $name {
             /// The parsed (normalized) text.
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl $name {
+            /// Reads the value an event stored, without parsing it again: events are facts,
+            /// so a rule tightened later must not make history unreadable. Event fields use
+            /// it through `#[serde(deserialize_with = "...")]`.
+            pub(crate) fn deserialize_stored<'de, D: ::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<Self, D::Error> {
+                <String as ::serde::Deserialize>::deserialize(deserializer).map(Self)
             }
         }
 
