@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use orderflow_domain::product::Product;
 use orderflow_domain::user::User;
-use orderflow_domain::{Aggregate, DomainError};
+use orderflow_domain::{Aggregate, DomainError, ErrorKind};
 use orderflow_store::claims::ClaimScope;
 use orderflow_store::StoreError;
 use serde::Serialize;
@@ -93,7 +93,9 @@ impl ApiError {
             }
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
-            Self::Rule(rule) if rule.code() == "NOT_FOUND" => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::Rule(rule) if rule.kind() == ErrorKind::NotFound => {
+                (StatusCode::NOT_FOUND, "NOT_FOUND")
+            }
             Self::Rule(rule) => (StatusCode::UNPROCESSABLE_ENTITY, rule.code()),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),

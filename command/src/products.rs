@@ -6,7 +6,7 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use orderflow_domain::product::{Product, ProductCommand};
-use orderflow_domain::Money;
+use orderflow_domain::{Money, Name, Sku};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -75,8 +75,8 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateProduct>,
 ) -> Result<Response, ApiError> {
     let command = ProductCommand::Create {
-        sku: body.sku.clone(),
-        name: body.name.clone(),
+        sku: Sku::parse(&body.sku)?,
+        name: Name::parse(&body.name)?,
         price: body.price,
         initial_stock: body.initial_stock,
     };

@@ -6,6 +6,7 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use orderflow_domain::user::{User, UserCommand};
+use orderflow_domain::{Email, Name};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -57,8 +58,8 @@ pub async fn register(
     ApiJson(body): ApiJson<RegisterUser>,
 ) -> Result<Response, ApiError> {
     let command = UserCommand::Register {
-        name: body.name.clone(),
-        email: body.email.clone(),
+        name: Name::parse(&body.name)?,
+        email: Email::parse(&body.email)?,
     };
     let command = Decide::<User>::new(Uuid::now_v7(), command);
     run(&state, &headers, &body, StatusCode::CREATED, command).await
@@ -76,7 +77,7 @@ pub async fn rename(
     ApiJson(body): ApiJson<RenameUser>,
 ) -> Result<Response, ApiError> {
     let command = UserCommand::Rename {
-        name: body.name.clone(),
+        name: Name::parse(&body.name)?,
     };
     run(
         &state,
@@ -101,7 +102,7 @@ pub async fn change_email(
     ApiJson(body): ApiJson<ChangeEmail>,
 ) -> Result<Response, ApiError> {
     let command = UserCommand::ChangeEmail {
-        email: body.email.clone(),
+        email: Email::parse(&body.email)?,
     };
     run(
         &state,

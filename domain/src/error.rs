@@ -7,7 +7,7 @@ use crate::payment::PaymentStatus;
 use crate::{Currency, Money, MoneyError};
 
 /// One error type for every broken business rule; the HTTP layer answers 422 with
-/// [`DomainError::code`] (404 for `NOT_FOUND`) and `Display` as the message.
+/// [`DomainError::code`] (404 for [`ErrorKind::NotFound`]) and `Display` as the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     #[error("this {stream_type} already exists")]
@@ -63,7 +63,49 @@ pub enum DomainError {
     PaymentNotAuthorized { status: PaymentStatus },
 }
 
+/// The class of a [`DomainError`], for callers that answer differently per class without
+/// comparing codes as strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The stream the command addresses has never been created.
+    NotFound,
+    /// A value (email, name, SKU, reason, currency, ...) does not parse.
+    InvalidValue,
+    /// The value parsed, but the aggregate's current state refuses the command.
+    Rule,
+}
+
 impl DomainError {
+    /// Which class of failure this is; [`DomainError::code`] says exactly which one.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::InvalidEmail { .. }
+            | Self::InvalidName { .. }
+            | Self::InvalidSku { .. }
+            | Self::InvalidReason { .. }
+            | Self::InvalidAuthorizationId { .. }
+            | Self::UnknownCurrency(_) => ErrorKind::InvalidValue,
+            Self::AlreadyExists { .. }
+            | Self::QuantityOutOfRange { .. }
+            | Self::QuantityZero
+            | Self::PriceNegative { .. }
+            | Self::AmountNotPositive { .. }
+            | Self::CurrencyMismatch { .. }
+            | Self::MoneyOverflow
+            | Self::InsufficientStock { .. }
+            | Self::ReservationExists { .. }
+            | Self::ReservationNotFound { .. }
+            | Self::ItemNotInOrder { .. }
+            | Self::TooManyLines { .. }
+            | Self::OrderNotDraft { .. }
+            | Self::OrderEmpty
+            | Self::OrderNotPlaced
+            | Self::OrderClosed { .. }
+            | Self::PaymentNotAuthorized { .. } => ErrorKind::Rule,
+        }
+    }
+
     /// Machine-readable and stable: clients branch on this, never on the message.
     pub fn code(&self) -> &'static str {
         match self {
@@ -123,6 +165,24 @@ mod tests {
         );
         let unknown = DomainError::from(MoneyError::UnknownCurrency("XYZ".into()));
         assert_eq!(unknown.code(), "UNKNOWN_CURRENCY");
+    }
+
+    #[test]
+    fn only_a_missing_stream_is_of_the_not_found_kind() {
+        let missing = DomainError::NotFound {
+            stream_type: "user",
+        };
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        assert_eq!(missing.code(), "NOT_FOUND");
+        let invalid = DomainError::InvalidEmail {
+            reason: "it is empty",
+        };
+        assert_eq!(invalid.kind(), ErrorKind::InvalidValue);
+        assert_eq!(DomainError::OrderEmpty.kind(), ErrorKind::Rule);
+        let exists = DomainError::AlreadyExists {
+            stream_type: "user",
+        };
+        assert_eq!(exists.kind(), ErrorKind::Rule);
     }
 
     #[test]

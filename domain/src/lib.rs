@@ -6,11 +6,16 @@
 //!
 //! - [`money`]: exact amounts in minor units with validated ISO 4217 currencies.
 //! - [`aggregate`]: the [`Aggregate`] and [`DomainEvent`] traits the store and command
-//!   layer are written against, and [`DecodeError`] for stored events.
-//! - [`error`]: [`DomainError`], one variant per broken rule, each with a stable code.
+//!   layer are written against, the `domain_event!` macro that implements the latter from an
+//!   enum's variant list, [`Upcaster`] steps that lift older stored payloads on read, and
+//!   [`DecodeError`] for stored events.
+//! - [`error`]: [`DomainError`], one variant per broken rule, each with a stable code and an
+//!   [`ErrorKind`] to branch on.
 //! - [`user`], [`product`], [`order`], [`payment`]: the aggregates, each with its commands,
 //!   events and state.
-//! - `text` (private): trimming and length rules shared by names and reasons.
+//! - `text` (private): trimming and length rules shared by names and reasons, and [`Name`].
+//!   [`Name`], [`Email`] and [`Sku`] are parsed (normalized and checked) once, at the edge,
+//!   and carried as types by commands and events; each serializes as a plain string.
 
 pub mod aggregate;
 pub mod error;
@@ -25,6 +30,9 @@ mod text;
 #[cfg(test)]
 mod testing;
 
-pub use aggregate::{Aggregate, DecodeError, DomainEvent};
-pub use error::DomainError;
+pub use aggregate::{Aggregate, DecodeError, DomainEvent, Upcaster};
+pub use error::{DomainError, ErrorKind};
 pub use money::{Currency, Money, MoneyError};
+pub use product::Sku;
+pub use text::Name;
+pub use user::Email;

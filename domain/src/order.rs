@@ -5,11 +5,10 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::aggregate::{self, Aggregate, DecodeError, DomainEvent};
-use crate::{text, Currency, DomainError, Money, MoneyError};
+use crate::aggregate::{domain_event, Aggregate};
+use crate::{text, Currency, DomainError, Money, MoneyError, Name};
 
 /// Most units of one product a single order may hold.
 pub const MAX_LINE_QUANTITY: u32 = 10_000;
@@ -96,90 +95,38 @@ pub enum OrderCommand {
     },
 }
 
-/// What happened to an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all_fields = "camelCase")]
-pub enum OrderEvent {
-    OrderCreated {
-        user_id: Uuid,
-        currency: Currency,
-    },
-    ItemAdded {
-        product_id: Uuid,
-        product_name: String,
-        unit_price: Money,
-        quantity: u32,
-    },
-    /// `quantity` is the new absolute quantity.
-    QuantityUpdated {
-        product_id: Uuid,
-        previous_quantity: u32,
-        quantity: u32,
-    },
-    ItemRemoved {
-        product_id: Uuid,
-    },
-    /// Carries the lines so the fulfilment saga needs nothing but this event.
-    OrderPlaced {
-        total: Money,
-        lines: Vec<OrderLine>,
-    },
-    OrderConfirmed {},
-    OrderCancelled {
-        reason: String,
-    },
-}
-
-impl OrderEvent {
-    /// Every `event_type` this enum writes, for consumers that filter by name.
-    pub const EVENT_TYPES: &'static [&'static str] = &[
-        "OrderCreated",
-        "ItemAdded",
-        "QuantityUpdated",
-        "ItemRemoved",
-        "OrderPlaced",
-        "OrderConfirmed",
-        "OrderCancelled",
-    ];
-}
-
-impl DomainEvent for OrderEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::OrderCreated { .. } => "OrderCreated",
-            Self::ItemAdded { .. } => "ItemAdded",
-            Self::QuantityUpdated { .. } => "QuantityUpdated",
-            Self::ItemRemoved { .. } => "ItemRemoved",
-            Self::OrderPlaced { .. } => "OrderPlaced",
-            Self::OrderConfirmed {} => "OrderConfirmed",
-            Self::OrderCancelled { .. } => "OrderCancelled",
-        }
-    }
-
-    fn schema_version(&self) -> i16 {
-        1
-    }
-
-    fn to_payload(&self) -> Value {
-        aggregate::payload_of(self)
-    }
-
-    fn from_stored(
-        event_type: &str,
-        schema_version: i16,
-        payload: Value,
-    ) -> Result<Self, DecodeError> {
-        match schema_version {
-            // Upcasting hook: when a payload changes shape, bump that type's `schema_version`
-            // and add an arm here rewriting older payloads into the current shape, e.g.
-            // `1 if event_type == "OrderPlaced" => decode(.., upcast_placed_v1(payload))`.
-            1 => aggregate::decode(Self::EVENT_TYPES, event_type, payload),
-            _ => Err(aggregate::unsupported(
-                Self::EVENT_TYPES,
-                event_type,
-                schema_version,
-            )),
-        }
+domain_event! {
+    /// What happened to an order.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum OrderEvent {
+        OrderCreated {
+            user_id: Uuid,
+            currency: Currency,
+        },
+        ItemAdded {
+            product_id: Uuid,
+            product_name: String,
+            unit_price: Money,
+            quantity: u32,
+        },
+        /// `quantity` is the new absolute quantity.
+        QuantityUpdated {
+            product_id: Uuid,
+            previous_quantity: u32,
+            quantity: u32,
+        },
+        ItemRemoved {
+            product_id: Uuid,
+        },
+        /// Carries the lines so the fulfilment saga needs nothing but this event.
+        OrderPlaced {
+            total: Money,
+            lines: Vec<OrderLine>,
+        },
+        OrderConfirmed {},
+        OrderCancelled {
+            reason: String,
+        },
     }
 }
 
@@ -289,7 +236,7 @@ impl Order {
         }
         let line = OrderLine {
             product_id,
-            product_name: text::name(&product_name)?,
+            product_name: Name::parse(&product_name)?.into(),
             unit_price,
             quantity,
         };
@@ -456,6 +403,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{assert_round_trip, given};
+    use crate::{DecodeError, DomainEvent};
 
     const USER: Uuid = Uuid::from_u128(7);
     const MUG: Uuid = Uuid::from_u128(1);

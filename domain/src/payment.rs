@@ -4,10 +4,9 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::aggregate::{self, Aggregate, DecodeError, DomainEvent};
+use crate::aggregate::{domain_event, Aggregate};
 use crate::{text, DomainError, Money};
 
 /// Longest provider authorization id, in characters.
@@ -68,69 +67,26 @@ pub enum PaymentCommand {
     },
 }
 
-/// What happened to a payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all_fields = "camelCase")]
-pub enum PaymentEvent {
-    PaymentAuthorized {
-        order_id: Uuid,
-        amount: Money,
-        authorization_id: String,
-    },
-    PaymentDeclined {
-        order_id: Uuid,
-        amount: Money,
-        reason: String,
-    },
-    PaymentCaptured {
-        amount: Money,
-    },
-    PaymentVoided {
-        reason: String,
-    },
-}
-
-impl PaymentEvent {
-    /// Every `event_type` this enum writes, for consumers that filter by name.
-    pub const EVENT_TYPES: &'static [&'static str] = &[
-        "PaymentAuthorized",
-        "PaymentDeclined",
-        "PaymentCaptured",
-        "PaymentVoided",
-    ];
-}
-
-impl DomainEvent for PaymentEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::PaymentAuthorized { .. } => "PaymentAuthorized",
-            Self::PaymentDeclined { .. } => "PaymentDeclined",
-            Self::PaymentCaptured { .. } => "PaymentCaptured",
-            Self::PaymentVoided { .. } => "PaymentVoided",
-        }
-    }
-
-    fn schema_version(&self) -> i16 {
-        1
-    }
-
-    fn to_payload(&self) -> Value {
-        aggregate::payload_of(self)
-    }
-
-    fn from_stored(
-        event_type: &str,
-        schema_version: i16,
-        payload: Value,
-    ) -> Result<Self, DecodeError> {
-        match schema_version {
-            1 => aggregate::decode(Self::EVENT_TYPES, event_type, payload),
-            _ => Err(aggregate::unsupported(
-                Self::EVENT_TYPES,
-                event_type,
-                schema_version,
-            )),
-        }
+domain_event! {
+    /// What happened to a payment.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum PaymentEvent {
+        PaymentAuthorized {
+            order_id: Uuid,
+            amount: Money,
+            authorization_id: String,
+        },
+        PaymentDeclined {
+            order_id: Uuid,
+            amount: Money,
+            reason: String,
+        },
+        PaymentCaptured {
+            amount: Money,
+        },
+        PaymentVoided {
+            reason: String,
+        },
     }
 }
 
@@ -272,6 +228,7 @@ mod tests {
     use super::*;
     use crate::testing::{assert_round_trip, given};
     use crate::Currency;
+    use crate::DomainEvent;
 
     const ORDER: Uuid = Uuid::from_u128(1);
 

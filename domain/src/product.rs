@@ -3,33 +3,41 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::aggregate::{self, Aggregate, DecodeError, DomainEvent};
-use crate::{text, DomainError, Money};
+use crate::aggregate::{domain_event, Aggregate};
+use crate::text::parsed_string;
+use crate::{DomainError, Money, Name};
 
 /// Longest SKU, in characters.
 pub const MAX_SKU_LEN: usize = 64;
 
-/// Trimmed and uppercased so "mug-01" and "MUG-01 " claim the same unique SKU.
-pub fn normalize_sku(input: &str) -> Result<String, DomainError> {
-    let sku = input.trim().to_ascii_uppercase();
-    let allowed = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.".contains(&b);
-    if (1..=MAX_SKU_LEN).contains(&sku.len()) && sku.bytes().all(allowed) {
-        Ok(sku)
-    } else {
-        Err(DomainError::InvalidSku { max: MAX_SKU_LEN })
+/// A stock keeping unit: 1 to 64 of A-Z, 0-9, '-', '_' and '.', trimmed and uppercased so
+/// "mug-01" and "MUG-01 " claim the same unique SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sku(String);
+
+impl Sku {
+    /// Normalizes `input` (trim, ASCII uppercase) and checks the result.
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        let sku = input.trim().to_ascii_uppercase();
+        let allowed = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.".contains(&b);
+        if (1..=MAX_SKU_LEN).contains(&sku.len()) && sku.bytes().all(allowed) {
+            Ok(Self(sku))
+        } else {
+            Err(DomainError::InvalidSku { max: MAX_SKU_LEN })
+        }
     }
 }
+
+parsed_string!(Sku);
 
 /// What can be asked of a product; reservations are keyed by the order that holds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProductCommand {
     Create {
-        sku: String,
-        name: String,
+        sku: Sku,
+        name: Name,
         price: Money,
         initial_stock: u32,
     },
@@ -51,83 +59,38 @@ pub enum ProductCommand {
     },
 }
 
-/// What happened to a product; quantities on release and commit repeat the reserved amount
-/// so projections need no memory of the reservation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all_fields = "camelCase")]
-pub enum ProductEvent {
-    ProductCreated {
-        sku: String,
-        name: String,
-        price: Money,
-        initial_stock: u32,
-    },
-    PriceChanged {
-        previous_price: Money,
-        price: Money,
-    },
-    Restocked {
-        quantity: u32,
-    },
-    StockReserved {
-        order_id: Uuid,
-        quantity: u32,
-    },
-    ReservationReleased {
-        order_id: Uuid,
-        quantity: u32,
-    },
-    ReservationCommitted {
-        order_id: Uuid,
-        quantity: u32,
-    },
-}
-
-impl ProductEvent {
-    /// Every `event_type` this enum writes, for consumers that filter by name.
-    pub const EVENT_TYPES: &'static [&'static str] = &[
-        "ProductCreated",
-        "PriceChanged",
-        "Restocked",
-        "StockReserved",
-        "ReservationReleased",
-        "ReservationCommitted",
-    ];
-}
-
-impl DomainEvent for ProductEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            Self::ProductCreated { .. } => "ProductCreated",
-            Self::PriceChanged { .. } => "PriceChanged",
-            Self::Restocked { .. } => "Restocked",
-            Self::StockReserved { .. } => "StockReserved",
-            Self::ReservationReleased { .. } => "ReservationReleased",
-            Self::ReservationCommitted { .. } => "ReservationCommitted",
-        }
-    }
-
-    fn schema_version(&self) -> i16 {
-        1
-    }
-
-    fn to_payload(&self) -> Value {
-        aggregate::payload_of(self)
-    }
-
-    fn from_stored(
-        event_type: &str,
-        schema_version: i16,
-        payload: Value,
-    ) -> Result<Self, DecodeError> {
-        match schema_version {
-            1 => aggregate::decode(Self::EVENT_TYPES, event_type, payload),
-            _ => Err(aggregate::unsupported(
-                Self::EVENT_TYPES,
-                event_type,
-                schema_version,
-            )),
-        }
+domain_event! {
+    /// What happened to a product; quantities on release and commit repeat the reserved amount
+    /// so projections need no memory of the reservation.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum ProductEvent {
+        ProductCreated {
+            #[serde(deserialize_with = "Sku::deserialize_stored")]
+            sku: Sku,
+            #[serde(deserialize_with = "Name::deserialize_stored")]
+            name: Name,
+            price: Money,
+            initial_stock: u32,
+        },
+        PriceChanged {
+            previous_price: Money,
+            price: Money,
+        },
+        Restocked {
+            quantity: u32,
+        },
+        StockReserved {
+            order_id: Uuid,
+            quantity: u32,
+        },
+        ReservationReleased {
+            order_id: Uuid,
+            quantity: u32,
+        },
+        ReservationCommitted {
+            order_id: Uuid,
+            quantity: u32,
+        },
     }
 }
 
@@ -146,8 +109,8 @@ pub struct Product {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Listing {
-    sku: String,
-    name: String,
+    sku: Sku,
+    name: Name,
     price: Money,
 }
 
@@ -261,8 +224,8 @@ impl Aggregate for Product {
                 }
                 ensure_price(price)?;
                 ProductEvent::ProductCreated {
-                    sku: normalize_sku(&sku)?,
-                    name: text::name(&name)?,
+                    sku,
+                    name,
                     price,
                     initial_stock,
                 }
@@ -362,6 +325,7 @@ mod tests {
     use super::*;
     use crate::testing::{assert_round_trip, given};
     use crate::Currency;
+    use crate::DomainEvent;
 
     const ORDER: Uuid = Uuid::from_u128(1);
     const OTHER_ORDER: Uuid = Uuid::from_u128(2);
@@ -370,22 +334,32 @@ mod tests {
         Money::new(amount_minor, Currency::EUR)
     }
 
+    fn sku(input: &str) -> Sku {
+        Sku::parse(input).unwrap()
+    }
+
+    fn name(input: &str) -> Name {
+        Name::parse(input).unwrap()
+    }
+
     fn created(initial_stock: u32) -> ProductEvent {
         ProductEvent::ProductCreated {
-            sku: "MUG-01".into(),
-            name: "Coffee mug".into(),
+            sku: sku("MUG-01"),
+            name: name("Coffee mug"),
             price: eur(1299),
             initial_stock,
         }
     }
 
-    fn create(sku: &str, name: &str, price: Money) -> ProductCommand {
-        ProductCommand::Create {
-            sku: sku.into(),
-            name: name.into(),
+    /// Parsed as the HTTP layer parses a request body, so invalid input fails before
+    /// the aggregate sees it.
+    fn create(sku: &str, name: &str, price: Money) -> Result<ProductCommand, DomainError> {
+        Ok(ProductCommand::Create {
+            sku: Sku::parse(sku)?,
+            name: Name::parse(name)?,
             price,
             initial_stock: 10,
-        }
+        })
     }
 
     fn reserved(order_id: Uuid, quantity: u32) -> ProductEvent {
@@ -403,7 +377,7 @@ mod tests {
     #[test]
     fn creating_a_product_normalizes_its_sku_and_name() {
         let product = given::<Product>(vec![])
-            .when(create(" mug-01 ", "  Coffee mug ", eur(1299)))
+            .when_parsed(create(" mug-01 ", "  Coffee mug ", eur(1299)))
             .then_expect(vec![created(10)]);
         assert!(product.exists());
         assert_eq!(product.sku(), Some("MUG-01"));
@@ -418,23 +392,29 @@ mod tests {
     #[test]
     fn creating_an_existing_product_is_rejected() {
         given::<Product>(vec![created(10)])
-            .when(create("MUG-02", "Mug", eur(1)))
+            .when_parsed(create("MUG-02", "Mug", eur(1)))
             .then_error("ALREADY_EXISTS");
     }
 
     #[test]
     fn creating_with_an_invalid_sku_is_rejected() {
         given::<Product>(vec![])
-            .when(create("mug 01", "Coffee mug", eur(1)))
+            .when_parsed(create("mug 01", "Coffee mug", eur(1)))
             .then_error("INVALID_SKU");
     }
 
     #[test]
     fn skus_are_1_to_64_characters_of_letters_digits_dashes_underscores_and_dots() {
-        assert_eq!(normalize_sku(" ab-c_1.2 ").as_deref(), Ok("AB-C_1.2"));
-        assert_eq!(normalize_sku(&"a".repeat(64)), Ok("A".repeat(64)));
+        assert_eq!(
+            Sku::parse(" ab-c_1.2 ").as_ref().map(Sku::as_str),
+            Ok("AB-C_1.2")
+        );
+        assert_eq!(
+            Sku::parse(&"a".repeat(64)).map(String::from),
+            Ok("A".repeat(64))
+        );
         for input in ["", "   ", "A B", "MUG/01", "MÜG", "mug#1", &"A".repeat(65)] {
-            let error = normalize_sku(input).unwrap_err();
+            let error = Sku::parse(input).unwrap_err();
             assert_eq!(error.code(), "INVALID_SKU", "{input:?}");
         }
     }
@@ -442,21 +422,21 @@ mod tests {
     #[test]
     fn creating_with_a_blank_name_is_rejected() {
         given::<Product>(vec![])
-            .when(create("MUG-01", " ", eur(1)))
+            .when_parsed(create("MUG-01", " ", eur(1)))
             .then_error("INVALID_NAME");
     }
 
     #[test]
     fn creating_with_a_name_over_200_characters_is_rejected() {
         given::<Product>(vec![])
-            .when(create("MUG-01", &"x".repeat(201), eur(1)))
+            .when_parsed(create("MUG-01", &"x".repeat(201), eur(1)))
             .then_error("INVALID_NAME");
     }
 
     #[test]
     fn creating_with_a_negative_price_is_rejected() {
         given::<Product>(vec![])
-            .when(create("MUG-01", "Coffee mug", eur(-1)))
+            .when_parsed(create("MUG-01", "Coffee mug", eur(-1)))
             .then_error("PRICE_NEGATIVE");
     }
 
@@ -464,14 +444,14 @@ mod tests {
     fn a_product_may_be_free() {
         given::<Product>(vec![])
             .when(ProductCommand::Create {
-                sku: "FREEBIE".into(),
-                name: "Sticker".into(),
+                sku: sku("FREEBIE"),
+                name: name("Sticker"),
                 price: eur(0),
                 initial_stock: 0,
             })
             .then_expect(vec![ProductEvent::ProductCreated {
-                sku: "FREEBIE".into(),
-                name: "Sticker".into(),
+                sku: sku("FREEBIE"),
+                name: name("Sticker"),
                 price: eur(0),
                 initial_stock: 0,
             }]);

@@ -22,6 +22,18 @@ impl<A: Aggregate> Given<A> {
             outcome,
         }
     }
+
+    /// A command parsed from raw input: a parse error is the outcome without the aggregate
+    /// deciding anything, as when the HTTP layer refuses the request body.
+    pub(crate) fn when_parsed(self, command: Result<A::Command, DomainError>) -> Then<A> {
+        match command {
+            Ok(command) => self.when(command),
+            Err(error) => Then {
+                state: self.state,
+                outcome: Err(error),
+            },
+        }
+    }
 }
 
 pub(crate) struct Then<A: Aggregate> {

@@ -230,12 +230,12 @@ async fn seed(pool: &PgPool, target: u64) -> u64 {
     for n in 0..user_count {
         let mut user = Stream::<User>::new();
         user.exec(UserCommand::Register {
-            name: format!("User {n}"),
-            email: format!("user{n}@example.com"),
+            name: format!("User {n}").try_into().unwrap(),
+            email: format!("user{n}@example.com").try_into().unwrap(),
         });
         if rng.chance(10) {
             user.exec(UserCommand::Rename {
-                name: format!("Renamed {n}"),
+                name: format!("Renamed {n}").try_into().unwrap(),
             });
         }
         appended += user.flush(&mut tx, &metadata).await;
@@ -249,8 +249,8 @@ async fn seed(pool: &PgPool, target: u64) -> u64 {
         };
         let mut product = Stream::<Product>::new();
         product.exec(ProductCommand::Create {
-            sku: format!("SKU-{n}"),
-            name: format!("Product {n}"),
+            sku: format!("SKU-{n}").try_into().unwrap(),
+            name: format!("Product {n}").try_into().unwrap(),
             price: Money::new(100 + rng.below(9_900) as i64, currency),
             initial_stock: 1_000_000,
         });
@@ -276,7 +276,9 @@ async fn seed(pool: &PgPool, target: u64) -> u64 {
             let user = &mut users[user];
             if rng.chance(1) {
                 user.exec(UserCommand::ChangeEmail {
-                    email: format!("moved{order_number}@example.org"),
+                    email: format!("moved{order_number}@example.org")
+                        .try_into()
+                        .unwrap(),
                 });
                 appended += user.flush(&mut tx, &metadata).await;
             }

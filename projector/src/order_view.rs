@@ -364,18 +364,18 @@ impl OrderViewRows {
         let existing = self.users.get(&id).cloned();
         let owner = match (event, existing) {
             (UserEvent::UserRegistered { name, email }, None) => Owner {
-                name: name.clone(),
-                email: email.clone(),
+                name: name.to_string(),
+                email: email.to_string(),
             },
             (UserEvent::UserRegistered { .. }, Some(_)) => {
                 return Err(Refusal::UserAlreadyRegistered)
             }
             (UserEvent::UserRenamed { name }, Some(owner)) => Owner {
-                name: name.clone(),
+                name: name.to_string(),
                 ..owner
             },
             (UserEvent::UserEmailChanged { email }, Some(owner)) => Owner {
-                email: email.clone(),
+                email: email.to_string(),
                 ..owner
             },
             (_, None) => return Err(Refusal::UserNotRegistered),

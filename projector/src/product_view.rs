@@ -241,8 +241,8 @@ impl ProductViewRows {
                 if row.sku.is_some() {
                     return Err(Refusal::ProductAlreadyCreated);
                 }
-                row.sku = Some(sku.clone());
-                row.name = Some(name.clone());
+                row.sku = Some(sku.to_string());
+                row.name = Some(name.to_string());
                 row.price_minor = Some(price.amount_minor);
                 row.currency = Some(price.currency.code().to_owned());
                 row.on_hand = i64::from(*initial_stock);

@@ -229,17 +229,17 @@ impl UserViewRows {
                 if row.registered_at.is_some() {
                     return Err(Refusal::UserAlreadyRegistered);
                 }
-                row.name = Some(name.clone());
-                row.email = Some(email.clone());
+                row.name = Some(name.to_string());
+                row.email = Some(email.to_string());
                 row.registered_at = Some(envelope.recorded_at);
             }
             UserEvent::UserRenamed { name } => {
                 row.registered()?;
-                row.name = Some(name.clone());
+                row.name = Some(name.to_string());
             }
             UserEvent::UserEmailChanged { email } => {
                 row.registered()?;
-                row.email = Some(email.clone());
+                row.email = Some(email.to_string());
             }
         }
         row.version = envelope.version;

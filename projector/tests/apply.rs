@@ -46,8 +46,10 @@ async fn product_view_row(pool: &PgPool, product_id: Uuid) -> common::ProductRow
 async fn registered_user(pool: &PgPool, name: &str) -> Stream<User> {
     let mut user = Stream::<User>::new();
     let register = UserCommand::Register {
-        name: name.into(),
-        email: format!("{}@example.com", name.to_lowercase()),
+        name: name.try_into().unwrap(),
+        email: format!("{}@example.com", name.to_lowercase())
+            .try_into()
+            .unwrap(),
     };
     assert_eq!(user.exec(pool, register).await, 1);
     user
@@ -156,8 +158,8 @@ async fn a_duplicate_delivery_is_applied_once(pool: PgPool) {
     user.exec(
         &pool,
         UserCommand::Register {
-            name: "Ada".into(),
-            email: "ada@example.com".into(),
+            name: "Ada".try_into().unwrap(),
+            email: "ada@example.com".try_into().unwrap(),
         },
     )
     .await;
@@ -296,14 +298,14 @@ async fn every_gap_of_a_mixed_batch_is_filled_in_place_before_its_event(pool: Pg
     ada.exec(
         &pool,
         UserCommand::Rename {
-            name: "Ada King".into(),
+            name: "Ada King".try_into().unwrap(),
         },
     )
     .await;
     ada.exec(
         &pool,
         UserCommand::ChangeEmail {
-            email: "ada@example.org".into(),
+            email: "ada@example.org".try_into().unwrap(),
         },
     )
     .await;
@@ -397,7 +399,7 @@ async fn a_gap_the_store_cannot_fill_fails_the_batch_and_commits_nothing(pool: P
     ada.exec(
         &pool,
         UserCommand::Rename {
-            name: "Ada King".into(),
+            name: "Ada King".try_into().unwrap(),
         },
     )
     .await;
@@ -438,12 +440,17 @@ async fn a_gap_the_store_cannot_fill_fails_the_batch_and_commits_nothing(pool: P
     ada.exec(
         &pool,
         UserCommand::ChangeEmail {
-            email: "ada@example.org".into(),
+            email: "ada@example.org".try_into().unwrap(),
         },
     )
     .await;
-    ada.exec(&pool, UserCommand::Rename { name: "Ada".into() })
-        .await;
+    ada.exec(
+        &pool,
+        UserCommand::Rename {
+            name: "Ada".try_into().unwrap(),
+        },
+    )
+    .await;
     let events = all_events(&pool).await;
     for projection in users {
         let batch = [at(&events, bob.id, 1), at(&events, ada.id, 4)];
@@ -546,14 +553,16 @@ async fn poison_records_are_rejected_one_by_one_and_the_rest_of_the_batch_applie
     };
     let future_schema = NewEvent {
         schema_version: 9,
-        ..new_event(&UserEvent::UserRenamed { name: "Bob".into() })
+        ..new_event(&UserEvent::UserRenamed {
+            name: "Bob".try_into().unwrap(),
+        })
     };
     let registered = UserEvent::UserRegistered {
-        name: "Ada".into(),
-        email: "ada@example.com".into(),
+        name: "Ada".try_into().unwrap(),
+        email: "ada@example.com".try_into().unwrap(),
     };
     let renamed = UserEvent::UserRenamed {
-        name: "Ada King".into(),
+        name: "Ada King".try_into().unwrap(),
     };
     let user_events = [
         new_event(&registered),
@@ -613,8 +622,8 @@ async fn an_event_the_database_refuses_is_rejected_alone_and_the_rest_applies(po
     ada.exec(
         &pool,
         UserCommand::Register {
-            name: "Ada".into(),
-            email: "ada@example.com".into(),
+            name: "Ada".try_into().unwrap(),
+            email: "ada@example.com".try_into().unwrap(),
         },
     )
     .await;
@@ -664,8 +673,8 @@ async fn a_user_rename_shows_up_in_that_users_orders_whatever_the_arrival_order(
         user.exec(
             &pool,
             UserCommand::Register {
-                name: format!("User {n}"),
-                email: format!("user{n}@example.com"),
+                name: format!("User {n}").try_into().unwrap(),
+                email: format!("user{n}@example.com").try_into().unwrap(),
             },
         )
         .await;
@@ -682,14 +691,14 @@ async fn a_user_rename_shows_up_in_that_users_orders_whatever_the_arrival_order(
         user.exec(
             &pool,
             UserCommand::Rename {
-                name: format!("Renamed {n}"),
+                name: format!("Renamed {n}").try_into().unwrap(),
             },
         )
         .await;
         user.exec(
             &pool,
             UserCommand::ChangeEmail {
-                email: format!("moved{n}@example.org"),
+                email: format!("moved{n}@example.org").try_into().unwrap(),
             },
         )
         .await;
@@ -733,7 +742,7 @@ async fn a_user_rename_shows_up_in_that_users_orders_whatever_the_arrival_order(
     let (user_id, order_id, _) = cases[0];
     let version = of(user_id).len() as i32;
     let again = UserEvent::UserRenamed {
-        name: "Ada Again".into(),
+        name: "Ada Again".try_into().unwrap(),
     };
     append_raw(
         &pool,

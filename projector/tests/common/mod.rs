@@ -171,8 +171,8 @@ impl Workload {
         let appended = if self.users.len() < 3 || roll < 8 {
             let mut user = Stream::<User>::new();
             let register = UserCommand::Register {
-                name: format!("User {serial}"),
-                email: format!("user{serial}@example.com"),
+                name: format!("User {serial}").try_into().unwrap(),
+                email: format!("user{serial}@example.com").try_into().unwrap(),
             };
             let n = user.exec(pool, register).await;
             self.users.push(user);
@@ -185,8 +185,8 @@ impl Workload {
             };
             let mut product = Stream::<Product>::new();
             let create = ProductCommand::Create {
-                sku: format!("SKU-{serial}"),
-                name: format!("Product {serial}"),
+                sku: format!("SKU-{serial}").try_into().unwrap(),
+                name: format!("Product {serial}").try_into().unwrap(),
                 price: Money::new(100 + self.rng.below(5000) as i64, currency),
                 initial_stock: self.rng.below(40) as u32,
             };
@@ -196,11 +196,11 @@ impl Workload {
         } else if roll < 19 {
             let command = if self.rng.chance(50) {
                 UserCommand::Rename {
-                    name: format!("Renamed {serial}"),
+                    name: format!("Renamed {serial}").try_into().unwrap(),
                 }
             } else {
                 UserCommand::ChangeEmail {
-                    email: format!("moved{serial}@example.org"),
+                    email: format!("moved{serial}@example.org").try_into().unwrap(),
                 }
             };
             let user = self.rng.pick(&mut self.users).unwrap();
