@@ -10,6 +10,7 @@
 //! - [`consumer`]: batched consumption with offsets committed after the work is durable.
 //! - [`dlq`]: dead-letter records carrying the original plus the error.
 //! - [`backoff`]: doubling pauses for loops that retry the broker or the database.
+//! - [`testing`]: topics of a test's own on a shared broker, deleted afterwards.
 
 pub mod backoff;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod envelope;
 pub mod producer;
+pub mod testing;
 pub mod topics;
 
 pub use backoff::Backoff;

@@ -11,7 +11,8 @@ use orderflow_domain::order::Order;
 use orderflow_domain::product::Product;
 use orderflow_domain::user::User;
 use orderflow_domain::Aggregate;
-use orderflow_kafka::topics::{dead_letter_topic, ensure_topics, events_topic};
+use orderflow_kafka::testing::TestTopics;
+use orderflow_kafka::topics::{dead_letter_topic, events_topic};
 use orderflow_kafka::KafkaArgs;
 use orderflow_projector::worker::{self, WorkerOptions};
 use orderflow_projector::{replay, ReplayOptions, PROJECTIONS};
@@ -24,13 +25,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-async fn fresh_topics() -> KafkaArgs {
+/// Fresh topics for one test, deleted when it ends.
+async fn fresh_topics() -> TestTopics {
     let brokers = std::env::var("KAFKA_BROKERS")
         .expect("KAFKA_BROKERS must point at a Kafka-protocol broker (scripts/test starts tansu)");
-    let mut args = KafkaArgs::new(brokers, format!("t{}", Uuid::new_v4().simple()));
-    args.topic_partitions = 3;
-    ensure_topics(&args).await.expect("topics created");
-    args
+    TestTopics::create(&brokers, 3).await
 }
 
 struct Running {
@@ -313,27 +312,34 @@ async fn a_replay_while_writes_continue_ends_equal_to_the_live_projectors(pool: 
 async fn wait_for_records(kafka: &KafkaArgs, count: usize) {
     let kafka = kafka.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = kafka.client_config().create().unwrap();
+        // Counted by reading them: what a consumer sees, whatever the broker's watermarks say.
+        let consumer: BaseConsumer = kafka
+            .client_config()
+            .set("group.id", format!("counter-{}", Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        for stream_type in [Order::STREAM_TYPE, User::STREAM_TYPE, Product::STREAM_TYPE] {
+            let topic = events_topic(&kafka.topic_prefix, stream_type);
+            for partition in 0..kafka.topic_partitions {
+                assignment
+                    .add_partition_offset(&topic, partition, Offset::Beginning)
+                    .unwrap();
+            }
+        }
+        consumer.assign(&assignment).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let mut total = 0;
-            for stream_type in [Order::STREAM_TYPE, User::STREAM_TYPE, Product::STREAM_TYPE] {
-                let topic = events_topic(&kafka.topic_prefix, stream_type);
-                for partition in 0..kafka.topic_partitions {
-                    let (low, high) = consumer
-                        .fetch_watermarks(&topic, partition, Duration::from_secs(5))
-                        .unwrap();
-                    total += (high - low) as usize;
-                }
-            }
-            if total >= count {
-                return;
-            }
+        let mut total = 0;
+        while total < count {
             assert!(
                 std::time::Instant::now() < deadline,
                 "only {total} of {count} records"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                message.unwrap();
+                total += 1;
+            }
         }
     })
     .await

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orderflow_kafka::topics::{ensure_topics, events_topic, STREAM_TYPES};
+use orderflow_kafka::testing::TestTopics;
+use orderflow_kafka::topics::{events_topic, STREAM_TYPES};
 use orderflow_kafka::KafkaArgs;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -16,12 +17,9 @@ pub fn brokers() -> String {
         .expect("KAFKA_BROKERS must point at a Kafka-protocol broker (scripts/test starts tansu)")
 }
 
-/// Fresh topics for one test.
-pub async fn fresh_topics(brokers: &str) -> KafkaArgs {
-    let mut args = KafkaArgs::new(brokers, format!("t{}", Uuid::new_v4().simple()));
-    args.topic_partitions = 3;
-    ensure_topics(&args).await.expect("topics created");
-    args
+/// Fresh topics for one test, deleted when it ends.
+pub async fn fresh_topics(brokers: &str) -> TestTopics {
+    TestTopics::create(brokers, 3).await
 }
 
 /// Every record on the events topics, as (stream id, version) in arrival order per stream.
