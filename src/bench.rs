@@ -82,17 +82,13 @@ pub(crate) async fn run(bench: Bench) -> anyhow::Result<()> {
 async fn commands(args: CommandsArgs) -> anyhow::Result<()> {
     let Some(target) = args.target.clone() else {
         let platform = OwnPlatform::start(&args.data_dir, args.pg_port).await?;
-        let before = platform.cpu();
-        let result = drive(&args, &platform.url).await;
-        let after = platform.cpu();
+        let result = drive(&args, &platform.url, Some(&platform)).await;
         platform.stop().await?;
-        let mut report = result?;
-        report.server_cpu_ms = Some(after.0.saturating_sub(before.0));
-        report.postgres_cpu_ms = Some(after.1.saturating_sub(before.1));
+        let report = result?;
         report.print(args.json);
         return Ok(());
     };
-    let report = drive(&args, target.trim_end_matches('/')).await?;
+    let report = drive(&args, target.trim_end_matches('/'), None).await?;
     report.print(args.json);
     Ok(())
 }
@@ -156,12 +152,12 @@ impl Report {
             self.throughput(),
             self.errors
         );
-        println!("latency ms: p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  max {max:.2}");
+        println!("latency ms (successful commands): p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  max {max:.2}");
         if let (Some(server), Some(pg)) = (
             self.per_command(self.server_cpu_ms),
             self.per_command(self.postgres_cpu_ms),
         ) {
-            println!("cpu ms per command: command service {server:.3}, PostgreSQL {pg:.3}");
+            println!("cpu ms per command: command service {server:.3}, PostgreSQL {pg:.3} (this load generator runs on the same machine)");
         }
         if let Some(error) = &self.first_error {
             println!("first error: {error}");
@@ -169,8 +165,13 @@ impl Report {
     }
 }
 
-/// Set up a user and products, then run the clients: a warm-up, then the measured window.
-async fn drive(args: &CommandsArgs, base: &str) -> anyhow::Result<Report> {
+/// Set up a user and products, then run the clients: a warm-up, then the measured window,
+/// over which the CPU time of `platform` (when the bench started it) is measured too.
+async fn drive(
+    args: &CommandsArgs,
+    base: &str,
+    platform: Option<&OwnPlatform>,
+) -> anyhow::Result<Report> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency as usize)
         .timeout(Duration::from_secs(30))
@@ -226,6 +227,16 @@ async fn drive(args: &CommandsArgs, base: &str) -> anyhow::Result<Report> {
         server_cpu_ms: None,
         postgres_cpu_ms: None,
     };
+    let mut cpu = None;
+    if let Some(platform) = platform {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let from = platform.cpu();
+        tokio::time::sleep_until(end.into()).await;
+        let to = platform.cpu();
+        cpu = Some((to.0.saturating_sub(from.0), to.1.saturating_sub(from.1)));
+    }
+    report.server_cpu_ms = cpu.map(|cpu| cpu.0);
+    report.postgres_cpu_ms = cpu.map(|cpu| cpu.1);
     while let Some(joined) = clients.join_next().await {
         let tally = joined.context("a bench client panicked")?;
         report.commands += tally.latencies.len() as u64;
@@ -289,9 +300,10 @@ async fn client_loop(
         .await;
         tally.record(started, counted, &created);
         let Ok(order) = created else { continue };
+        next = next.wrapping_add(7);
         for line in 0..3 {
-            next = next.wrapping_add(1 + line);
-            let product = shared.products[next % shared.products.len()];
+            // Three distinct products (there are at least three).
+            let product = shared.products[(next + line) % shared.products.len()];
             let started = Instant::now();
             let counted = started >= measure_from && started < end;
             let added = post(
@@ -416,7 +428,16 @@ impl OwnPlatform {
             .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
             .filter_map(|pid| Some((pid, proc_stat(pid)?)))
             .filter(|(pid, stat)| *pid == postmaster || stat.parent == postmaster)
-            .map(|(_, stat)| stat.cpu_ms)
+            // The postmaster also carries what its exited children (backends, autovacuum
+            // workers) used.
+            .map(|(pid, stat)| {
+                stat.cpu_ms
+                    + if pid == postmaster {
+                        stat.children_cpu_ms
+                    } else {
+                        0
+                    }
+            })
             .sum();
         (server, postgres)
     }
@@ -432,19 +453,22 @@ struct ProcStat {
     parent: u32,
     /// User + system CPU time.
     cpu_ms: u64,
+    /// User + system CPU time of children it has waited for.
+    children_cpu_ms: u64,
 }
 
 /// What /proc says about a process (`None` when it is gone or unreadable).
 fn proc_stat(pid: u32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name, from field 3 (state): the parent is
-    // field 4, utime 14 and stime 15, in clock ticks of 1/100 s on Linux.
+    // field 4, utime 14, stime 15, cutime 16 and cstime 17, in clock ticks of 1/100 s.
     let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     Some(ProcStat {
         parent: fields.get(1)?.parse().ok()?,
         cpu_ms: (ticks(11)? + ticks(12)?) * 10,
+        children_cpu_ms: (ticks(13)? + ticks(14)?) * 10,
     })
 }
 

@@ -4,38 +4,18 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-use uuid::Uuid;
+use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::extract::CommandHeaders;
 use crate::startup::AppState;
-use crate::write::{Command, Executed, Outcome};
+use crate::write::{Command, Executed};
 
 #[cfg(doc)]
 use crate::write::{Meta, Writer};
 
 /// The answer to every successful write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct WriteResponse {
-    pub stream_id: Uuid,
-    /// The stream's version after the command (unchanged when the command was a no-op).
-    pub version: i32,
-    /// Global position of the stream's last event.
-    pub position: Option<i64>,
-}
-
-impl From<Outcome> for WriteResponse {
-    fn from(outcome: Outcome) -> Self {
-        Self {
-            stream_id: outcome.stream_id,
-            version: outcome.version,
-            position: outcome.position,
-        }
-    }
-}
+pub use crate::write::Outcome as WriteResponse;
 
 /// Run `command` for a request whose body was `body`, answering `success` when it is new.
 pub async fn run<C: Command>(
@@ -47,10 +27,10 @@ pub async fn run<C: Command>(
 ) -> Result<Response, ApiError> {
     let meta = headers.meta(body, success);
     Ok(match state.writer.execute(&meta, &command).await? {
-        Executed::New(outcome) => respond(success, outcome.into(), false),
+        Executed::New(outcome) => respond(success, outcome, false),
         Executed::Replayed { outcome, status } => {
             let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
-            respond(status, outcome.into(), true)
+            respond(status, outcome, true)
         }
     })
 }

@@ -65,8 +65,7 @@ pub async fn run(
                 tracing::warn!(error = %format!("{err:#}"), "the relay stopped; starting over");
             }
         }
-        backoff.wait(&mut shutdown).await;
-        if *shutdown.borrow() {
+        if backoff.wait(&mut shutdown).await {
             return Ok(());
         }
     }
@@ -151,7 +150,10 @@ async fn publish_loop(
             }
             Err(err) => {
                 tracing::warn!(%err, "publishing failed; the events wait in the store");
-                backoff.wait(shutdown).await;
+                if backoff.wait(shutdown).await {
+                    let _ = publisher.flush(Duration::from_secs(5));
+                    return Ok(());
+                }
                 if publisher.has_fatal_error() {
                     tracing::warn!("the producer hit a fatal error; starting a new one");
                     publisher = new_publisher()?;

@@ -4,8 +4,10 @@
 //! 1. a command id that already answered is answered again (idempotency);
 //! 2. the target stream is loaded (from the [`AggregateCache`] when it holds it) and held to
 //!    the expected version, if one was given;
-//! 3. the command decides, loading any other stream it reads through [`Refs`] (each such
-//!    stream becomes a version guard on the write);
+//! 3. the command decides, loading any other stream it reads through [`Refs`] (a stream
+//!    whose state the decision uses becomes a version guard on the write); a refusal or a
+//!    no-op decided on cached state is decided again on the store's, since only an append
+//!    checks versions;
 //! 4. one statement appends the events, claims and releases the unique values that changed,
 //!    and records the idempotent response ([`orderflow_store::Write`]);
 //! 5. a lost race (the stream or a guarded one moved on, a deadlock) reloads and decides
@@ -31,9 +33,11 @@ use crate::cache::{AggregateCache, Cached};
 /// How often a command is decided again after losing a race for its streams.
 pub const MAX_ATTEMPTS: u32 = 5;
 
-/// What a successful command wrote (or, for a no-op, where the stream stands).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a successful command wrote (or, for a no-op, where the stream stands); also the
+/// body of every successful command response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = WriteResponse)]
 pub struct Outcome {
     pub stream_id: Uuid,
     /// The stream's version after the command (unchanged when the command was a no-op).
@@ -243,6 +247,8 @@ where
 pub struct Refs<'w> {
     writer: &'w Writer,
     guards: Vec<(Uuid, i32)>,
+    /// Read from the store, not the cache (deciding again after a refusal or a lost race).
+    fresh: bool,
 }
 
 impl Refs<'_> {
@@ -257,7 +263,7 @@ impl Refs<'_> {
     /// A stream that must exist, whatever its state (streams are never deleted, so this
     /// needs no guard).
     pub async fn exists<A: Stream>(&mut self, id: Uuid) -> Result<Arc<Loaded<A>>, WriteError> {
-        match self.writer.load::<A>(id, false).await {
+        match self.writer.load::<A>(id, self.fresh).await {
             Ok(loaded) if loaded.version > 0 => Ok(loaded),
             Ok(_) | Err(WriteError::NotFound { .. }) => Err(WriteError::UnknownReference {
                 stream_type: A::STREAM_TYPE,
@@ -316,7 +322,9 @@ impl Writer {
             status: d.status,
         });
         let mut fresh = false;
-        for attempt in 1..=MAX_ATTEMPTS {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let target = match command.creates() {
                 true => Arc::new(Loaded {
                     state: C::Target::default(),
@@ -331,8 +339,20 @@ impl Writer {
             let mut refs = Refs {
                 writer: self,
                 guards: Vec::new(),
+                fresh,
             };
-            let decided = command.decide(&target.state, &mut refs).await?;
+            let decided = command.decide(&target.state, &mut refs).await;
+            // Only an append checks the versions a decision was made on: a refusal or a
+            // no-op decided on cached state is decided again on the store's.
+            let unchecked = match &decided {
+                Ok(events) => events.is_empty(),
+                Err(err) => matches!(err, WriteError::Rule(_) | WriteError::Broken(_)),
+            };
+            if unchecked && !fresh && !command.creates() {
+                fresh = true;
+                continue;
+            }
+            let decided = decided?;
             if decided.is_empty() {
                 let outcome = Outcome {
                     stream_id,
@@ -422,13 +442,12 @@ impl Writer {
                 Lost::Reference => WriteError::Conflict { stream_id },
                 Lost::Deadlock => WriteError::Raced,
             };
-            if attempt == MAX_ATTEMPTS {
+            if attempt >= MAX_ATTEMPTS {
                 return Err(error);
             }
             tracing::debug!(attempt, %error, "lost a race; deciding again");
             fresh = true;
         }
-        unreachable!("the last attempt returns")
     }
 
     /// The target stream, held to the caller's expected version. A cached state that

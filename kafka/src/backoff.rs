@@ -34,12 +34,13 @@ impl Backoff {
         self.next = self.initial;
     }
 
-    /// Sleep the next pause, or less if `shutdown` changes first.
-    pub async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
+    /// Sleep the next pause unless `shutdown` flips first. `true` means stop: shutdown was
+    /// asked for, or can no longer be (its sender is gone), so a retry loop must not spin.
+    pub async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
         let pause = self.next_pause();
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(pause) => *shutdown.borrow(),
+            changed = shutdown.changed() => changed.is_err() || *shutdown.borrow(),
         }
     }
 }

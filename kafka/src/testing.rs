@@ -41,7 +41,8 @@ impl Deref for TestTopics {
 }
 
 impl Drop for TestTopics {
-    /// Best effort: a broker that is gone or refuses leaves the topics behind, logged.
+    /// Best effort: a broker that is gone or refuses leaves the topics behind (a refused
+    /// deletion is logged).
     fn drop(&mut self) {
         let args = self.args.clone();
         let cleanup = std::thread::spawn(move || {

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use orderflow_kafka::consumer::{commit, next_batch, subscribe};
 use orderflow_kafka::dlq::dead_letter;
 use orderflow_kafka::topics::{dead_letter_topic, events_topic};
-use orderflow_kafka::{envelope, KafkaArgs};
+use orderflow_kafka::{envelope, Backoff, KafkaArgs};
 use orderflow_store::StoredEvent;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message, OwnedMessage};
@@ -22,30 +22,6 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{apply_batch, Projection, Rejected};
-
-/// Doubling pauses between retries of a failing consumer or batch, from 100 ms up to 5 s.
-#[derive(Debug)]
-struct Backoff(Duration);
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    fn new() -> Self {
-        Self(Self::FIRST)
-    }
-
-    /// Sleeps for the current pause and doubles the next one.
-    async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Self::MAX);
-    }
-
-    /// After a success: the next failure waits the shortest pause again.
-    fn reset(&mut self) {
-        self.0 = Self::FIRST;
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -118,7 +94,7 @@ pub async fn run_one(
         .create()
         .context("creating the dead-letter producer")?;
     tracing::info!(%projection, %group, ?topics, "projector worker started");
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::default();
     while !*shutdown.borrow() {
         let batch = tokio::select! {
             batch = next_batch(&consumer, options.batch_size, Duration::from_millis(500), options.linger) => batch,
@@ -128,7 +104,9 @@ pub async fn run_one(
             Ok(batch) => batch,
             Err(err) => {
                 tracing::warn!(%projection, %err, "consuming failed; retrying");
-                backoff.wait().await;
+                if backoff.wait(&mut shutdown).await {
+                    break;
+                }
                 continue;
             }
         };
@@ -152,7 +130,9 @@ pub async fn run_one(
                 // committed offsets, whatever rebalance happened meanwhile.
                 tracing::error!(%projection, error = %format!("{err:#}"), "a batch failed; retrying");
                 drop(consumer);
-                backoff.wait().await;
+                if backoff.wait(&mut shutdown).await {
+                    break;
+                }
                 consumer = subscribe(&kafka, &group, &topics).context("subscribing again")?;
             }
         }

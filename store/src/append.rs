@@ -33,8 +33,9 @@ pub async fn load_events(
     Ok(sqlx::query_as(&sql).bind(stream_id).fetch_all(conn).await?)
 }
 
-/// Load and fold a stream. Call it for every stream a transaction appends to before the
-/// transaction's first write, so its transaction id is allocated after what it read and
+/// Load and fold a stream. An append must be decided on committed versions only (read
+/// before the appending statement starts, from here or from a cache filled by committed
+/// writes): its transaction id is then allocated after the writers of what it read, so
 /// each stream's versions stay in `tx_id` order for the gap-safe reader.
 pub async fn load<A: Aggregate>(
     conn: &mut PgConnection,
@@ -125,42 +126,73 @@ pub enum Written {
     Stale,
 }
 
-/// The statement behind [`Write::execute`]. Each part only runs when the guards hold;
-/// the idempotency record (`{streamId, version, position}`, the shape
-/// [`crate::idempotency::StoredResponse::response`] holds) and the releases only when
-/// events were inserted. A unique violation anywhere aborts the whole statement.
-const WRITE: &str = "\
-with guard as (
-    select coalesce(bool_and(coalesce(
-        (select max(e.version) from events e where e.stream_id = g.id), 0) = g.version), true) as ok
-    from unnest($8::uuid[], $9::int[]) as g(id, version)
-), claimed as (
-    insert into unique_claims (scope, value, stream_id)
-    select c.scope, c.value, $1
-    from unnest($10::text[], $11::text[]) as c(scope, value)
-    where (select ok from guard) and not exists (
-        select 1 from unique_claims u
-        where u.scope = c.scope and u.value = c.value and u.stream_id = $1)
-), appended as (
-    insert into events (stream_id, stream_type, version, event_type, schema_version, payload, metadata)
-    select $1, $2, v, t, s, p, m
-    from unnest($3::int[], $4::text[], $5::int2[], $6::jsonb[], $7::jsonb[]) as u(v, t, s, p, m)
-    where (select ok from guard)
-    returning position
-), released as (
-    delete from unique_claims u
-    using unnest($12::text[], $13::text[]) as r(scope, value)
-    where u.scope = r.scope and u.value = r.value and u.stream_id = $1
-      and exists (select 1 from appended)
-), recorded as (
-    insert into idempotency_keys (key, fingerprint, status, response)
-    select $14, $15, $16, jsonb_build_object('streamId', $1, 'version', $17::int, 'position', max(position))
-    from appended
-    having $14::text is not null and count(*) > 0
-)
-select min(position), max(position) from appended";
-
 impl Write<'_> {
+    /// The statement for this write, with only the parts it needs: every part is planned
+    /// and executed even when its arrays are empty, and this is the hottest statement.
+    /// Parameters: `$1`..`$7` the events, then guards, claims, releases and the record,
+    /// each numbered after the parts before it that are present.
+    ///
+    /// The events are inserted only when every guard holds; the releases and the
+    /// idempotency record (`{streamId, version, position}`, the shape
+    /// [`crate::idempotency::StoredResponse::response`] holds) only when events were
+    /// inserted. A unique violation anywhere aborts the whole statement, claims included.
+    fn statement(&self) -> String {
+        let mut parts = Vec::new();
+        let mut next = 8;
+        let mut param = || {
+            next += 1;
+            next - 1
+        };
+        let mut holds = "true".to_owned();
+        if !self.guards.is_empty() {
+            let (ids, versions) = (param(), param());
+            parts.push(format!(
+                "guard as (select bool_and(coalesce((select max(e.version) from events e \
+                 where e.stream_id = g.id), 0) = g.version) as ok \
+                 from unnest(${ids}::uuid[], ${versions}::int[]) as g(id, version))"
+            ));
+            holds = "(select ok from guard)".to_owned();
+        }
+        if !self.claims.is_empty() {
+            let (scopes, values) = (param(), param());
+            parts.push(format!(
+                "claimed as (insert into unique_claims (scope, value, stream_id) \
+                 select c.scope, c.value, $1 from unnest(${scopes}::text[], ${values}::text[]) as c(scope, value) \
+                 where {holds} and not exists (select 1 from unique_claims u \
+                 where u.scope = c.scope and u.value = c.value and u.stream_id = $1))"
+            ));
+        }
+        parts.push(format!(
+            "appended as (insert into events \
+             (stream_id, stream_type, version, event_type, schema_version, payload, metadata) \
+             select $1, $2, v, t, s, p, m \
+             from unnest($3::int[], $4::text[], $5::int2[], $6::jsonb[], $7::jsonb[]) as u(v, t, s, p, m) \
+             where {holds} returning position)"
+        ));
+        if !self.releases.is_empty() {
+            let (scopes, values) = (param(), param());
+            parts.push(format!(
+                "released as (delete from unique_claims u \
+                 using unnest(${scopes}::text[], ${values}::text[]) as r(scope, value) \
+                 where u.scope = r.scope and u.value = r.value and u.stream_id = $1 \
+                 and exists (select 1 from appended))"
+            ));
+        }
+        if self.record.is_some() {
+            let (key, fingerprint, status, version) = (param(), param(), param(), param());
+            parts.push(format!(
+                "recorded as (insert into idempotency_keys (key, fingerprint, status, response) \
+                 select ${key}, ${fingerprint}, ${status}, jsonb_build_object('streamId', $1, \
+                 'version', ${version}::int, 'position', max(position)) \
+                 from appended having count(*) > 0)"
+            ));
+        }
+        format!(
+            "with {} select min(position), max(position) from appended",
+            parts.join(", ")
+        )
+    }
+
     /// Run the write as one statement. A concurrent append to the stream is
     /// [`StoreError::Conflict`], a value claimed by another stream [`StoreError::Taken`],
     /// a key recorded by a concurrent retry [`StoreError::KeyRecorded`].
@@ -183,35 +215,42 @@ impl Write<'_> {
             })
             .collect::<Result<Vec<_>, _>>()
             .expect("metadata serializes");
-        let (guard_ids, guard_versions): (Vec<Uuid>, Vec<i32>) =
-            self.guards.iter().copied().unzip();
         let columns = |claims: &[Claim]| -> (Vec<&'static str>, Vec<String>) {
             claims
                 .iter()
                 .map(|c| (c.scope.as_str(), c.value.clone()))
                 .unzip()
         };
-        let (claim_scopes, claim_values) = columns(self.claims);
-        let (release_scopes, release_values) = columns(self.releases);
-        let new_version = self.expected_version + count;
-        let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(WRITE)
+        let sql = self.statement();
+        let mut query = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(&sql)
             .bind(self.stream_id)
             .bind(self.stream_type)
             .bind(&versions)
             .bind(&types)
             .bind(&schemas)
             .bind(&payloads)
-            .bind(&metadatas)
-            .bind(&guard_ids)
-            .bind(&guard_versions)
-            .bind(&claim_scopes)
-            .bind(&claim_values)
-            .bind(&release_scopes)
-            .bind(&release_values)
-            .bind(self.record.map(|r| r.key))
-            .bind(self.record.map(|r| r.fingerprint))
-            .bind(self.record.map(|r| r.status))
-            .bind(new_version)
+            .bind(&metadatas);
+        if !self.guards.is_empty() {
+            let (ids, versions): (Vec<Uuid>, Vec<i32>) = self.guards.iter().copied().unzip();
+            query = query.bind(ids).bind(versions);
+        }
+        if !self.claims.is_empty() {
+            let (scopes, values) = columns(self.claims);
+            query = query.bind(scopes).bind(values);
+        }
+        if !self.releases.is_empty() {
+            let (scopes, values) = columns(self.releases);
+            query = query.bind(scopes).bind(values);
+        }
+        let new_version = self.expected_version + count;
+        if let Some(record) = self.record {
+            query = query
+                .bind(record.key)
+                .bind(record.fingerprint)
+                .bind(record.status)
+                .bind(new_version);
+        }
+        let (first, last) = query
             .fetch_one(conn)
             .await
             .map_err(|err| self.refusal(err))?;
