@@ -124,7 +124,11 @@ async fn run(role: Role) -> anyhow::Result<()> {
             Ok(())
         }
         Role::Command(args) => {
-            let pool = connect(&args.database).await?;
+            let pool = args
+                .database
+                .connect_for_writes()
+                .await
+                .context("connecting to the database")?;
             let listener = bind(args.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "command API listening");
             let writer = orderflow_command::write::Writer::new(pool, args.aggregate_cache);
@@ -255,11 +259,15 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
     let graphql = query_listener.local_addr()?;
     let shutdown = shutdown_watch();
 
+    let command_pool = DatabaseArgs::new(database_url)
+        .connect_for_writes()
+        .await
+        .context("connecting the command service")?;
     let mut roles = tokio::task::JoinSet::new();
     let mut stop = shutdown.clone();
     roles.spawn(orderflow_command::startup::serve(
         listener,
-        pool.clone(),
+        command_pool,
         async move {
             let _ = stop.wait_for(|stop| *stop).await;
         },
