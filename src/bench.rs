@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use orderflow_query::config::parse_duration;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -51,28 +52,6 @@ pub(crate) struct CommandsArgs {
     pg_port: u16,
 }
 
-/// `30s`, `2m`, `500ms` or a bare number of seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 30s, 2m or 500ms"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("unknown unit {unit:?}: use ms, s or m")),
-    };
-    if !(seconds > 0.0 && seconds < 86_400.0) {
-        return Err("a duration must be positive and under a day".into());
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 pub(crate) async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Commands(args) => commands(args).await,
@@ -80,6 +59,9 @@ pub(crate) async fn run(bench: Bench) -> anyhow::Result<()> {
 }
 
 async fn commands(args: CommandsArgs) -> anyhow::Result<()> {
+    if args.duration.is_zero() {
+        bail!("--duration must be longer than zero");
+    }
     let Some(target) = args.target.clone() else {
         let platform = OwnPlatform::start(&args.data_dir, args.pg_port).await?;
         let result = drive(&args, &platform.url, Some(&platform)).await;
@@ -470,20 +452,4 @@ fn proc_stat(pid: u32) -> Option<ProcStat> {
         cpu_ms: (ticks(11)? + ticks(12)?) * 10,
         children_cpu_ms: (ticks(13)? + ticks(14)?) * 10,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_take_units_and_refuse_nonsense() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("3h").is_err());
-    }
 }
