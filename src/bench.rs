@@ -59,8 +59,8 @@ pub(crate) async fn run(bench: Bench) -> anyhow::Result<()> {
 }
 
 async fn commands(args: CommandsArgs) -> anyhow::Result<()> {
-    if args.duration.is_zero() {
-        bail!("--duration must be longer than zero");
+    if args.duration.is_zero() || args.duration > Duration::from_secs(24 * 3600) {
+        bail!("--duration must be longer than zero and at most a day");
     }
     let Some(target) = args.target.clone() else {
         let platform = OwnPlatform::start(&args.data_dir, args.pg_port).await?;

@@ -140,8 +140,11 @@ impl From<WriteError> for ApiError {
                 code: "IDEMPOTENCY_KEY_REUSED",
                 message: "this Idempotency-Key was already used for a different request".into(),
             },
-            WriteError::StoredResponse(_) | WriteError::Broken(_) => {
+            WriteError::StoredResponse(_) => {
                 Self::Unexpected(anyhow::Error::new(err).context("idempotency"))
+            }
+            WriteError::Broken(_) => {
+                Self::Unexpected(anyhow::Error::new(err).context("event store"))
             }
             WriteError::Store(store) => store.into(),
         }

@@ -135,7 +135,13 @@ async fn publish_loop(
                 .context("the relay lock connection was lost")?;
             tokio::select! {
                 _ = tokio::time::sleep(options.idle_poll) => {}
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => {
+                    // With its sender gone, shutdown can no longer be asked for: stop
+                    // rather than poll without pause.
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
             }
             continue;
         };

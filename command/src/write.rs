@@ -11,7 +11,8 @@
 //! 4. one statement appends the events, claims and releases the unique values that changed,
 //!    and records the idempotent response ([`orderflow_store::Write`]);
 //! 5. a lost race (the stream or a guarded one moved on, a deadlock) reloads and decides
-//!    again, up to [`MAX_ATTEMPTS`] times; with an expected version it is a mismatch instead.
+//!    again, [`MAX_ATTEMPTS`] attempts in all; with an expected version it is a mismatch
+//!    instead.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use uuid::Uuid;
 
 use crate::cache::{AggregateCache, Cached};
 
-/// How often a command is decided again after losing a race for its streams.
+/// How often a command is decided in all when it keeps losing races for its streams.
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// What a successful command wrote (or, for a no-op, where the stream stands); also the
@@ -249,6 +250,8 @@ pub struct Refs<'w> {
     guards: Vec<(Uuid, i32)>,
     /// Read from the store, not the cache (deciding again after a refusal or a lost race).
     fresh: bool,
+    /// Whether any stream came from the cache.
+    used_cache: bool,
 }
 
 impl Refs<'_> {
@@ -263,7 +266,11 @@ impl Refs<'_> {
     /// A stream that must exist, whatever its state (streams are never deleted, so this
     /// needs no guard).
     pub async fn exists<A: Stream>(&mut self, id: Uuid) -> Result<Arc<Loaded<A>>, WriteError> {
-        match self.writer.load::<A>(id, self.fresh).await {
+        match self
+            .writer
+            .load::<A>(id, self.fresh, &mut self.used_cache)
+            .await
+        {
             Ok(loaded) if loaded.version > 0 => Ok(loaded),
             Ok(_) | Err(WriteError::NotFound { .. }) => Err(WriteError::UnknownReference {
                 stream_type: A::STREAM_TYPE,
@@ -322,9 +329,9 @@ impl Writer {
             status: d.status,
         });
         let mut fresh = false;
-        let mut attempt = 0;
+        let mut attempt = 1;
         loop {
-            attempt += 1;
+            let mut used_cache = false;
             let target = match command.creates() {
                 true => Arc::new(Loaded {
                     state: C::Target::default(),
@@ -332,7 +339,7 @@ impl Writer {
                     last_position: None,
                 }),
                 false => {
-                    self.load_expected::<C::Target>(stream_id, meta, fresh)
+                    self.load_expected::<C::Target>(stream_id, meta, fresh, &mut used_cache)
                         .await?
                 }
             };
@@ -340,6 +347,7 @@ impl Writer {
                 writer: self,
                 guards: Vec::new(),
                 fresh,
+                used_cache,
             };
             let decided = command.decide(&target.state, &mut refs).await;
             // Only an append checks the versions a decision was made on: a refusal or a
@@ -348,7 +356,7 @@ impl Writer {
                 Ok(events) => events.is_empty(),
                 Err(err) => matches!(err, WriteError::Rule(_) | WriteError::Broken(_)),
             };
-            if unchecked && !fresh && !command.creates() {
+            if unchecked && refs.used_cache {
                 fresh = true;
                 continue;
             }
@@ -434,7 +442,10 @@ impl Writer {
                 Lost::Stream => match meta.expected_version {
                     // The caller decided on a version that is gone: say which is current.
                     Some(expected) => {
-                        let current = self.load::<C::Target>(stream_id, true).await?.version;
+                        let current = self
+                            .load::<C::Target>(stream_id, true, &mut false)
+                            .await?
+                            .version;
                         return Err(WriteError::VersionMismatch { expected, current });
                     }
                     None => WriteError::Conflict { stream_id },
@@ -446,6 +457,7 @@ impl Writer {
                 return Err(error);
             }
             tracing::debug!(attempt, %error, "lost a race; deciding again");
+            attempt += 1;
             fresh = true;
         }
     }
@@ -457,13 +469,17 @@ impl Writer {
         id: Uuid,
         meta: &Meta,
         fresh: bool,
+        used_cache: &mut bool,
     ) -> Result<Arc<Loaded<A>>, WriteError> {
-        let loaded = self.load::<A>(id, fresh).await?;
+        let loaded = self.load::<A>(id, fresh, used_cache).await?;
         let Some(expected) = meta.expected_version else {
             return Ok(loaded);
         };
-        let loaded = match (loaded.version == expected, fresh) {
-            (false, false) => self.load::<A>(id, true).await?,
+        let loaded = match (loaded.version == expected, *used_cache) {
+            (false, true) => {
+                *used_cache = false;
+                self.load::<A>(id, true, used_cache).await?
+            }
             _ => loaded,
         };
         if loaded.version != expected {
@@ -475,11 +491,20 @@ impl Writer {
         Ok(loaded)
     }
 
-    /// A stream's state: from the cache unless `fresh`, else read and folded (and cached).
-    async fn load<A: Stream>(&self, id: Uuid, fresh: bool) -> Result<Arc<Loaded<A>>, WriteError> {
+    /// A stream's state: from the cache unless `fresh` (then `used_cache` is set), else
+    /// read and folded (and cached).
+    async fn load<A: Stream>(
+        &self,
+        id: Uuid,
+        fresh: bool,
+        used_cache: &mut bool,
+    ) -> Result<Arc<Loaded<A>>, WriteError> {
         if !fresh {
             match self.cache.get::<A>(A::STREAM_TYPE, id) {
-                Cached::Hit(loaded) => return Ok(loaded),
+                Cached::Hit(loaded) => {
+                    *used_cache = true;
+                    return Ok(loaded);
+                }
                 Cached::OtherType(_) => {
                     return Err(WriteError::NotFound {
                         stream_type: A::STREAM_TYPE,

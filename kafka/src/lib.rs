@@ -10,7 +10,8 @@
 //! - [`consumer`]: batched consumption with offsets committed after the work is durable.
 //! - [`dlq`]: dead-letter records carrying the original plus the error.
 //! - [`backoff`]: doubling pauses for loops that retry the broker or the database.
-//! - [`testing`]: topics of a test's own on a shared broker, deleted afterwards.
+//! - `testing` (feature `testing`, for tests): topics of a test's own on a shared broker,
+//!   deleted afterwards.
 
 pub mod backoff;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod envelope;
 pub mod producer;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
 

@@ -71,12 +71,22 @@ impl Drop for TestTopics {
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
             let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
             futures::executor::block_on(async {
-                if let Err(err) = admin.delete_topics(&topics, &options).await {
-                    tracing::warn!(%err, "test topics were not deleted");
+                match admin.delete_topics(&topics, &options).await {
+                    Ok(results) => {
+                        for (topic, code) in results.into_iter().filter_map(Result::err) {
+                            tracing::warn!(%topic, ?code, "a test topic was not deleted");
+                        }
+                    }
+                    Err(err) => tracing::warn!(%err, "test topics were not deleted"),
                 }
                 if !groups.is_empty() {
-                    if let Err(err) = admin.delete_groups(&groups, &options).await {
-                        tracing::warn!(%err, "test consumer groups were not deleted");
+                    match admin.delete_groups(&groups, &options).await {
+                        Ok(results) => {
+                            for (group, code) in results.into_iter().filter_map(Result::err) {
+                                tracing::warn!(%group, ?code, "a test group was not deleted");
+                            }
+                        }
+                        Err(err) => tracing::warn!(%err, "test consumer groups were not deleted"),
                     }
                 }
             });

@@ -173,7 +173,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     match unit.trim() {
         "ms" => Ok(Duration::from_millis(number)),
         "" | "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
+        "m" => number
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long")),
         other => Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
     }
 }

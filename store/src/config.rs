@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 
 /// Database flags shared by every role (flattened into each role's arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -25,36 +25,43 @@ impl DatabaseArgs {
         }
     }
 
-    /// A pool, without touching the schema. Connections are not pinged before each use
-    /// (a round trip per statement on the write path); one the server dropped fails its
-    /// statement, which every caller already treats as a transient error.
+    /// A pool, without touching the schema.
     pub async fn connect(&self) -> Result<PgPool, sqlx::Error> {
-        self.connect_with(|options| options).await
+        self.pool_options()
+            .connect_with(PgConnectOptions::from_str(&self.database_url)?)
+            .await
     }
 
     /// A pool for the write path, on an up-to-date schema, whose connections always use
     /// generic plans: its statements are short, shaped alike and answered from indexes, and
     /// PostgreSQL would otherwise plan each execution of the multi-part append again (a
-    /// third of its time under load, measured with `perf`).
+    /// third of its time under load, measured with `perf`). A connection is pinged before
+    /// use only when it sat idle for a second: a ping per statement is a round trip more
+    /// per command under load, and a connection in use a moment ago is alive.
     pub async fn connect_for_writes(&self) -> Result<PgPool, crate::StoreError> {
+        let options = PgConnectOptions::from_str(&self.database_url)?
+            .options([("plan_cache_mode", "force_generic_plan")]);
         let pool = self
-            .connect_with(|options| options.options([("plan_cache_mode", "force_generic_plan")]))
+            .pool_options()
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_with(options)
             .await?;
         migrate(&pool).await?;
         Ok(pool)
     }
 
-    async fn connect_with(
-        &self,
-        configure: impl FnOnce(PgConnectOptions) -> PgConnectOptions,
-    ) -> Result<PgPool, sqlx::Error> {
-        let options = configure(PgConnectOptions::from_str(&self.database_url)?);
+    fn pool_options(&self) -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(self.db_max_connections)
-            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
     }
 
     /// A pool on a database whose schema is up to date.
