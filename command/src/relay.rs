@@ -59,7 +59,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(100), options.max_backoff);
     loop {
-        match run_once(&pool, &kafka, &options, &mut shutdown).await {
+        match run_once(&pool, &kafka, &options, &mut shutdown, &mut backoff).await {
             Ok(()) => return Ok(()),
             Err(err) => {
                 tracing::warn!(error = %format!("{err:#}"), "the relay stopped; starting over");
@@ -71,11 +71,14 @@ pub async fn run(
     }
 }
 
+/// One term as the active relay (after standing by for the lock). `restarts` is reset once
+/// a page is published, so a relay that worked for a while restarts quickly.
 async fn run_once(
     pool: &PgPool,
     kafka: &KafkaArgs,
     options: &RelayOptions,
     shutdown: &mut watch::Receiver<bool>,
+    restarts: &mut Backoff,
 ) -> anyhow::Result<()> {
     let mut lock = PgConnection::connect_with(&pool.connect_options())
         .await
@@ -101,7 +104,7 @@ async fn run_once(
         }
     }
     tracing::info!(name = %options.name, "relay is active");
-    let result = publish_loop(&mut lock, pool, kafka, options, shutdown).await;
+    let result = publish_loop(&mut lock, pool, kafka, options, shutdown, restarts).await;
     let _ = lock.close().await;
     result
 }
@@ -112,6 +115,7 @@ async fn publish_loop(
     kafka: &KafkaArgs,
     options: &RelayOptions,
     shutdown: &mut watch::Receiver<bool>,
+    restarts: &mut Backoff,
 ) -> anyhow::Result<()> {
     let new_publisher = || {
         EventPublisher::new(kafka, options.delivery_timeout).context("creating the Kafka producer")
@@ -153,6 +157,7 @@ async fn publish_loop(
                 tracing::debug!(events = page.len(), ?next, "published");
                 cursor = next;
                 backoff.reset();
+                restarts.reset();
             }
             Err(err) => {
                 tracing::warn!(%err, "publishing failed; the events wait in the store");
