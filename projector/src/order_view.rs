@@ -36,21 +36,7 @@ impl Projection for OrderView {
         &[Order::STREAM_TYPE, User::STREAM_TYPE]
     }
 
-    fn tables(&self) -> Tables {
-        Tables {
-            view: "order_view",
-            helper: "order_view_users",
-            checkpoints: "order_view_checkpoints",
-        }
-    }
-
-    fn shadow_tables(&self) -> Tables {
-        Tables {
-            view: "order_view_shadow",
-            helper: "order_view_users_shadow",
-            checkpoints: "order_view_checkpoints_shadow",
-        }
-    }
+    crate::projection::table_names!("order_view", "order_view_users");
 
     fn lock_id(&self) -> i32 {
         1

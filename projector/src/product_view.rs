@@ -36,21 +36,7 @@ impl Projection for ProductView {
         &[Product::STREAM_TYPE, Order::STREAM_TYPE]
     }
 
-    fn tables(&self) -> Tables {
-        Tables {
-            view: "product_view",
-            helper: "product_view_order_lines",
-            checkpoints: "product_view_checkpoints",
-        }
-    }
-
-    fn shadow_tables(&self) -> Tables {
-        Tables {
-            view: "product_view_shadow",
-            helper: "product_view_order_lines_shadow",
-            checkpoints: "product_view_checkpoints_shadow",
-        }
-    }
+    crate::projection::table_names!("product_view", "product_view_order_lines");
 
     fn lock_id(&self) -> i32 {
         3

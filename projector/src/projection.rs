@@ -17,6 +17,29 @@ use crate::{Refusal, PROJECTIONS};
 /// object-safe and the registry can be one list of `&dyn Projection`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Implements [`Projection::tables`] and [`Projection::shadow_tables`] from the live view's
+/// and helper's names: the checkpoint table and every shadow name follow from them.
+macro_rules! table_names {
+    ($view:literal, $helper:literal) => {
+        fn tables(&self) -> $crate::Tables {
+            $crate::Tables {
+                view: $view,
+                helper: $helper,
+                checkpoints: concat!($view, "_checkpoints"),
+            }
+        }
+
+        fn shadow_tables(&self) -> $crate::Tables {
+            $crate::Tables {
+                view: concat!($view, "_shadow"),
+                helper: concat!($helper, "_shadow"),
+                checkpoints: concat!($view, "_checkpoints_shadow"),
+            }
+        }
+    };
+}
+pub(crate) use table_names;
+
 /// One read model with everything it owns; each is rebuilt on its own.
 pub trait Projection: fmt::Debug + Send + Sync {
     /// The name used on the command line, in logs, in consumer group names and as the live
@@ -27,7 +50,8 @@ pub trait Projection: fmt::Debug + Send + Sync {
     /// stream types are skipped without a checkpoint.
     fn stream_types(&self) -> &'static [&'static str];
 
-    /// The tables queries read and live workers write.
+    /// The tables queries read and live workers write ([`table_names!`] writes this and
+    /// [`Projection::shadow_tables`] from the view's and helper's names).
     fn tables(&self) -> Tables;
 
     /// The tables a replay builds before swapping them in: the live names plus `_shadow`.

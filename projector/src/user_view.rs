@@ -36,21 +36,7 @@ impl Projection for UserView {
         &[User::STREAM_TYPE, Order::STREAM_TYPE]
     }
 
-    fn tables(&self) -> Tables {
-        Tables {
-            view: "user_view",
-            helper: "user_view_orders",
-            checkpoints: "user_view_checkpoints",
-        }
-    }
-
-    fn shadow_tables(&self) -> Tables {
-        Tables {
-            view: "user_view_shadow",
-            helper: "user_view_orders_shadow",
-            checkpoints: "user_view_checkpoints_shadow",
-        }
-    }
+    crate::projection::table_names!("user_view", "user_view_orders");
 
     fn lock_id(&self) -> i32 {
         2
