@@ -4,6 +4,7 @@ use uuid::Uuid;
 
 use crate::order::OrderStatus;
 use crate::payment::PaymentStatus;
+use crate::saga::SagaStatus;
 use crate::{Currency, Money, MoneyError};
 
 /// One error type for every broken business rule; the HTTP layer answers 422 with
@@ -61,6 +62,8 @@ pub enum DomainError {
     OrderClosed { status: OrderStatus },
     #[error("the payment is {status}; only authorized payments can be captured or voided")]
     PaymentNotAuthorized { status: PaymentStatus },
+    #[error("the saga is {status}; only a stuck saga can be resumed")]
+    SagaNotStuck { status: SagaStatus },
 }
 
 /// The class of a [`DomainError`], for callers that answer differently per class without
@@ -102,7 +105,8 @@ impl DomainError {
             | Self::OrderEmpty
             | Self::OrderNotPlaced
             | Self::OrderClosed { .. }
-            | Self::PaymentNotAuthorized { .. } => ErrorKind::Rule,
+            | Self::PaymentNotAuthorized { .. }
+            | Self::SagaNotStuck { .. } => ErrorKind::Rule,
         }
     }
 
@@ -132,6 +136,7 @@ impl DomainError {
             Self::OrderNotPlaced => "ORDER_NOT_PLACED",
             Self::OrderClosed { .. } => "ORDER_CLOSED",
             Self::PaymentNotAuthorized { .. } => "PAYMENT_NOT_AUTHORIZED",
+            Self::SagaNotStuck { .. } => "SAGA_NOT_STUCK",
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   [`ErrorKind`] to branch on.
 //! - [`user`], [`product`], [`order`], [`payment`]: the aggregates, each with its commands,
 //!   events and state.
+//! - [`saga`]: the fulfilment saga, a pure state machine from a placed order to a
+//!   confirmed or cancelled one, with the actions each state calls for.
 //! - `text` (private): trimming and length rules shared by names and reasons, and [`Name`].
 //!   [`Name`], [`Email`] and [`Sku`] are parsed (normalized and checked) once, at the edge,
 //!   and carried as types by commands and events; each serializes as a plain string.
@@ -23,6 +25,7 @@ pub mod money;
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod saga;
 pub mod user;
 
 mod text;
