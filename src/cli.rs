@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use orderflow_command::config::{CommandArgs, RelayArgs};
+use orderflow_command::config::{CommandArgs, RelayArgs, SagaArgs, SagaFlags};
+use orderflow_command::saga::gateway::{Resilient, SimulatedGateway, SimulatorArgs};
+use orderflow_command::saga::Orchestrator;
 use orderflow_kafka::KafkaArgs;
 use orderflow_projector::config::{ProjectorArgs, ReplayArgs};
 use orderflow_projector::worker::WorkerOptions;
@@ -39,6 +41,8 @@ enum Role {
     Relay(RelayArgs),
     /// Run projector workers (consume Kafka, maintain the read models).
     Projector(ProjectorArgs),
+    /// Run the saga orchestrator (stock and payment for every placed order), or list sagas.
+    Saga(SagaCli),
     /// Rebuild read models from the event store and swap them in.
     Replay(ReplayArgs),
     /// Run the GraphQL query service (playground at its root).
@@ -49,6 +53,30 @@ enum Role {
     /// Load generators that print figures (throughput, latency percentiles).
     #[command(subcommand)]
     Bench(crate::bench::Bench),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SagaCli {
+    #[command(subcommand)]
+    action: Option<SagaAction>,
+    #[command(flatten)]
+    run: SagaArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum SagaAction {
+    /// Print sagas (e.g. every STUCK one) as a table and exit.
+    List {
+        /// RUNNING, COMPENSATING, CONFIRMED, CANCELLED or STUCK; all when absent.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many, oldest first.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +109,10 @@ struct DevArgs {
     /// Topic prefix (one per environment sharing a cluster).
     #[arg(long, env = "ORDERFLOW_TOPIC_PREFIX", default_value = "orderflow")]
     topic_prefix: String,
+    #[command(flatten)]
+    saga: SagaFlags,
+    #[command(flatten)]
+    gateway: SimulatorArgs,
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -157,6 +189,22 @@ async fn run(role: Role) -> anyhow::Result<()> {
             )
             .await
         }
+        Role::Saga(SagaCli {
+            action:
+                Some(SagaAction::List {
+                    state,
+                    limit,
+                    database,
+                }),
+            ..
+        }) => list_sagas(&database, state.as_deref(), limit).await,
+        Role::Saga(SagaCli { run: args, .. }) => {
+            let pool = connect(&args.database).await?;
+            create_topics(&args.kafka).await?;
+            orchestrator(&pool, &args.saga, &args.gateway)
+                .run(args.kafka.clone(), shutdown_watch())
+                .await
+        }
         Role::Replay(args) => {
             let pool = connect(&args.database).await?;
             for projection in args.selected() {
@@ -182,6 +230,63 @@ async fn run(role: Role) -> anyhow::Result<()> {
         Role::Dev(args) => dev(args).await,
         Role::Bench(bench) => crate::bench::run(bench).await,
     }
+}
+
+/// The orchestrator with the simulated payment provider.
+fn orchestrator(
+    pool: &sqlx::PgPool,
+    flags: &SagaFlags,
+    gateway: &SimulatorArgs,
+) -> std::sync::Arc<Orchestrator<SimulatedGateway>> {
+    let gateway = Resilient::new(
+        SimulatedGateway::new(pool.clone(), gateway.clone()),
+        flags.resilience(),
+    );
+    let writer = orderflow_command::write::Writer::new(
+        pool.clone(),
+        orderflow_command::startup::DEFAULT_AGGREGATE_CACHE,
+    );
+    Orchestrator::new(writer, gateway, flags.options())
+}
+
+async fn list_sagas(
+    database: &DatabaseArgs,
+    state: Option<&str>,
+    limit: i64,
+) -> anyhow::Result<()> {
+    let state = match state {
+        None => None,
+        Some(text) => Some(
+            orderflow_domain::saga::SagaStatus::parse(text)
+                .with_context(|| format!("unknown saga state {text:?}: use RUNNING, COMPENSATING, CONFIRMED, CANCELLED or STUCK"))?,
+        ),
+    };
+    let pool = connect(database).await?;
+    let rows = orderflow_command::saga::rows::list(
+        &pool,
+        state.map(|s| s.as_str()),
+        limit.clamp(1, 100_000),
+    )
+    .await
+    .context("reading sagas")?;
+    println!(
+        "{:<36}  {:<36}  {:<12}  {:<10}  {:<19}  {:>8}  DETAIL",
+        "SAGA", "ORDER", "STATE", "STEP", "REASON", "ATTEMPTS"
+    );
+    for row in &rows {
+        println!(
+            "{:<36}  {:<36}  {:<12}  {:<10}  {:<19}  {:>8}  {}",
+            row.saga_id,
+            row.order_id,
+            row.state,
+            row.step,
+            row.reason.as_deref().unwrap_or("-"),
+            row.attempts,
+            row.detail.as_deref().unwrap_or("")
+        );
+    }
+    println!("{} saga(s)", rows.len());
+    Ok(())
 }
 
 /// A pool on an up-to-date schema: every role migrates at start.
@@ -302,6 +407,9 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
         WorkerOptions::default(),
         shutdown.clone(),
     ));
+
+    roles
+        .spawn(orchestrator(&pool, &args.saga, &args.gateway).run(kafka.clone(), shutdown.clone()));
 
     let kafka_note = if mock.is_some() { " (in-process)" } else { "" };
     println!();

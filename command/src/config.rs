@@ -1,7 +1,10 @@
-//! [`CommandArgs`]: flags of `orderflow command`.
+//! Flags of `orderflow command` ([`CommandArgs`]), `orderflow relay` ([`RelayArgs`]) and
+//! `orderflow saga` ([`SagaArgs`]).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use orderflow_store::config::parse_duration;
 use orderflow_store::DatabaseArgs;
 
 /// The command service: REST commands that append to the event store.
@@ -56,6 +59,72 @@ impl RelayArgs {
             name: self.name.clone(),
             batch_size: self.batch_size,
             ..Default::default()
+        }
+    }
+}
+
+/// The saga orchestrator: runs the fulfilment saga of every placed order.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SagaArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: orderflow_kafka::KafkaArgs,
+    #[command(flatten)]
+    pub saga: SagaFlags,
+    #[command(flatten)]
+    pub gateway: crate::saga::gateway::SimulatorArgs,
+}
+
+/// How sagas run; shared by `orderflow saga` and `orderflow dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SagaFlags {
+    /// How long reserving stock, and authorizing the payment, may each take before the saga
+    /// gives up and compensates.
+    #[arg(long = "saga-step-timeout", env = "ORDERFLOW_SAGA_STEP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub step_timeout: Duration,
+    /// Failures of a completing or compensating action before the saga is parked as STUCK
+    /// for an operator (`POST /api/sagas/{id}/retry` resumes it).
+    #[arg(long = "saga-max-attempts", env = "ORDERFLOW_SAGA_MAX_ATTEMPTS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: u32,
+    /// Sagas this instance advances at once.
+    #[arg(long = "saga-concurrency", env = "ORDERFLOW_SAGA_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// How long a claimed saga stays with this instance; if the instance dies, another
+    /// takes the saga over after this.
+    #[arg(long = "saga-lease", env = "ORDERFLOW_SAGA_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// A payment provider call slower than this counts as failed (outcome unknown; retried
+    /// with the same idempotency key).
+    #[arg(long = "gateway-timeout", env = "ORDERFLOW_GATEWAY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub gateway_timeout: Duration,
+    /// Consecutive provider failures that open the circuit breaker.
+    #[arg(long = "gateway-breaker-failures", env = "ORDERFLOW_GATEWAY_BREAKER_FAILURES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub breaker_failures: u32,
+    /// How long an open breaker fails calls fast before letting one probe through.
+    #[arg(long = "gateway-breaker-open", env = "ORDERFLOW_GATEWAY_BREAKER_OPEN", default_value = "5s", value_parser = parse_duration)]
+    pub breaker_open: Duration,
+}
+
+impl SagaFlags {
+    pub fn options(&self) -> crate::saga::SagaOptions {
+        crate::saga::SagaOptions {
+            step_timeout: self.step_timeout,
+            max_attempts: self.max_attempts,
+            concurrency: self.concurrency as usize,
+            lease: self.lease,
+            ..Default::default()
+        }
+    }
+
+    pub fn resilience(&self) -> crate::saga::gateway::ResilienceOptions {
+        crate::saga::gateway::ResilienceOptions {
+            call_timeout: self.gateway_timeout,
+            failure_threshold: self.breaker_failures,
+            open_for: self.breaker_open,
         }
     }
 }

@@ -131,7 +131,7 @@ impl From<WriteError> for ApiError {
                 Self::VersionMismatch { expected, current }
             }
             WriteError::Conflict { stream_id } => Self::StreamConflict { stream_id },
-            WriteError::Raced => Self::Conflict {
+            WriteError::Raced | WriteError::Superseded => Self::Conflict {
                 code: CONCURRENCY_CONFLICT,
                 message: err.to_string(),
             },

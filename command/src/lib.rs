@@ -11,6 +11,8 @@
 //! - [`error`]: [`error::ApiError`] and the error body.
 //! - [`users`], [`products`], [`orders`]: the command routes.
 //! - [`relay`]: the outbox relay publishing committed events to Kafka.
+//! - [`saga`]: the saga orchestrator (intake, driver, payment gateway port) and
+//!   [`sagas`]: its REST routes.
 //! - [`streams`]: reading a stream back; [`health`]: liveness and readiness;
 //!   [`openapi`]: the API description.
 
@@ -24,6 +26,8 @@ pub mod openapi;
 pub mod orders;
 pub mod products;
 pub mod relay;
+pub mod saga;
+pub mod sagas;
 pub mod startup;
 pub mod streams;
 pub mod users;

@@ -5,7 +5,7 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 
 use crate::startup::AppState;
-use crate::{health, orders, products, streams, users};
+use crate::{health, orders, products, sagas, streams, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,10 +16,12 @@ use crate::{health, orders, products, streams, users};
         products::create, products::change_price, products::restock,
         orders::create, orders::add_item, orders::update_quantity, orders::remove_item,
         orders::place, orders::cancel,
+        sagas::list, sagas::show, sagas::retry,
         streams::read, health::health, health::ready,
     ),
     tags(
         (name = "users"), (name = "products"), (name = "orders"),
+        (name = "sagas", description = "Fulfilment sagas: state, steps, resuming a stuck one"),
         (name = "streams", description = "The event store, read back"),
         (name = "operations"),
     )

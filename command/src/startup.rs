@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::users::router())
         .merge(crate::products::router())
         .merge(crate::orders::router())
+        .merge(crate::sagas::router())
         .merge(crate::streams::router())
         .merge(crate::health::router())
         .merge(crate::openapi::router())

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use orderflow_domain::order::Order;
 use orderflow_domain::payment::Payment;
 use orderflow_domain::product::Product;
+use orderflow_domain::saga::Saga;
 use orderflow_domain::user::User;
 use orderflow_domain::{Aggregate, DomainError};
 use orderflow_store::claims::{Claim, ClaimScope};
@@ -116,6 +117,10 @@ pub enum WriteError {
     /// Stored events break a rule every stream of their type keeps.
     #[error("a stored stream breaks an invariant: {0}")]
     Broken(&'static str),
+    /// The saga step this command was issued for has been left (another orchestrator
+    /// instance moved the saga on): nothing was written.
+    #[error("the saga moved on before this command was written")]
+    Superseded,
     /// A recorded response this version cannot read.
     #[error("the recorded response cannot be read")]
     StoredResponse(#[source] serde_json::Error),
@@ -171,6 +176,7 @@ impl Unique for Product {
 
 impl Unique for Order {}
 impl Unique for Payment {}
+impl Unique for Saga {}
 
 /// An aggregate the write path can load, cache and append to.
 pub trait Stream: Unique + Send + Sync + 'static {}
@@ -301,6 +307,16 @@ impl Writer {
         &self.pool
     }
 
+    /// A stream's state as the write path sees it: from the cache unless `fresh`. A
+    /// stream never written is at version 0.
+    pub async fn read<A: Stream>(
+        &self,
+        id: Uuid,
+        fresh: bool,
+    ) -> Result<Arc<Loaded<A>>, WriteError> {
+        self.load::<A>(id, fresh, &mut false).await
+    }
+
     #[tracing::instrument(skip_all, fields(stream_id = %command.stream_id()), err(level = "debug"))]
     pub async fn execute<C: Command>(
         &self,
@@ -354,7 +370,10 @@ impl Writer {
             // no-op decided on cached state is decided again on the store's.
             let unchecked = match &decided {
                 Ok(events) => events.is_empty(),
-                Err(err) => matches!(err, WriteError::Rule(_) | WriteError::Broken(_)),
+                Err(err) => matches!(
+                    err,
+                    WriteError::Rule(_) | WriteError::Broken(_) | WriteError::Superseded
+                ),
             };
             if unchecked && refs.used_cache {
                 fresh = true;

@@ -42,6 +42,11 @@ pub fn payment_id(order_id: Uuid) -> Uuid {
     Uuid::new_v5(&PAYMENT_NAMESPACE, order_id.as_bytes())
 }
 
+/// The key of the saga's authorize call, which capture and void refer to.
+pub fn authorize_key(saga_id: Uuid) -> String {
+    format!("saga:{saga_id}:authorize")
+}
+
 /// Why a saga cancelled its order; also the order's cancellation reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -233,7 +238,7 @@ impl Action {
     pub fn key(&self, saga_id: Uuid) -> String {
         match self {
             Self::Reserve { product_id, .. } => format!("saga:{saga_id}:reserve:{product_id}"),
-            Self::Authorize { .. } => format!("saga:{saga_id}:authorize"),
+            Self::Authorize { .. } => authorize_key(saga_id),
             Self::ConfirmOrder {} => format!("saga:{saga_id}:confirm"),
             Self::CommitReservation { product_id } => {
                 format!("saga:{saga_id}:commit:{product_id}")
@@ -546,6 +551,11 @@ impl Saga {
         self.authorization_id.as_deref()
     }
 
+    /// Whether a user's cancellation still stops the saga: running, order not yet confirmed.
+    pub fn cancellable(&self) -> bool {
+        self.status == SagaStatus::Running && (self.step.has_deadline() || !self.order_confirmed)
+    }
+
     /// Inputs recorded as late or duplicate.
     pub fn ignored(&self) -> u32 {
         self.ignored
@@ -764,9 +774,7 @@ impl Saga {
                 self.then_finish(vec![SagaEvent::SagaOrderCancelled { at }], at)
             }
             In::CancelledByUser { at } => {
-                let before_confirm = self.status == SagaStatus::Running
-                    && (self.step.has_deadline() || !self.order_confirmed);
-                if !before_confirm {
+                if !self.cancellable() {
                     return Ok(Self::ignore(&input, "too late to cancel"));
                 }
                 self.compensate(

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use orderflow_domain::order::Order;
+use orderflow_domain::payment::Payment;
 use orderflow_domain::product::Product;
+use orderflow_domain::saga::Saga;
 use orderflow_domain::user::User;
 use orderflow_domain::Aggregate;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -13,7 +15,13 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::KafkaArgs;
 
 /// Every stream type the platform writes; each has a topic.
-pub const STREAM_TYPES: [&str; 3] = [Order::STREAM_TYPE, User::STREAM_TYPE, Product::STREAM_TYPE];
+pub const STREAM_TYPES: [&str; 5] = [
+    Order::STREAM_TYPE,
+    User::STREAM_TYPE,
+    Product::STREAM_TYPE,
+    Payment::STREAM_TYPE,
+    Saga::STREAM_TYPE,
+];
 
 pub fn events_topic(prefix: &str, stream_type: &str) -> String {
     format!("{prefix}.{stream_type}.events")

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use orderflow_store::config::parse_duration;
 use orderflow_store::DatabaseArgs;
 
 /// Largest `--max-page-size` accepted; also caps the page size that query complexity is
@@ -157,27 +158,6 @@ impl QueryOptions {
             "the maximum number of watches must be positive"
         );
         Ok(())
-    }
-}
-
-/// `250ms`, `5s`, `2m`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 250ms, 5s or 2m"))?;
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(number)),
-        "" | "s" => Ok(Duration::from_secs(number)),
-        "m" => number
-            .checked_mul(60)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{text:?} is too long")),
-        other => Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
     }
 }
 
