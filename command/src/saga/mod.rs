@@ -324,7 +324,9 @@ impl<G: PaymentGateway> Orchestrator<G> {
     pub async fn advance(&self, claim: &Claimed) -> anyhow::Result<Option<DateTime<Utc>>> {
         let (saga_id, order_id) = (claim.saga_id, claim.order_id);
         let correlation_id = claim.correlation_id.unwrap_or(order_id);
-        let mut fresh = false;
+        // Others write to the saga too (an operator's resume, another instance before its
+        // lease ran out): the first read of every advance is the store's.
+        let mut fresh = true;
         let mut order_checked = false;
         let mut synced = -1;
         loop {
@@ -476,7 +478,7 @@ impl<G: PaymentGateway> Orchestrator<G> {
     /// The id of the saga's event at `version`: what causes the commands it issues next.
     async fn event_id(&self, saga_id: Uuid, version: i32) -> anyhow::Result<Option<Uuid>> {
         let found: Option<(Uuid,)> = sqlx::query_as(
-            "select (metadata->>'event_id')::uuid from events where stream_id = $1 and version = $2",
+            "select (metadata->>'eventId')::uuid from events where stream_id = $1 and version = $2",
         )
         .bind(saga_id)
         .bind(version)

@@ -118,12 +118,16 @@ pub async fn release(
 }
 
 /// Mirrors the saga at `version` into its row, unless the row already mirrors a later one.
+/// A claimed row comes due by the saga's deadline at the latest, so a deadline is kept
+/// even if the claimer dies before its lease ends.
 pub async fn sync(pool: &PgPool, saga_id: Uuid, saga: &Saga, version: i32) -> sqlx::Result<()> {
     let steps = serde_json::to_value(saga.steps()).expect("step records serialize");
     sqlx::query(
         "update sagas set state = $2, step = $3, reason = $4, detail = $5, attempts = $6, \
          deadline = $7, retry_at = $8, version = $9, steps = $10, started_at = $11, \
-         finished_at = $12, updated_at = now() where saga_id = $1 and version <= $9",
+         finished_at = $12, updated_at = now(), \
+         wake_at = case when wake_at is null then null else least(wake_at, $7) end \
+         where saga_id = $1 and version <= $9",
     )
     .bind(saga_id)
     .bind(saga.status().as_str())
