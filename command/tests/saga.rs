@@ -71,13 +71,12 @@ fn resilience() -> ResilienceOptions {
     }
 }
 
-struct Running<G> {
-    orchestrator: Arc<Orchestrator<G>>,
+struct Running {
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-impl<G: PaymentGateway> Running<G> {
+impl Running {
     /// Stops gracefully.
     async fn stop(self) {
         self.stop.send(true).unwrap();
@@ -92,16 +91,12 @@ impl<G: PaymentGateway> Running<G> {
 }
 
 /// A driver (no intake) over `pool`.
-fn drive<G: PaymentGateway>(pool: &PgPool, gateway: G, options: SagaOptions) -> Running<G> {
+fn drive<G: PaymentGateway>(pool: &PgPool, gateway: G, options: SagaOptions) -> Running {
     let writer = Writer::new(pool.clone(), 10_000);
     let orchestrator = Orchestrator::new(writer, Resilient::new(gateway, resilience()), options);
     let (stop, shutdown) = watch::channel(false);
-    let task = tokio::spawn(orchestrator.clone().drive(shutdown));
-    Running {
-        orchestrator,
-        stop,
-        task,
-    }
+    let task = tokio::spawn(orchestrator.drive(shutdown));
+    Running { stop, task }
 }
 
 fn simulator(pool: &PgPool, args: SimulatorArgs) -> SimulatedGateway {
