@@ -127,6 +127,7 @@ mod tests {
             state: format!("v{version}"),
             version,
             last_position: Some(i64::from(version)),
+            folded: 0,
         })
     }
 

@@ -25,9 +25,10 @@ use orderflow_domain::user::User;
 use orderflow_domain::{Aggregate, DomainError};
 use orderflow_store::claims::{Claim, ClaimScope};
 use orderflow_store::idempotency::{self, StoredResponse};
+use orderflow_store::snapshot::{self, SNAPSHOT_EVERY};
 use orderflow_store::{EventMetadata, Loaded, NewEvent, Record, StoreError, Write, Written};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::cache::{AggregateCache, Cached};
@@ -178,9 +179,57 @@ impl Unique for Order {}
 impl Unique for Payment {}
 impl Unique for Saga {}
 
+/// How the write path reads a stream from the store: every event, or (for streams that
+/// grow long) the latest snapshot and the events after it.
+pub trait Storage: Aggregate<Event: Send> + Send + Sync {
+    /// Whether appends leave snapshots behind.
+    const SNAPSHOTS: bool = false;
+
+    fn load_from_store(
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Loaded<Self>, StoreError>> + Send {
+        orderflow_store::load::<Self>(conn, id)
+    }
+
+    /// Store `loaded` as the stream's snapshot (only called when [`Storage::SNAPSHOTS`]).
+    fn save_snapshot(
+        _conn: &mut PgConnection,
+        _id: Uuid,
+        _loaded: &Loaded<Self>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+impl Storage for Order {}
+impl Storage for Payment {}
+impl Storage for Saga {}
+impl Storage for User {}
+
+/// Products grow with every reservation: they load from snapshots.
+impl Storage for Product {
+    const SNAPSHOTS: bool = true;
+
+    fn load_from_store(
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Loaded<Self>, StoreError>> + Send {
+        snapshot::load_snapshotted::<Self>(conn, id)
+    }
+
+    fn save_snapshot(
+        conn: &mut PgConnection,
+        id: Uuid,
+        loaded: &Loaded<Self>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        snapshot::save(conn, id, loaded)
+    }
+}
+
 /// An aggregate the write path can load, cache and append to.
-pub trait Stream: Unique + Send + Sync + 'static {}
-impl<A: Unique + Send + Sync + 'static> Stream for A where A::Event: Send + Sync {}
+pub trait Stream: Unique + Storage + Send + Sync + 'static {}
+impl<A: Unique + Storage + Send + Sync + 'static> Stream for A where A::Event: Send + Sync {}
 
 /// One command against one stream.
 pub trait Command: Send + Sync {
@@ -353,6 +402,7 @@ impl Writer {
                     state: C::Target::default(),
                     version: 0,
                     last_position: None,
+                    folded: 0,
                 }),
                 false => {
                     self.load_expected::<C::Target>(stream_id, meta, fresh, &mut used_cache)
@@ -418,15 +468,22 @@ impl Writer {
             let mut conn = self.pool.acquire().await?;
             let lost = match write.execute(&mut conn).await {
                 Ok(Written::Appended(appended)) => {
-                    self.cache.put(
-                        C::Target::STREAM_TYPE,
-                        stream_id,
-                        Arc::new(Loaded {
-                            state: after,
-                            version: appended.version,
-                            last_position: Some(appended.last_position),
-                        }),
-                    );
+                    let loaded = Arc::new(Loaded {
+                        state: after,
+                        version: appended.version,
+                        last_position: Some(appended.last_position),
+                        folded: 0,
+                    });
+                    let every = i32::try_from(SNAPSHOT_EVERY).unwrap_or(i32::MAX);
+                    if C::Target::SNAPSHOTS && target.version / every != appended.version / every {
+                        // Only a cache of the fold: failing to write one costs a longer load.
+                        if let Err(err) =
+                            C::Target::save_snapshot(&mut conn, stream_id, &loaded).await
+                        {
+                            tracing::warn!(%stream_id, %err, "writing a snapshot failed");
+                        }
+                    }
+                    self.cache.put(C::Target::STREAM_TYPE, stream_id, loaded);
                     return Ok(Executed::New(Outcome {
                         stream_id,
                         version: appended.version,
@@ -534,7 +591,7 @@ impl Writer {
             }
         }
         let mut conn = self.pool.acquire().await?;
-        let loaded = match orderflow_store::load::<A>(&mut conn, id).await {
+        let loaded = match A::load_from_store(&mut conn, id).await {
             Ok(loaded) => Arc::new(loaded),
             Err(StoreError::WrongStreamType { .. }) => {
                 return Err(WriteError::NotFound {

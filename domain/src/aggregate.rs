@@ -229,6 +229,14 @@ macro_rules! domain_event {
 
 pub(crate) use domain_event;
 
+/// An aggregate whose state can be stored as a snapshot, so a long stream loads from its
+/// latest snapshot plus the events after it instead of from its first event.
+pub trait Snapshot: Aggregate + Serialize + DeserializeOwned {
+    /// The snapshot's shape; bump it whenever the state's fields change. A stored snapshot
+    /// of another format is ignored (and replaced) instead of being misread.
+    const SNAPSHOT_FORMAT: i16;
+}
+
 /// A consistency boundary: one event stream, one state, decisions made against that state only.
 pub trait Aggregate: Default + Clone + std::fmt::Debug {
     /// e.g. "order", "user", "product", "payment" (stored in events.stream_type and used as

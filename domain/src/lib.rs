@@ -33,7 +33,7 @@ mod text;
 #[cfg(test)]
 mod testing;
 
-pub use aggregate::{Aggregate, DecodeError, DomainEvent, Upcaster};
+pub use aggregate::{Aggregate, DecodeError, DomainEvent, Snapshot, Upcaster};
 pub use error::{DomainError, ErrorKind};
 pub use money::{Currency, Money, MoneyError};
 pub use product::Sku;

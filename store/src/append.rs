@@ -14,6 +14,8 @@ pub struct Loaded<A> {
     pub version: i32,
     /// Global position of the stream's last event.
     pub last_position: Option<i64>,
+    /// Events folded to get here (after the snapshot it started from, if any).
+    pub folded: u32,
 }
 
 /// What an append wrote.
@@ -41,7 +43,24 @@ pub async fn load<A: Aggregate>(
     conn: &mut PgConnection,
     stream_id: Uuid,
 ) -> Result<Loaded<A>, StoreError> {
-    let events = load_events(conn, stream_id).await?;
+    load_after(conn, stream_id, None).await
+}
+
+/// Fold the events after `base` (a snapshot) onto it; from the first event without one.
+pub async fn load_after<A: Aggregate>(
+    conn: &mut PgConnection,
+    stream_id: Uuid,
+    base: Option<Loaded<A>>,
+) -> Result<Loaded<A>, StoreError> {
+    let after = base.as_ref().map_or(0, |base| base.version);
+    let sql = format!(
+        "select {COLUMNS} from events where stream_id = $1 and version > $2 order by version"
+    );
+    let events: Vec<StoredEvent> = sqlx::query_as(&sql)
+        .bind(stream_id)
+        .bind(after)
+        .fetch_all(conn)
+        .await?;
     if let Some(first) = events.first() {
         if first.stream_type != A::STREAM_TYPE {
             return Err(StoreError::WrongStreamType {
@@ -51,15 +70,19 @@ pub async fn load<A: Aggregate>(
             });
         }
     }
-    let mut state = A::default();
+    let mut loaded = base.unwrap_or(Loaded {
+        state: A::default(),
+        version: 0,
+        last_position: None,
+        folded: 0,
+    });
     for stored in &events {
-        state.apply(&stored.decode::<A::Event>()?);
+        loaded.state.apply(&stored.decode::<A::Event>()?);
+        loaded.version = stored.version;
+        loaded.last_position = Some(stored.position);
     }
-    Ok(Loaded {
-        state,
-        version: events.last().map_or(0, |e| e.version),
-        last_position: events.last().map(|e| e.position),
-    })
+    loaded.folded = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    Ok(loaded)
 }
 
 /// Append `events` after `expected_version`. Each event gets its own event id and the

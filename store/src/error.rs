@@ -34,6 +34,8 @@ pub enum StoreError {
         #[source]
         source: orderflow_domain::DecodeError,
     },
+    #[error("a snapshot cannot be serialized")]
+    Snapshot(#[source] serde_json::Error),
     #[error(transparent)]
     Database(sqlx::Error),
 }

@@ -9,6 +9,8 @@
 //! - [`append`]: loading a stream for a decision and appending with an expected version;
 //!   [`Write`], one command's whole write (events, claims, idempotency record) as one statement.
 //! - [`reader`]: the gap-safe global reader (`(tx_id, position)` cursor).
+//! - [`snapshot`]: snapshots of long streams, so loading them costs the same however long
+//!   they grow.
 //! - [`claims`]: values unique across streams (email, sku), claimed by a [`Write`].
 //! - [`idempotency`]: stored responses of idempotent commands.
 //! - [`config`]: [`DatabaseArgs`], the flags every role shares.
@@ -23,8 +25,11 @@ pub mod event;
 pub mod health;
 pub mod idempotency;
 pub mod reader;
+pub mod snapshot;
 
-pub use append::{append, load, load_events, AppendOutcome, Loaded, Record, Write, Written};
+pub use append::{
+    append, load, load_after, load_events, AppendOutcome, Loaded, Record, Write, Written,
+};
 pub use config::DatabaseArgs;
 pub use error::StoreError;
 pub use event::{EventMetadata, NewEvent, StoredEvent};
