@@ -1,5 +1,7 @@
 //! `orderflow bench`: load generators that print figures.
 //!
+//! `bench sagas` lives in [`crate::bench_saga`].
+//!
 //! `bench commands` drives the write path over HTTP with the order mix (create → add ×3 →
 //! place) from N concurrent clients and prints throughput and latency percentiles. Without
 //! `--target` it starts its own platform: a private PostgreSQL with default (durable)
@@ -24,6 +26,8 @@ pub(crate) enum Bench {
     /// Command throughput and latency: each client creates an order, adds three products
     /// and places it, again and again.
     Commands(CommandsArgs),
+    /// Saga throughput and placed → finished latency, on a platform the bench runs itself.
+    Sagas(crate::bench_saga::SagaArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +59,7 @@ pub(crate) struct CommandsArgs {
 pub(crate) async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Commands(args) => commands(args).await,
+        Bench::Sagas(args) => crate::bench_saga::sagas(args).await,
     }
 }
 
