@@ -1,7 +1,8 @@
 //! The write path, free of any transport: REST handlers call it, and so can anything else
 //! that issues commands. [`Writer::execute`] runs one [`Command`] top to bottom:
 //!
-//! 1. a command id that already answered is answered again (idempotency);
+//! 1. a command id that already answered is answered again (idempotency: found by its
+//!    recorded key when the repeat writes, or looked up when the repeat is refused);
 //! 2. the target stream is loaded (from the [`AggregateCache`] when it holds it) and held to
 //!    the expected version, if one was given;
 //! 3. the command decides, loading any other stream it reads through [`Refs`] (a stream
@@ -47,6 +48,10 @@ pub struct Outcome {
     pub version: i32,
     /// Global position of the stream's last event.
     pub position: Option<i64>,
+    /// The id of the last event this command wrote, for the causation of what it sets off
+    /// in-process; not part of the HTTP answer (nor of a replayed one).
+    #[serde(skip)]
+    pub event_id: Option<Uuid>,
 }
 
 /// A command's answer: new, or the one recorded for its command id earlier.
@@ -372,11 +377,27 @@ impl Writer {
         meta: &Meta,
         command: &C,
     ) -> Result<Executed, WriteError> {
-        if let Some(dedupe) = &meta.dedupe {
-            if let Some(stored) = idempotency::find(&self.pool, &dedupe.command_id).await? {
-                return replay(stored, dedupe);
+        let result = self.decide_and_write(meta, command).await;
+        // A repeat of an answered command id is found without a lookup when it writes (the
+        // key is recorded by the same statement as the events, so the repeat's write fails
+        // on it and is answered from it). Only a repeat that fails before writing (a
+        // refusal, a moved version) needs the lookup, so new commands skip it.
+        match (&meta.dedupe, result) {
+            (Some(dedupe), Err(err)) if !matches!(err, WriteError::Store(_)) => {
+                match idempotency::find(&self.pool, &dedupe.command_id).await? {
+                    Some(stored) => replay(stored, dedupe),
+                    None => Err(err),
+                }
             }
+            (_, result) => result,
         }
+    }
+
+    async fn decide_and_write<C: Command>(
+        &self,
+        meta: &Meta,
+        command: &C,
+    ) -> Result<Executed, WriteError> {
         let stream_id = command.stream_id();
         let metadata = EventMetadata {
             event_id: Uuid::nil(),
@@ -435,6 +456,7 @@ impl Writer {
                     stream_id,
                     version: target.version,
                     position: target.last_position,
+                    event_id: None,
                 };
                 return self.record_no_op(outcome, meta.dedupe.as_ref()).await;
             }
@@ -488,6 +510,7 @@ impl Writer {
                         stream_id,
                         version: appended.version,
                         position: Some(appended.last_position),
+                        event_id: Some(appended.last_event_id),
                     }));
                 }
                 Ok(Written::Stale) => {

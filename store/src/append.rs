@@ -24,6 +24,8 @@ pub struct AppendOutcome {
     pub version: i32,
     pub first_position: i64,
     pub last_position: i64,
+    /// The id the last appended event was given.
+    pub last_event_id: Uuid,
 }
 
 /// Every event of a stream, in version order.
@@ -227,12 +229,12 @@ impl Write<'_> {
         let types: Vec<&str> = self.events.iter().map(|e| e.event_type.as_str()).collect();
         let schemas: Vec<i16> = self.events.iter().map(|e| e.schema_version).collect();
         let payloads: Vec<&serde_json::Value> = self.events.iter().map(|e| &e.payload).collect();
-        let metadatas = self
-            .events
+        let event_ids: Vec<Uuid> = self.events.iter().map(|_| Uuid::now_v7()).collect();
+        let metadatas = event_ids
             .iter()
-            .map(|_| {
+            .map(|event_id| {
                 serde_json::to_value(EventMetadata {
-                    event_id: Uuid::now_v7(),
+                    event_id: *event_id,
                     ..self.metadata.clone()
                 })
             })
@@ -282,6 +284,7 @@ impl Write<'_> {
                 version: new_version,
                 first_position,
                 last_position,
+                last_event_id: *event_ids.last().expect("at least one event"),
             }),
             _ => Written::Stale,
         })

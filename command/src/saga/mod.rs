@@ -112,6 +112,36 @@ pub struct Orchestrator<G> {
     wake: Notify,
 }
 
+/// The saga's row as last written by this advance: it is written when what operators see
+/// changes (state, step, attempts) and whenever the advance stops, not on every event.
+#[derive(Debug, Default)]
+struct Mirror {
+    shown: Option<(SagaStatus, orderflow_domain::saga::Step, u32)>,
+    version: i32,
+}
+
+impl Mirror {
+    async fn sync(
+        &mut self,
+        pool: &sqlx::PgPool,
+        saga_id: Uuid,
+        loaded: &orderflow_store::Loaded<Saga>,
+        stopping: bool,
+    ) -> anyhow::Result<()> {
+        let saga = &loaded.state;
+        let shown = Some((saga.status(), saga.step(), saga.attempts()));
+        if loaded.version == self.version || (!stopping && shown == self.shown) {
+            return Ok(());
+        }
+        rows::sync(pool, saga_id, saga, loaded.version)
+            .await
+            .context("mirroring the saga into its row")?;
+        self.shown = shown;
+        self.version = loaded.version;
+        Ok(())
+    }
+}
+
 /// What performing an action came to.
 enum Performed {
     /// Feed this to the saga.
@@ -328,32 +358,41 @@ impl<G: PaymentGateway> Orchestrator<G> {
         // lease ran out): the first read of every advance is the store's.
         let mut fresh = true;
         let mut order_checked = false;
-        let mut synced = -1;
+        let mut mirror = Mirror::default();
+        // The saga event the next commands follow from, when this advance wrote it.
+        let mut causation_id: Option<Uuid> = None;
         loop {
             let loaded = self.writer.read::<Saga>(saga_id, fresh).await?;
             fresh = false;
             let saga = &loaded.state;
             if !saga.exists() {
-                let Some(start) = self.start_input(order_id).await? else {
+                let Some((start, placed)) = self.start_input(order_id).await? else {
                     tracing::warn!("no placed order for this saga; dropping it");
                     rows::forget(self.writer.pool(), saga_id).await?;
                     return Ok(None);
                 };
+                // A still placed order needs no second look for a cancellation.
+                order_checked = placed;
                 let meta = self.meta(correlation_id, claim.placed_event_id, Some(0), None);
                 let start = crate::write::Decide::<Saga>::new(saga_id, start);
-                fresh = self.feed(&meta, &start).await?;
+                match self.feed(&meta, &start).await? {
+                    Some(event_id) => causation_id = Some(event_id),
+                    None => fresh = true,
+                }
                 continue;
             }
-            if synced != loaded.version {
-                rows::sync(self.writer.pool(), saga_id, saga, loaded.version).await?;
-                synced = loaded.version;
-            }
             let now = Utc::now();
-            if saga.status().is_final() || saga.status() == SagaStatus::Stuck {
+            let waiting = saga.status().is_final() || saga.status() == SagaStatus::Stuck;
+            mirror
+                .sync(self.writer.pool(), saga_id, &loaded, waiting)
+                .await?;
+            if waiting {
                 return Ok(None);
             }
+            if causation_id.is_none() {
+                causation_id = self.event_id(saga_id, loaded.version).await?;
+            }
             let plan = saga.plan().expect("a started saga has a plan");
-            let causation_id = self.event_id(saga_id, loaded.version).await?;
             let context = Context {
                 saga_id,
                 order_id,
@@ -380,12 +419,18 @@ impl<G: PaymentGateway> Orchestrator<G> {
                     if let Some(retry_at) = saga.retry_at().filter(|at| *at > now) {
                         let due = deadline.map_or(retry_at, |d| d.min(retry_at));
                         if due - now > chrono::Duration::seconds(1) {
+                            mirror
+                                .sync(self.writer.pool(), saga_id, &loaded, true)
+                                .await?;
                             return Ok(Some(due));
                         }
                         tokio::time::sleep((due - now).to_std().unwrap_or_default()).await;
                         continue;
                     }
                     let Some(action) = saga.actions().into_iter().next() else {
+                        mirror
+                            .sync(self.writer.pool(), saga_id, &loaded, true)
+                            .await?;
                         return Ok(None);
                     };
                     match self.perform(&context, saga, &action).await? {
@@ -398,17 +443,20 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 }
             };
             let meta = self.meta(correlation_id, causation_id, Some(loaded.version), None);
-            fresh = self
-                .feed(
-                    &meta,
-                    &crate::write::Decide::<Saga>::existing(saga_id, input),
-                )
-                .await?;
+            let input = crate::write::Decide::<Saga>::existing(saga_id, input);
+            match self.feed(&meta, &input).await? {
+                Some(event_id) => causation_id = Some(event_id),
+                None => {
+                    fresh = true;
+                    causation_id = None;
+                }
+            }
         }
     }
 
     /// The saga's start from its order as the store holds it; `None` if it was never placed.
-    async fn start_input(&self, order_id: Uuid) -> anyhow::Result<Option<SagaCommand>> {
+    /// The saga's start, and whether the order is still placed (not cancelled meanwhile).
+    async fn start_input(&self, order_id: Uuid) -> anyhow::Result<Option<(SagaCommand, bool)>> {
         let order = self.writer.read::<Order>(order_id, true).await;
         let order = match order {
             Ok(order) => order,
@@ -423,7 +471,7 @@ impl<G: PaymentGateway> Orchestrator<G> {
         {
             return Ok(None);
         }
-        Ok(Some(SagaCommand::Start {
+        let start = SagaCommand::Start {
             order_id,
             user_id,
             total: state.total()?,
@@ -439,22 +487,25 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 .unwrap_or(u64::MAX),
             max_attempts: self.options.max_attempts,
             at: Utc::now(),
-        }))
+        };
+        Ok(Some((start, status == OrderStatus::Placed)))
     }
 
-    /// Appends a saga input; `true` when a race was lost and the saga must be read again.
+    /// Appends a saga input: the id of the event it wrote, or `None` when a race was lost
+    /// and the saga must be read again.
     async fn feed<C: Command<Target = Saga>>(
         &self,
         meta: &Meta,
         input: &C,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Option<Uuid>> {
         match self.writer.execute(meta, input).await {
-            Ok(_) => Ok(false),
+            Ok(Executed::New(outcome)) if outcome.event_id.is_some() => Ok(outcome.event_id),
+            Ok(_) => Ok(None),
             Err(
                 WriteError::VersionMismatch { .. }
                 | WriteError::Conflict { .. }
                 | WriteError::Raced,
-            ) => Ok(true),
+            ) => Ok(None),
             Err(err) => Err(err).context("recording a saga transition"),
         }
     }
