@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn all_or_a_name_selects_projections_once_each_in_registry_order() {
-        let all = ["order_view", "user_view", "product_view"];
+        let all = ["order_view", "user_view", "product_view", "payment_view"];
         assert_eq!(names(&parse_selection("all").unwrap()), all);
         let selections: Vec<_> = ["product_view", "order_view", "all", "order_view"]
             .into_iter()
@@ -128,7 +128,11 @@ mod tests {
     fn an_unknown_name_is_refused_with_the_known_ones() {
         assert_eq!(
             parse_selection("orders").map(|selected| names(&selected)),
-            Err("unknown projection \"orders\": expected order_view, user_view, product_view or all".to_owned())
+            Err(
+                "unknown projection \"orders\": expected order_view, user_view, product_view, \
+                 payment_view or all"
+                    .to_owned()
+            )
         );
     }
 }

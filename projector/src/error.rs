@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use orderflow_domain::payment::PaymentStatus;
 use orderflow_domain::{Money, MoneyError};
 use orderflow_store::StoreError;
 use uuid::Uuid;
@@ -136,6 +137,32 @@ pub enum Refusal {
     ProductNotCreated,
     #[error("revenue of product {0} overflows")]
     RevenueOverflows(Uuid),
+    #[error("the payment was already authorized or declined")]
+    PaymentAlreadyStarted,
+    #[error("the payment's PaymentAuthorized or PaymentDeclined was never applied")]
+    PaymentNotStarted,
+    #[error("the payment is {0}, not authorized")]
+    PaymentNotAuthorized(PaymentStatus),
+    /// Payment streams are found by order ([`orderflow_domain::saga::payment_id`]); a stream
+    /// under any other id would show as the order's payment beside the real one.
+    #[error("the stream is not the payment stream of order {0}")]
+    PaymentOfAnotherOrder(Uuid),
+}
+
+/// A row a projection loaded holds a value this build does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("{column} holds an unknown value {value:?}")]
+struct UnknownValue {
+    column: &'static str,
+    value: String,
+}
+
+/// The error to load a row with when `column` (`table.column`) holds `value`, unknown.
+pub(crate) fn unknown_value(column: &'static str, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(UnknownValue {
+        column,
+        value: value.to_owned(),
+    }))
 }
 
 #[cfg(test)]
@@ -170,11 +197,8 @@ mod tests {
 
     #[test]
     fn a_dead_letter_says_which_stream_type_no_projection_reads() {
-        let why = UnreadableEvent::StreamType("payment".into());
-        assert_eq!(
-            rejected(why.into()),
-            "no projection reads \"payment\" streams"
-        );
+        let why = UnreadableEvent::StreamType("saga".into());
+        assert_eq!(rejected(why.into()), "no projection reads \"saga\" streams");
     }
 
     #[test]

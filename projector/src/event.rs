@@ -6,6 +6,7 @@ use std::error::Error;
 
 use chrono::{DateTime, Utc};
 use orderflow_domain::order::{Order, OrderEvent};
+use orderflow_domain::payment::{Payment, PaymentEvent};
 use orderflow_domain::product::{Product, ProductEvent};
 use orderflow_domain::user::{User, UserEvent};
 use orderflow_domain::{Aggregate, DomainEvent};
@@ -18,6 +19,7 @@ pub enum Payload {
     Order(OrderEvent),
     User(UserEvent),
     Product(ProductEvent),
+    Payment(PaymentEvent),
 }
 
 /// A decoded event and where it sits in its stream.
@@ -55,6 +57,7 @@ pub(crate) fn decode(event: Cow<'_, StoredEvent>) -> Result<Envelope, Unreadable
         Order::STREAM_TYPE => Payload::Order(head.decode(payload)?),
         User::STREAM_TYPE => Payload::User(head.decode(payload)?),
         Product::STREAM_TYPE => Payload::Product(head.decode(payload)?),
+        Payment::STREAM_TYPE => Payload::Payment(head.decode(payload)?),
         other => return Err(UnreadableEvent::StreamType(other.to_owned())),
     };
     Ok(Envelope {

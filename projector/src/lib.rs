@@ -1,6 +1,6 @@
 //! Projector: folds events into the Postgres read models the query service serves
-//! (`order_view`, `user_view`, `product_view`), live from the Kafka consumer loop through
-//! [`apply_batch`], or from scratch out of the event store through [`replay`].
+//! (`order_view`, `user_view`, `product_view`, `payment_view`), live from the Kafka consumer
+//! loop through [`apply_batch`], or from scratch out of the event store through [`replay`].
 //!
 //! A projection is one implementation of [`Projection`]: its name, the stream types it
 //! consumes, its [`Tables`] (live and shadow), its advisory-lock id and the [`Rows`] it folds
@@ -24,9 +24,9 @@
 //! - [`worker`]: the live Kafka consumer loop, one consumer group per projection.
 //! - [`config`]: the flags of `orderflow projector` and `orderflow replay`.
 //! - [`event`]: stored events decoded into the domain's event types ([`event::Envelope`]).
-//! - `order_view`, `user_view`, `product_view` (private): one projection each
-//!   ([`OrderView`], [`UserView`], [`ProductView`]): its rows, how an event changes them and
-//!   how they are loaded and written.
+//! - `order_view`, `user_view`, `product_view`, `payment_view` (private): one projection
+//!   each ([`OrderView`], [`UserView`], [`ProductView`], [`PaymentView`]): its rows, how an
+//!   event changes them and how they are loaded and written.
 //! - `cache` (private): the rows of one table a batch works on.
 
 pub mod config;
@@ -39,16 +39,18 @@ pub mod worker;
 
 mod cache;
 mod order_view;
+mod payment_view;
 mod product_view;
 mod user_view;
 
 pub use engine::apply_batch;
 pub use error::{ProjectionError, Refusal, Rejected};
 pub use order_view::OrderView;
+pub use payment_view::PaymentView;
 pub use product_view::ProductView;
 pub use projection::{find, Projection, Rows, Tables, UnknownProjection};
 pub use replay::{replay, ReplayOptions, ReplayReport};
 pub use user_view::UserView;
 
 /// Every projection, in the order `all` runs them.
-pub const PROJECTIONS: &[&dyn Projection] = &[&OrderView, &UserView, &ProductView];
+pub const PROJECTIONS: &[&dyn Projection] = &[&OrderView, &UserView, &ProductView, &PaymentView];

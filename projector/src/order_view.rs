@@ -19,6 +19,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::cache::Cache;
+use crate::error::unknown_value;
 use crate::event::{Envelope, Payload};
 use crate::projection::BoxFuture;
 use crate::{Projection, Refusal, Rows, Tables};
@@ -178,7 +179,7 @@ impl Rows for OrderViewRows {
         match &event.payload {
             Payload::Order(order_event) => self.apply_order(event, order_event),
             Payload::User(user_event) => self.apply_user(event.stream_id, user_event),
-            Payload::Product(_) => Ok(()),
+            Payload::Product(_) | Payload::Payment(_) => Ok(()),
         }
     }
 
@@ -227,7 +228,7 @@ impl OrderViewRows {
                     }
                 }
                 Payload::User(_) => users.push(event.stream_id),
-                Payload::Product(_) => {}
+                Payload::Product(_) | Payload::Payment(_) => {}
             }
         }
         let missing = self.users.missing(users);
@@ -490,8 +491,9 @@ fn order_row(row: &sqlx::postgres::PgRow) -> Result<OrderRow, sqlx::Error> {
     let Json(items) = row.try_get::<Json<Vec<Item>>, _>("items")?;
     Ok(OrderRow {
         user_id: row.try_get("user_id")?,
-        status: parse_status(&status).ok_or_else(|| decode_error("status", &status))?,
-        currency: Currency::parse(&currency).map_err(|_| decode_error("currency", &currency))?,
+        status: parse_status(&status).ok_or_else(|| unknown_value("order_view.status", &status))?,
+        currency: Currency::parse(&currency)
+            .map_err(|_| unknown_value("order_view.currency", &currency))?,
         items,
         total_minor: row.try_get("total_minor")?,
         created_at: row.try_get("created_at")?,
@@ -513,21 +515,6 @@ fn parse_status(status: &str) -> Option<OrderStatus> {
     ]
     .into_iter()
     .find(|known| known.as_str() == status)
-}
-
-fn decode_error(column: &'static str, value: &str) -> sqlx::Error {
-    sqlx::Error::Decode(Box::new(UnknownValue {
-        column,
-        value: value.to_owned(),
-    }))
-}
-
-/// A column of `order_view` holds a value this build does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("order_view.{column} holds an unknown value {value:?}")]
-struct UnknownValue {
-    column: &'static str,
-    value: String,
 }
 
 /// Owners as the three arrays an `unnest($1::uuid[], $2::text[], $3::text[])` takes.

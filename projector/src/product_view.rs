@@ -100,7 +100,7 @@ impl Rows for ProductViewRows {
         match &event.payload {
             Payload::Product(product_event) => self.apply_product(event, product_event),
             Payload::Order(order_event) => self.apply_order(event.stream_id, order_event),
-            Payload::User(_) => Ok(()),
+            Payload::User(_) | Payload::Payment(_) => Ok(()),
         }
     }
 

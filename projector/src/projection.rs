@@ -178,6 +178,7 @@ mod tests {
 
     use orderflow_domain::order::Order;
     use orderflow_domain::payment::Payment;
+    use orderflow_domain::saga::Saga;
     use orderflow_domain::Aggregate;
 
     use super::*;
@@ -194,7 +195,8 @@ mod tests {
         );
         assert_eq!(
             UnknownProjection("orders".into()).to_string(),
-            "unknown projection \"orders\" (expected order_view, user_view or product_view)"
+            "unknown projection \"orders\" (expected order_view, user_view, product_view or \
+             payment_view)"
         );
     }
 
@@ -210,16 +212,31 @@ mod tests {
     }
 
     #[test]
-    fn every_projection_consumes_order_events() {
+    fn payments_are_read_by_the_payment_view_alone_and_sagas_by_no_projection() {
         for projection in PROJECTIONS {
-            assert!(projection.consumes(Order::STREAM_TYPE), "{projection}");
-            assert!(!projection.consumes(Payment::STREAM_TYPE), "{projection}");
+            let payments = projection.name() == "payment_view";
+            assert_eq!(
+                projection.consumes(Order::STREAM_TYPE),
+                !payments,
+                "{projection}"
+            );
+            assert_eq!(
+                projection.consumes(Payment::STREAM_TYPE),
+                payments,
+                "{projection}"
+            );
+            assert!(!projection.consumes(Saga::STREAM_TYPE), "{projection}");
         }
     }
 
     #[test]
     fn lock_ids_keep_their_meaning_and_are_never_shared() {
-        for (name, id) in [("order_view", 1), ("user_view", 2), ("product_view", 3)] {
+        for (name, id) in [
+            ("order_view", 1),
+            ("user_view", 2),
+            ("product_view", 3),
+            ("payment_view", 4),
+        ] {
             assert_eq!(find(name).map(|projection| projection.lock_id()), Ok(id));
         }
         let ids: HashSet<i32> = PROJECTIONS.iter().map(|p| p.lock_id()).collect();

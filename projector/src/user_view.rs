@@ -97,7 +97,7 @@ impl Rows for UserViewRows {
         match &event.payload {
             Payload::User(user_event) => self.apply_user(event, user_event),
             Payload::Order(order_event) => self.apply_order(event, order_event),
-            Payload::Product(_) => Ok(()),
+            Payload::Product(_) | Payload::Payment(_) => Ok(()),
         }
     }
 

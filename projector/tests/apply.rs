@@ -5,14 +5,17 @@ mod common;
 use std::slice;
 
 use common::{
-    actual, all_events, append_raw, apply, assert_same, deliver, expected, new_event,
+    actual, all_events, append_raw, apply, assert_same, consuming, deliver, expected, new_event,
     shuffle_across_streams, wait_until_blocked, Rng, Stream, View, Workload,
 };
 use orderflow_domain::order::{Order, OrderCommand, OrderEvent};
-use orderflow_domain::payment::Payment;
+use orderflow_domain::payment::{Payment, PaymentCommand, PaymentEvent};
+use orderflow_domain::saga::{payment_id, Saga};
 use orderflow_domain::user::{User, UserCommand, UserEvent};
 use orderflow_domain::{Aggregate, Currency, Money};
-use orderflow_projector::{apply_batch, OrderView, ProductView, Projection, UserView, PROJECTIONS};
+use orderflow_projector::{
+    apply_batch, OrderView, PaymentView, ProductView, Projection, UserView, PROJECTIONS,
+};
 use orderflow_store::{NewEvent, StoredEvent};
 use serde_json::json;
 use sqlx::PgPool;
@@ -139,6 +142,10 @@ async fn every_kind_of_row_is_checked_by_the_random_workload(pool: PgPool) {
         "OrderCancelled",
         "ReservationCommitted",
         "ReservationReleased",
+        "PaymentAuthorized",
+        "PaymentDeclined",
+        "PaymentCaptured",
+        "PaymentVoided",
     ] {
         assert!(types.contains(wanted), "no {wanted} in {types:?}");
     }
@@ -230,7 +237,7 @@ async fn a_batch_with_a_gap_gets_the_missing_versions_from_the_store(pool: PgPoo
     let events = all_events(&pool).await;
     assert_eq!(events.len(), 4);
 
-    for &projection in PROJECTIONS {
+    for projection in consuming(Order::STREAM_TYPE) {
         // Versions 1 and 4 only: 2 and 3 come from the store, in order, before 4.
         let with_gap = [events[0].clone(), events[3].clone()];
         assert_eq!(apply(&pool, projection, &with_gap).await, []);
@@ -262,7 +269,7 @@ async fn a_gap_after_a_committed_checkpoint_is_filled_from_the_store_in_every_pr
     let events = all_events(&pool).await;
     assert_eq!(order.version, 5);
 
-    for &projection in PROJECTIONS {
+    for projection in consuming(Order::STREAM_TYPE) {
         // The registration and the order's creation are committed; then only the
         // confirmation arrives, as after a restart past lost messages.
         let first = [at(&events, ada.id, 1), at(&events, order.id, 1)];
@@ -765,16 +772,237 @@ async fn a_user_rename_shows_up_in_that_users_orders_whatever_the_arrival_order(
 async fn events_of_streams_a_projection_does_not_consume_are_skipped_without_a_checkpoint(
     pool: PgPool,
 ) {
+    // No projection reads sagas (the query service reads the `sagas` table), and only
+    // payment_view reads payments.
+    let saga = Uuid::now_v7();
     let payment = Uuid::now_v7();
-    let event = NewEvent {
-        event_type: "PaymentAuthorized".into(),
+    let event = |event_type: &str| NewEvent {
+        event_type: event_type.into(),
         schema_version: 1,
         payload: json!({}),
     };
-    append_raw(&pool, payment, Payment::STREAM_TYPE, 0, &[event]).await;
+    append_raw(&pool, saga, Saga::STREAM_TYPE, 0, &[event("SagaStarted")]).await;
+    append_raw(
+        &pool,
+        payment,
+        Payment::STREAM_TYPE,
+        0,
+        &[event("PaymentCaptured")],
+    )
+    .await;
     let events = all_events(&pool).await;
-    for &projection in PROJECTIONS {
+    for projection in PROJECTIONS
+        .iter()
+        .copied()
+        .filter(|p| p.name() != "payment_view")
+    {
         assert_eq!(apply(&pool, projection, &events).await, []);
+        assert_eq!(checkpoint(&pool, projection, saga).await, None);
         assert_eq!(checkpoint(&pool, projection, payment).await, None);
     }
+    assert_eq!(checkpoint(&pool, &PaymentView, saga).await, None);
+}
+
+/// An order's payment stream, decided by the Payment aggregate.
+fn payment_of(order_id: Uuid) -> Stream<Payment> {
+    Stream::with_id(payment_id(order_id))
+}
+
+fn authorize(order_id: Uuid, amount_minor: i64) -> PaymentCommand {
+    PaymentCommand::Authorize {
+        order_id,
+        amount: eur(amount_minor),
+        authorization_id: format!("auth-{order_id}"),
+    }
+}
+
+async fn payment_view_row(pool: &PgPool, order_id: Uuid) -> Option<common::PaymentRow> {
+    match actual(pool, &PaymentView).await.view {
+        View::Payments(rows) => rows.get(&order_id).cloned(),
+        _ => unreachable!(),
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_payment_is_projected_through_authorization_and_capture_or_void(pool: PgPool) {
+    let (captured, voided, declined) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let mut first = payment_of(captured);
+    assert_eq!(first.exec(&pool, authorize(captured, 2500)).await, 1);
+    let mut second = payment_of(voided);
+    assert_eq!(second.exec(&pool, authorize(voided, 700)).await, 1);
+    let mut third = payment_of(declined);
+    let decline = PaymentCommand::Decline {
+        order_id: declined,
+        amount: eur(900),
+        reason: "insufficient funds".into(),
+    };
+    assert_eq!(third.exec(&pool, decline).await, 1);
+    assert_eq!(
+        apply(&pool, &PaymentView, &all_events(&pool).await).await,
+        []
+    );
+
+    let row = payment_view_row(&pool, captured).await.unwrap();
+    assert_eq!(row.payment_id, first.id);
+    assert_eq!(
+        (row.status.as_str(), row.amount_minor, row.currency.as_str()),
+        ("authorized", 2500, "EUR")
+    );
+    assert_eq!(row.authorization_id, Some(format!("auth-{captured}")));
+    assert!(row.authorized_at.is_some() && row.captured_at.is_none());
+    assert_eq!(row.version, 1);
+    let row = payment_view_row(&pool, declined).await.unwrap();
+    assert_eq!(row.status, "declined");
+    assert_eq!(row.decline_reason.as_deref(), Some("insufficient funds"));
+    assert_eq!((row.authorization_id, row.authorized_at), (None, None));
+    assert!(row.declined_at.is_some());
+
+    let before = all_events(&pool).await.len();
+    assert_eq!(first.exec(&pool, PaymentCommand::Capture).await, 1);
+    let void = PaymentCommand::Void {
+        reason: "order cancelled".into(),
+    };
+    assert_eq!(second.exec(&pool, void).await, 1);
+    let events = all_events(&pool).await;
+    // Captures and voids name no order: the view finds it through the stream.
+    assert_eq!(apply(&pool, &PaymentView, &events[before..]).await, []);
+
+    let row = payment_view_row(&pool, captured).await.unwrap();
+    assert_eq!((row.status.as_str(), row.version), ("captured", 2));
+    assert_eq!(row.captured_at, Some(events[before].recorded_at));
+    assert_eq!(row.updated_at, events[before].recorded_at);
+    assert!(row.authorized_at.is_some() && row.voided_at.is_none());
+    let row = payment_view_row(&pool, voided).await.unwrap();
+    assert_eq!(row.status, "voided");
+    assert_eq!(row.void_reason.as_deref(), Some("order cancelled"));
+    assert_eq!(row.voided_at, Some(events[before + 1].recorded_at));
+    let actual = actual(&pool, &PaymentView).await;
+    assert_same(&PaymentView, &actual, &expected(&PaymentView, &events));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_redelivered_payment_event_is_applied_once(pool: PgPool) {
+    let order_id = Uuid::now_v7();
+    let mut payment = payment_of(order_id);
+    payment.exec(&pool, authorize(order_id, 2500)).await;
+    payment.exec(&pool, PaymentCommand::Capture).await;
+    let events = all_events(&pool).await;
+
+    let twice: Vec<StoredEvent> = events.iter().chain(&events).cloned().collect();
+    assert_eq!(apply(&pool, &PaymentView, &twice).await, []);
+    let once = payment_view_row(&pool, order_id).await.unwrap();
+    // The authorization again, alone and after the capture: a duplicate, not a second start.
+    assert_eq!(apply(&pool, &PaymentView, &events[..1]).await, []);
+    assert_eq!(apply(&pool, &PaymentView, &events).await, []);
+    assert_eq!(payment_view_row(&pool, order_id).await.unwrap(), once);
+    assert_eq!(once.status, "captured");
+    assert_eq!(checkpoint(&pool, &PaymentView, payment.id).await, Some(2));
+    let actual = actual(&pool, &PaymentView).await;
+    assert_same(&PaymentView, &actual, &expected(&PaymentView, &events));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_capture_delivered_alone_gets_its_authorization_from_the_store(pool: PgPool) {
+    let order_id = Uuid::now_v7();
+    let mut payment = payment_of(order_id);
+    payment.exec(&pool, authorize(order_id, 2500)).await;
+    payment.exec(&pool, PaymentCommand::Capture).await;
+    let events = all_events(&pool).await;
+
+    assert_eq!(apply(&pool, &PaymentView, &events[1..]).await, []);
+    let row = payment_view_row(&pool, order_id).await.unwrap();
+    assert_eq!((row.status.as_str(), row.version), ("captured", 2));
+    let actual = actual(&pool, &PaymentView).await;
+    assert_same(&PaymentView, &actual, &expected(&PaymentView, &events));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn payment_events_that_contradict_the_view_are_rejected_and_the_rest_applies(pool: PgPool) {
+    let authorized = PaymentEvent::PaymentAuthorized {
+        order_id: Uuid::now_v7(),
+        amount: eur(100),
+        authorization_id: "auth-1".into(),
+    };
+    // A stream that is not its order's payment stream, and a capture of nothing.
+    let stray = Uuid::now_v7();
+    append_raw(
+        &pool,
+        stray,
+        Payment::STREAM_TYPE,
+        0,
+        &[new_event(&authorized)],
+    )
+    .await;
+    let orphan = Uuid::now_v7();
+    let captured = PaymentEvent::PaymentCaptured { amount: eur(100) };
+    append_raw(
+        &pool,
+        orphan,
+        Payment::STREAM_TYPE,
+        0,
+        &[new_event(&captured)],
+    )
+    .await;
+    // A declined payment that is then voided, and a good one after it.
+    let order_id = Uuid::now_v7();
+    let declined = PaymentEvent::PaymentDeclined {
+        order_id,
+        amount: eur(100),
+        reason: "no".into(),
+    };
+    let voided = PaymentEvent::PaymentVoided {
+        reason: "cancelled".into(),
+    };
+    let events = [new_event(&declined), new_event(&voided)];
+    append_raw(
+        &pool,
+        payment_id(order_id),
+        Payment::STREAM_TYPE,
+        0,
+        &events,
+    )
+    .await;
+    let good = Uuid::now_v7();
+    payment_of(good).exec(&pool, authorize(good, 300)).await;
+    let events = all_events(&pool).await;
+
+    let rejected = apply(&pool, &PaymentView, &events).await;
+    let errors: Vec<(Uuid, &str)> = rejected
+        .iter()
+        .map(|r| (r.stream_id, r.error.as_str()))
+        .collect();
+    let not_its_order = format!(
+        "cannot apply: the stream is not the payment stream of order {}",
+        match &authorized {
+            PaymentEvent::PaymentAuthorized { order_id, .. } => order_id,
+            _ => unreachable!(),
+        }
+    );
+    assert_eq!(
+        errors,
+        [
+            (stray, not_its_order.as_str()),
+            (
+                orphan,
+                "cannot apply: the payment's PaymentAuthorized or PaymentDeclined was never \
+                 applied"
+            ),
+            (
+                payment_id(order_id),
+                "cannot apply: the payment is declined, not authorized"
+            ),
+        ]
+    );
+    let row = payment_view_row(&pool, order_id).await.unwrap();
+    assert_eq!((row.status.as_str(), row.version), ("declined", 1));
+    assert_eq!(
+        payment_view_row(&pool, good).await.unwrap().status,
+        "authorized"
+    );
+    // Every event moved its stream's checkpoint; redelivery rejects nothing again.
+    assert_eq!(
+        checkpoint(&pool, &PaymentView, payment_id(order_id)).await,
+        Some(2)
+    );
+    assert_eq!(apply(&pool, &PaymentView, &events).await, []);
 }

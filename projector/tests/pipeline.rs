@@ -8,11 +8,9 @@ use std::time::Duration;
 use common::{assert_all_match_the_store, Workload};
 use orderflow_command::relay::{self, RelayOptions};
 use orderflow_domain::order::Order;
-use orderflow_domain::product::Product;
-use orderflow_domain::user::User;
 use orderflow_domain::Aggregate;
 use orderflow_kafka::testing::TestTopics;
-use orderflow_kafka::topics::{dead_letter_topic, events_topic};
+use orderflow_kafka::topics::{dead_letter_topic, events_topic, STREAM_TYPES};
 use orderflow_kafka::KafkaArgs;
 use orderflow_projector::worker::{self, WorkerOptions};
 use orderflow_projector::{replay, ReplayOptions, PROJECTIONS};
@@ -320,7 +318,7 @@ async fn wait_for_records(kafka: &KafkaArgs, count: usize) {
             .create()
             .unwrap();
         let mut assignment = TopicPartitionList::new();
-        for stream_type in [Order::STREAM_TYPE, User::STREAM_TYPE, Product::STREAM_TYPE] {
+        for stream_type in STREAM_TYPES {
             let topic = events_topic(&kafka.topic_prefix, stream_type);
             for partition in 0..kafka.topic_partitions {
                 assignment

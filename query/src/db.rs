@@ -1,6 +1,7 @@
 //! [`Db`]: every SQL statement the service runs, against the read models (`order_view`,
-//! `user_view`, `product_view`) and the event store (an order's stream). Statements are
-//! counted, so tests can prove that a page costs a constant number of queries.
+//! `user_view`, `product_view`, `payment_view`), the saga orchestrator's `sagas` table and
+//! the event store (an order's stream and its timeline). Statements are counted, so tests
+//! can prove that a page costs a constant number of queries.
 //!
 //! Filters are optional, so SQL is built with [`QueryBuilder`] to leave absent conditions
 //! out (a generic plan with `$1 is null or ...` could not use the views' indexes).
@@ -40,6 +41,20 @@ const PRODUCT_COLUMNS: &str = "product_id, sku, name, price_minor, currency, on_
 /// Likewise a product exists once its creation is projected.
 const PRODUCT_KNOWN: &str =
     "sku is not null and name is not null and price_minor is not null and currency is not null";
+
+const SAGA_COLUMNS: &str = "saga_id, order_id, state, step, reason, detail, attempts, deadline, \
+     version, steps, started_at, finished_at, created_at, updated_at";
+
+const PAYMENT_COLUMNS: &str = "order_id, payment_id, status, amount_minor, currency, \
+     authorization_id, decline_reason, void_reason, authorized_at, declined_at, captured_at, \
+     voided_at, version, updated_at";
+
+/// The product events that name an order in their payload (`orderId`): its reservations.
+const RESERVATION_EVENTS: [&str; 3] = [
+    "StockReserved",
+    "ReservationReleased",
+    "ReservationCommitted",
+];
 
 /// One row of `order_view`.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -111,6 +126,87 @@ pub(crate) struct EventRow {
     pub(crate) schema_version: i16,
     pub(crate) payload: serde_json::Value,
     pub(crate) recorded_at: DateTime<Utc>,
+}
+
+/// One row of `sagas`, as the orchestrator last mirrored the saga's stream into it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub(crate) struct SagaRow {
+    pub(crate) saga_id: Uuid,
+    pub(crate) order_id: Uuid,
+    pub(crate) state: String,
+    pub(crate) step: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) detail: Option<String>,
+    pub(crate) attempts: i32,
+    pub(crate) deadline: Option<DateTime<Utc>>,
+    pub(crate) version: i32,
+    #[sqlx(json)]
+    pub(crate) steps: Vec<SagaStepRow>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+/// One element of `sagas.steps` (the domain's `StepRecord` as JSON).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SagaStepRow {
+    pub(crate) name: String,
+    pub(crate) status: String,
+    pub(crate) attempts: i64,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
+    pub(crate) detail: Option<String>,
+}
+
+/// One row of `payment_view`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub(crate) struct PaymentRow {
+    pub(crate) order_id: Uuid,
+    pub(crate) payment_id: Uuid,
+    pub(crate) status: String,
+    pub(crate) amount_minor: i64,
+    pub(crate) currency: String,
+    pub(crate) authorization_id: Option<String>,
+    pub(crate) decline_reason: Option<String>,
+    pub(crate) void_reason: Option<String>,
+    pub(crate) authorized_at: Option<DateTime<Utc>>,
+    pub(crate) declined_at: Option<DateTime<Utc>>,
+    pub(crate) captured_at: Option<DateTime<Utc>>,
+    pub(crate) voided_at: Option<DateTime<Utc>>,
+    pub(crate) version: i32,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+/// One event of an order's timeline, from any of the streams that make it up.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub(crate) struct TimelineRow {
+    /// The order whose timeline it belongs to.
+    pub(crate) order_id: Uuid,
+    pub(crate) stream_id: Uuid,
+    pub(crate) stream_type: String,
+    pub(crate) position: i64,
+    pub(crate) version: i32,
+    pub(crate) event_type: String,
+    pub(crate) schema_version: i16,
+    pub(crate) payload: serde_json::Value,
+    pub(crate) recorded_at: DateTime<Utc>,
+}
+
+/// The streams besides product streams that an order's timeline merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OrderStreams {
+    pub(crate) order_id: Uuid,
+    pub(crate) saga_id: Uuid,
+    pub(crate) payment_id: Uuid,
+}
+
+/// Where a page of sagas starts: just after this saga in `created_at, saga_id` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct SagaCursor {
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) saga_id: Uuid,
 }
 
 /// Conditions on orders; every field narrows the list.
@@ -318,6 +414,102 @@ impl Db {
         sql.build_query_scalar().fetch_one(self.counted()).await
     }
 
+    pub(crate) async fn orders_by_id(&self, ids: &[Uuid]) -> Result<Vec<OrderRow>, sqlx::Error> {
+        let sql = format!("select {ORDER_COLUMNS} from order_view where order_id = any($1)");
+        sqlx::query_as(&sql)
+            .bind(ids)
+            .fetch_all(self.counted())
+            .await
+    }
+
+    /// The saga of each order in `order_ids` that has one.
+    pub(crate) async fn sagas_of_orders(
+        &self,
+        order_ids: &[Uuid],
+    ) -> Result<Vec<SagaRow>, sqlx::Error> {
+        let sql = format!("select {SAGA_COLUMNS} from sagas where order_id = any($1)");
+        sqlx::query_as(&sql)
+            .bind(order_ids)
+            .fetch_all(self.counted())
+            .await
+    }
+
+    /// Up to `limit` sagas after `after`, oldest first.
+    pub(crate) async fn sagas(
+        &self,
+        state: Option<&'static str>,
+        after: Option<SagaCursor>,
+        limit: i64,
+    ) -> Result<Vec<SagaRow>, sqlx::Error> {
+        let mut sql = QueryBuilder::new(format!("select {SAGA_COLUMNS} from sagas where true"));
+        push_saga_filter(&mut sql, state);
+        if let Some(cursor) = after {
+            sql.push(" and (created_at, saga_id) > (")
+                .push_bind(cursor.created_at)
+                .push(", ")
+                .push_bind(cursor.saga_id)
+                .push(")");
+        }
+        sql.push(" order by created_at, saga_id limit ")
+            .push_bind(limit);
+        sql.build_query_as().fetch_all(self.counted()).await
+    }
+
+    pub(crate) async fn count_sagas(
+        &self,
+        state: Option<&'static str>,
+    ) -> Result<i64, sqlx::Error> {
+        let mut sql = QueryBuilder::new("select count(*) from sagas where true");
+        push_saga_filter(&mut sql, state);
+        sql.build_query_scalar().fetch_one(self.counted()).await
+    }
+
+    /// The payment of each order in `order_ids` that has one.
+    pub(crate) async fn payments_of_orders(
+        &self,
+        order_ids: &[Uuid],
+    ) -> Result<Vec<PaymentRow>, sqlx::Error> {
+        let sql = format!("select {PAYMENT_COLUMNS} from payment_view where order_id = any($1)");
+        sqlx::query_as(&sql)
+            .bind(order_ids)
+            .fetch_all(self.counted())
+            .await
+    }
+
+    /// Every order's timeline in one statement, in position order: the events of its own,
+    /// saga and payment streams, and the reservation events of product streams whose
+    /// payload names it. Those are found through `events_product_order_idx` by comparing
+    /// text, `= any(...)` rather than a join so that a generic plan uses the index too; the
+    /// cast back to uuid only sees texts equal to one of `orders`' ids.
+    pub(crate) async fn timelines(
+        &self,
+        orders: &[OrderStreams],
+    ) -> Result<Vec<TimelineRow>, sqlx::Error> {
+        let column = |f: fn(&OrderStreams) -> Uuid| orders.iter().map(f).collect::<Vec<_>>();
+        let order_ids = column(|o| o.order_id);
+        let order_texts: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
+        sqlx::query_as(
+            "select k.order_id, e.stream_id, e.stream_type, e.position, e.version, e.event_type, \
+               e.schema_version, e.payload, e.recorded_at \
+             from unnest($1::uuid[], $2::uuid[], $3::uuid[]) as k(order_id, saga_id, payment_id) \
+             join events e on e.stream_id in (k.order_id, k.saga_id, k.payment_id) \
+             union all \
+             select (e.payload ->> 'orderId')::uuid, e.stream_id, e.stream_type, e.position, \
+               e.version, e.event_type, e.schema_version, e.payload, e.recorded_at \
+             from events e \
+             where e.stream_type = 'product' and e.payload ->> 'orderId' = any($4) \
+               and e.event_type = any($5) \
+             order by position",
+        )
+        .bind(&order_ids)
+        .bind(column(|o| o.saga_id))
+        .bind(column(|o| o.payment_id))
+        .bind(&order_texts)
+        .bind(&RESERVATION_EVENTS[..])
+        .fetch_all(self.counted())
+        .await
+    }
+
     /// The events of every stream in `stream_ids`, in version order per stream.
     pub(crate) async fn events_of(
         &self,
@@ -356,6 +548,12 @@ fn push_order_filter(
             .push(", ")
             .push_bind(cursor.order_id)
             .push(")");
+    }
+}
+
+fn push_saga_filter(sql: &mut QueryBuilder<'_, Postgres>, state: Option<&'static str>) {
+    if let Some(state) = state {
+        sql.push(" and state = ").push_bind(state);
     }
 }
 

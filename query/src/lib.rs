@@ -2,9 +2,11 @@
 //! read models, with read-your-writes (`minVersion`), subscriptions to order changes, and
 //! a playground that works offline.
 //!
-//! Reads only: `order_view`, `user_view` and `product_view` (owned by the projector) and an
-//! order's stream in the event store. Composition across views goes through one batching
-//! loader, so a page costs a constant number of statements however many items it has.
+//! Reads only: `order_view`, `user_view`, `product_view` and `payment_view` (owned by the
+//! projector), `sagas` (owned by the saga orchestrator) and, from the event store, an
+//! order's stream and its timeline (its saga's, payment's and reservations' events too).
+//! Composition across views goes through one batching loader, so a page costs a constant
+//! number of statements however many items it has.
 //!
 //! # Layout
 //! - [`config`]: [`QueryArgs`](config::QueryArgs), the flags of `orderflow query`, and

@@ -11,7 +11,12 @@ use std::sync::Arc;
 use async_graphql::dataloader::Loader;
 use uuid::Uuid;
 
-use crate::db::{Db, EventRow, OrderCursor, OrderFilter, OrderRow, ProductRow, UserRow};
+use orderflow_domain::saga::{payment_id, saga_id};
+
+use crate::db::{
+    Db, EventRow, OrderCursor, OrderFilter, OrderRow, OrderStreams, PaymentRow, ProductRow,
+    SagaRow, TimelineRow, UserRow,
+};
 
 type LoadResult<K, V> = Result<HashMap<K, V>, Arc<sqlx::Error>>;
 
@@ -26,6 +31,23 @@ pub(crate) struct ProductKey(pub(crate) Uuid);
 /// An order's stream from the event store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct EventsKey(pub(crate) Uuid);
+
+/// An order by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct OrderKey(pub(crate) Uuid);
+
+/// The saga of an order, by order id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct SagaKey(pub(crate) Uuid);
+
+/// The payment of an order, by order id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PaymentKey(pub(crate) Uuid);
+
+/// An order's timeline, by order id: its events and those of its saga, its payment and the
+/// products it reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TimelineKey(pub(crate) Uuid);
 
 /// One page of one user's orders; keys that differ only in the user share a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -85,6 +107,74 @@ impl Loader<EventsKey> for Db {
             }
         }
         Ok(streams)
+    }
+}
+
+impl Loader<OrderKey> for Db {
+    type Value = OrderRow;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, keys: &[OrderKey]) -> LoadResult<OrderKey, OrderRow> {
+        let ids: Vec<Uuid> = keys.iter().map(|key| key.0).collect();
+        let rows = self.orders_by_id(&ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (OrderKey(row.order_id), row))
+            .collect())
+    }
+}
+
+impl Loader<SagaKey> for Db {
+    type Value = SagaRow;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, keys: &[SagaKey]) -> LoadResult<SagaKey, SagaRow> {
+        let ids: Vec<Uuid> = keys.iter().map(|key| key.0).collect();
+        let rows = self.sagas_of_orders(&ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (SagaKey(row.order_id), row))
+            .collect())
+    }
+}
+
+impl Loader<PaymentKey> for Db {
+    type Value = PaymentRow;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, keys: &[PaymentKey]) -> LoadResult<PaymentKey, PaymentRow> {
+        let ids: Vec<Uuid> = keys.iter().map(|key| key.0).collect();
+        let rows = self.payments_of_orders(&ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (PaymentKey(row.order_id), row))
+            .collect())
+    }
+}
+
+impl Loader<TimelineKey> for Db {
+    type Value = Vec<TimelineRow>;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, keys: &[TimelineKey]) -> LoadResult<TimelineKey, Vec<TimelineRow>> {
+        // The saga and payment streams are named by the order, so their ids are derived
+        // here rather than looked up.
+        let orders: Vec<OrderStreams> = keys
+            .iter()
+            .map(|key| OrderStreams {
+                order_id: key.0,
+                saga_id: saga_id(key.0),
+                payment_id: payment_id(key.0),
+            })
+            .collect();
+        let mut timelines: HashMap<TimelineKey, Vec<TimelineRow>> =
+            keys.iter().map(|key| (*key, Vec::new())).collect();
+        for event in self.timelines(&orders).await? {
+            if let Some(timeline) = timelines.get_mut(&TimelineKey(event.order_id)) {
+                timeline.push(event);
+            }
+        }
+        Ok(timelines)
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use orderflow_domain::order::{Order, OrderCommand, OrderEvent, OrderStatus};
+use orderflow_domain::payment::{Payment, PaymentCommand, PaymentEvent};
 use orderflow_domain::product::{Product, ProductCommand, ProductEvent};
+use orderflow_domain::saga::payment_id;
 use orderflow_domain::user::{User, UserCommand, UserEvent};
 use orderflow_domain::{Aggregate, Currency, DomainEvent, Money};
 use orderflow_projector::{apply_batch, Projection, Rejected, PROJECTIONS};
@@ -70,8 +72,13 @@ pub struct Stream<A> {
 
 impl<A: Aggregate> Stream<A> {
     pub fn new() -> Self {
+        Self::with_id(Uuid::now_v7())
+    }
+
+    /// A stream whose id is derived, like an order's payment stream.
+    pub fn with_id(id: Uuid) -> Self {
         Self {
-            id: Uuid::now_v7(),
+            id,
             state: A::default(),
             version: 0,
         }
@@ -308,14 +315,16 @@ impl Workload {
         self.orders[at].exec(pool, command).await
     }
 
-    /// The fulfilment saga for one placed order: reserve every line, then confirm and
-    /// commit, or release and cancel (out of stock, or a declined payment).
+    /// The fulfilment saga for one placed order: reserve every line, authorize the payment,
+    /// then confirm, commit and capture; or void, release and cancel (out of stock, or the
+    /// payment declined, or declined only after it was authorized).
     async fn run_saga(&mut self, pool: &PgPool) -> usize {
         let Some(at) = self.some_order(OrderStatus::Placed) else {
             return 0;
         };
         let order_id = self.orders[at].id;
         let lines = self.orders[at].state.lines().to_vec();
+        let total = self.orders[at].state.total().unwrap();
         let mut appended = 0;
         let mut reserved = Vec::new();
         let mut all_reserved = true;
@@ -336,13 +345,38 @@ impl Workload {
                 }
             }
         }
-        if all_reserved && self.rng.chance(80) {
+        let confirm = all_reserved && self.rng.chance(80);
+        // An empty order has nothing to pay; otherwise a cancelled order with its stock
+        // reserved had its payment declined, or authorized and then voided.
+        let mut payment = Stream::<Payment>::with_id(payment_id(order_id));
+        if all_reserved && total.is_positive() {
+            let command = if confirm || self.serial.is_multiple_of(2) {
+                PaymentCommand::Authorize {
+                    order_id,
+                    amount: total,
+                    authorization_id: format!("auth-{}", self.serial),
+                }
+            } else {
+                PaymentCommand::Decline {
+                    order_id,
+                    amount: total,
+                    reason: "insufficient funds".into(),
+                }
+            };
+            appended += payment.exec(pool, command).await;
+        }
+        if confirm {
             appended += self.orders[at].exec(pool, OrderCommand::Confirm).await;
             for product_id in reserved {
                 let commit = ProductCommand::CommitReservation { order_id };
                 appended += self.product(product_id).exec(pool, commit).await;
             }
+            appended += payment.exec(pool, PaymentCommand::Capture).await;
         } else {
+            let void = PaymentCommand::Void {
+                reason: "order cancelled".into(),
+            };
+            appended += payment.exec(pool, void).await;
             for product_id in reserved {
                 let release = ProductCommand::Release { order_id };
                 appended += self.product(product_id).exec(pool, release).await;
@@ -363,6 +397,14 @@ impl Workload {
     fn product(&mut self, id: Uuid) -> &mut Stream<Product> {
         self.products.iter_mut().find(|p| p.id == id).unwrap()
     }
+}
+
+/// The registered projections that consume `stream_type`.
+pub fn consuming(stream_type: &'static str) -> impl Iterator<Item = &'static dyn Projection> {
+    PROJECTIONS
+        .iter()
+        .copied()
+        .filter(move |projection| projection.consumes(stream_type))
 }
 
 /// Every event in the store, in position order (no gap-safety needed once writers stopped).
@@ -510,12 +552,31 @@ pub struct ProductRow {
     pub version: i32,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentRow {
+    pub payment_id: Uuid,
+    pub status: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub authorization_id: Option<String>,
+    pub decline_reason: Option<String>,
+    pub void_reason: Option<String>,
+    pub authorized_at: Option<DateTime<Utc>>,
+    pub declined_at: Option<DateTime<Utc>>,
+    pub captured_at: Option<DateTime<Utc>>,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub version: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// One projection's view rows and checkpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub enum View {
     Orders(BTreeMap<Uuid, OrderRow>),
     Users(BTreeMap<Uuid, UserRow>),
     Products(BTreeMap<Uuid, ProductRow>),
+    /// By order id.
+    Payments(BTreeMap<Uuid, PaymentRow>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -657,6 +718,47 @@ pub fn expected(projection: &'static dyn Projection, events: &[StoredEvent]) -> 
             }
             View::Products(rows)
         }
+        "payment_view" => View::Payments(
+            streams_of(Payment::STREAM_TYPE)
+                .map(|(id, s)| {
+                    let events = decode_all::<PaymentEvent>(s);
+                    let payment = Payment::from_events(&events);
+                    let amount = payment.amount().unwrap();
+                    let at = |wanted: fn(&PaymentEvent) -> bool| {
+                        events
+                            .iter()
+                            .zip(s.iter())
+                            .find(|(e, _)| wanted(e))
+                            .map(|(_, s)| s.recorded_at)
+                    };
+                    let reason = |wanted: fn(&PaymentEvent) -> Option<&String>| {
+                        events.iter().find_map(wanted).cloned()
+                    };
+                    let row = PaymentRow {
+                        payment_id: id,
+                        status: payment.status().as_str().to_owned(),
+                        amount_minor: amount.amount_minor,
+                        currency: amount.currency.code().to_owned(),
+                        authorization_id: payment.authorization_id().map(str::to_owned),
+                        decline_reason: reason(|e| match e {
+                            PaymentEvent::PaymentDeclined { reason, .. } => Some(reason),
+                            _ => None,
+                        }),
+                        void_reason: reason(|e| match e {
+                            PaymentEvent::PaymentVoided { reason } => Some(reason),
+                            _ => None,
+                        }),
+                        authorized_at: at(|e| matches!(e, PaymentEvent::PaymentAuthorized { .. })),
+                        declined_at: at(|e| matches!(e, PaymentEvent::PaymentDeclined { .. })),
+                        captured_at: at(|e| matches!(e, PaymentEvent::PaymentCaptured { .. })),
+                        voided_at: at(|e| matches!(e, PaymentEvent::PaymentVoided { .. })),
+                        version: s.last().unwrap().version,
+                        updated_at: s.last().unwrap().recorded_at,
+                    };
+                    (payment.order_id().unwrap(), row)
+                })
+                .collect(),
+        ),
         other => panic!("no independent fold of {other}"),
     };
     ReadModel { view, checkpoints }
@@ -748,6 +850,28 @@ pub async fn actual(pool: &PgPool, projection: &'static dyn Projection) -> ReadM
                 })
                 .collect(),
         ),
+        "payment_view" => View::Payments(
+            rows.iter()
+                .map(|r| {
+                    let row = PaymentRow {
+                        payment_id: r.get("payment_id"),
+                        status: r.get("status"),
+                        amount_minor: r.get("amount_minor"),
+                        currency: r.get("currency"),
+                        authorization_id: r.get("authorization_id"),
+                        decline_reason: r.get("decline_reason"),
+                        void_reason: r.get("void_reason"),
+                        authorized_at: r.get("authorized_at"),
+                        declined_at: r.get("declined_at"),
+                        captured_at: r.get("captured_at"),
+                        voided_at: r.get("voided_at"),
+                        version: r.get("version"),
+                        updated_at: r.get("updated_at"),
+                    };
+                    (r.get("order_id"), row)
+                })
+                .collect(),
+        ),
         other => panic!("no independent fold of {other}"),
     };
     let checkpoints = sqlx::query(&format!(
@@ -774,6 +898,7 @@ pub fn assert_same(projection: &'static dyn Projection, actual: &ReadModel, expe
         (View::Orders(a), View::Orders(e)) => assert_rows(projection, a, e),
         (View::Users(a), View::Users(e)) => assert_rows(projection, a, e),
         (View::Products(a), View::Products(e)) => assert_rows(projection, a, e),
+        (View::Payments(a), View::Payments(e)) => assert_rows(projection, a, e),
         _ => panic!("{projection}: views of different projections"),
     }
 }

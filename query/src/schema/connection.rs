@@ -2,17 +2,17 @@
 //! that name the list they come from, and `PageInfo`.
 //!
 //! Lists page forward (`first`/`after`). Orders are newest first, keyed by
-//! `(createdAt, id)`; users and products are in id order, which for UUIDv7 ids is the order
-//! they were created in.
+//! `(createdAt, id)`; sagas are oldest first, keyed the same way; users and products are in
+//! id order, which for UUIDv7 ids is the order they were created in.
 
 use async_graphql::SimpleObject;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::config::{DEFAULT_PAGE_SIZE, PAGE_SIZE_CEILING};
-use crate::db::OrderCursor;
+use crate::db::{OrderCursor, SagaCursor};
 use crate::error::QueryError;
 
 /// Where the list stands: Relay's `PageInfo`.
@@ -138,28 +138,48 @@ fn decode<'a>(list: &str, cursor: &'a str, buffer: &'a mut String) -> Result<&'a
 
 /// The cursor of an order in the orders list.
 pub(crate) fn order_cursor(cursor: OrderCursor) -> String {
-    encode(&format!(
-        "orders:{}:{}",
-        cursor.created_at.timestamp_micros(),
-        cursor.order_id
-    ))
+    time_id_cursor("orders", cursor.created_at, cursor.order_id)
 }
 
 pub(crate) fn parse_order_cursor(cursor: &str) -> Result<OrderCursor, QueryError> {
-    let mut buffer = String::new();
-    let body = decode("orders", cursor, &mut buffer)?;
-    let invalid = || QueryError::bad_input("`after` is not a cursor of the orders list");
-    let (micros, id) = body.split_once(':').ok_or_else(invalid)?;
-    let created_at = micros
-        .parse()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(invalid)?;
-    let order_id = id.parse().map_err(|_| invalid())?;
+    let (created_at, order_id) = parse_time_id_cursor("orders", cursor)?;
     Ok(OrderCursor {
         created_at,
         order_id,
     })
+}
+
+/// The cursor of a saga in the sagas list.
+pub(crate) fn saga_cursor(cursor: SagaCursor) -> String {
+    time_id_cursor("sagas", cursor.created_at, cursor.saga_id)
+}
+
+pub(crate) fn parse_saga_cursor(cursor: &str) -> Result<SagaCursor, QueryError> {
+    let (created_at, saga_id) = parse_time_id_cursor("sagas", cursor)?;
+    Ok(SagaCursor {
+        created_at,
+        saga_id,
+    })
+}
+
+/// The cursor of an item in a list ordered by a timestamp, then by id. Microseconds are
+/// PostgreSQL's precision, so the cursor names the row exactly.
+fn time_id_cursor(list: &str, at: DateTime<Utc>, id: Uuid) -> String {
+    encode(&format!("{list}:{}:{id}", at.timestamp_micros()))
+}
+
+fn parse_time_id_cursor(list: &str, cursor: &str) -> Result<(DateTime<Utc>, Uuid), QueryError> {
+    let mut buffer = String::new();
+    let body = decode(list, cursor, &mut buffer)?;
+    let invalid = || QueryError::bad_input(format!("`after` is not a cursor of the {list} list"));
+    let (micros, id) = body.split_once(':').ok_or_else(invalid)?;
+    let at = micros
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    let id = id.parse().map_err(|_| invalid())?;
+    Ok((at, id))
 }
 
 /// The cursor of an item in a list ordered by id (`users`, `products`).
@@ -176,8 +196,6 @@ pub(crate) fn parse_id_cursor(list: &str, cursor: &str) -> Result<Uuid, QueryErr
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-
     use super::*;
 
     #[test]
@@ -187,6 +205,17 @@ mod tests {
             order_id: Uuid::now_v7(),
         };
         assert_eq!(parse_order_cursor(&order_cursor(cursor)).unwrap(), cursor);
+        let cursor = SagaCursor {
+            created_at: cursor.created_at,
+            saga_id: cursor.order_id,
+        };
+        assert_eq!(parse_saga_cursor(&saga_cursor(cursor)).unwrap(), cursor);
+        assert!(parse_order_cursor(&saga_cursor(cursor)).is_err());
+        assert!(parse_saga_cursor(&order_cursor(OrderCursor {
+            created_at: cursor.created_at,
+            order_id: cursor.saga_id,
+        }))
+        .is_err());
     }
 
     #[test]

@@ -2,17 +2,20 @@
 //! resolvers share ([`Services`]).
 //!
 //! # Layout
-//! - [`query`]: `order`, `orders`, `user`, `users`, `product`, `products`.
+//! - [`query`]: `order`, `orders`, `user`, `users`, `product`, `products`, `sagas`.
 //! - [`subscription`]: the `orderUpdated` subscription.
 //! - [`order`], [`user`], [`product`]: the views and their composition through the loader.
+//! - [`saga`], [`payment`]: an order's fulfilment saga and its payment.
 //! - [`connection`]: page sizes, cursors and `PageInfo`.
 //! - [`money`]: the `Money` object and the `Long` scalar.
 
 pub(crate) mod connection;
 pub(crate) mod money;
 pub(crate) mod order;
+pub(crate) mod payment;
 pub(crate) mod product;
 pub(crate) mod query;
+pub(crate) mod saga;
 pub(crate) mod subscription;
 pub(crate) mod user;
 
@@ -75,4 +78,18 @@ pub(crate) fn parse_id(argument: &str, id: &ID) -> Result<Uuid, QueryError> {
             id.as_str()
         ))
     })
+}
+
+/// The enum value stored as `value`; `what` names it in the error, which is internal: the
+/// service and the code that writes the column disagree.
+pub(crate) fn from_db<T: Copy>(
+    all: &[T],
+    as_db: fn(T) -> &'static str,
+    what: &str,
+    value: &str,
+) -> Result<T, QueryError> {
+    all.iter()
+        .copied()
+        .find(|known| as_db(*known) == value)
+        .ok_or_else(|| QueryError::internal(anyhow::anyhow!("unknown {what} {value:?}")))
 }

@@ -1,17 +1,21 @@
-//! `Order` (a row of `order_view`) with its items, its owner and its event stream, and the
-//! orders connection with its filters.
+//! `Order` (a row of `order_view`) with its items, its owner, its saga, its payment, its
+//! event stream and its timeline, and the orders connection with its filters.
 
 use async_graphql::{Context, Enum, InputObject, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
 use super::connection::{order_cursor, Page, PageInfo};
 use super::money::{Long, MoneyView};
+use super::payment::Payment;
 use super::product::Product;
+use super::saga::Saga;
 use super::user::User;
-use super::{parse_id, services};
-use crate::db::{ItemRow, OrderCursor, OrderFilter, OrderRow};
+use super::{from_db, parse_id, services};
+use crate::db::{ItemRow, OrderCursor, OrderFilter, OrderRow, TimelineRow};
 use crate::error::QueryError;
-use crate::loaders::{EventsKey, ProductKey, UserKey, UserOrderCountKey};
+use crate::loaders::{
+    EventsKey, PaymentKey, ProductKey, SagaKey, TimelineKey, UserKey, UserOrderCountKey,
+};
 
 /// Where an order is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -40,10 +44,7 @@ impl OrderStatus {
     }
 
     fn from_db(status: &str) -> Result<Self, QueryError> {
-        Self::ALL
-            .into_iter()
-            .find(|known| known.as_db() == status)
-            .ok_or_else(|| QueryError::internal(anyhow::anyhow!("unknown order status {status:?}")))
+        from_db(&Self::ALL, Self::as_db, "order status", status)
     }
 }
 
@@ -195,6 +196,46 @@ impl Order {
             })
             .collect())
     }
+
+    /// The fulfilment saga as the orchestrator last recorded it; null until the
+    /// orchestrator takes up the placed order (always null for a draft).
+    async fn saga(&self, ctx: &Context<'_>) -> Result<Option<Saga>> {
+        let loader = &services(ctx).loader;
+        let row = loader
+            .load_one(SagaKey(self.0.order_id))
+            .await
+            .map_err(QueryError::from)?;
+        Ok(row.map(Saga))
+    }
+
+    /// The payment as the projector last applied it; null until the payment's
+    /// authorization or decline is projected.
+    async fn payment(&self, ctx: &Context<'_>) -> Result<Option<Payment>> {
+        let loader = &services(ctx).loader;
+        let row = loader
+            .load_one(PaymentKey(self.0.order_id))
+            .await
+            .map_err(QueryError::from)?;
+        Ok(row.map(Payment))
+    }
+
+    /// Everything recorded about the order, from the event store, in position order (the
+    /// order of the global event log): its own events, its saga's and its payment's, and
+    /// the reservation events (`StockReserved`, `ReservationReleased`,
+    /// `ReservationCommitted`) of product streams made for it. Like `events`, it may be
+    /// ahead of this view and of `saga` and `payment`.
+    async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<TimelineEvent>> {
+        let loader = &services(ctx).loader;
+        let events = loader
+            .load_one(TimelineKey(self.0.order_id))
+            .await
+            .map_err(QueryError::from)?
+            .unwrap_or_default();
+        Ok(events
+            .into_iter()
+            .map(TimelineEvent::from_row)
+            .collect::<Result<_, _>>()?)
+    }
 }
 
 /// One line of an order: the product's name and price as they were when it was added.
@@ -252,6 +293,73 @@ pub(crate) struct OrderEvent {
     pub(crate) recorded_at: DateTime<Utc>,
     /// The payload as stored.
     pub(crate) data: Json<serde_json::Value>,
+}
+
+/// The kind of stream an event of a timeline belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub(crate) enum StreamType {
+    /// The order's own stream.
+    Order,
+    /// The order's fulfilment saga.
+    Saga,
+    /// The order's payment.
+    Payment,
+    /// A product the order reserved stock of.
+    Product,
+}
+
+impl StreamType {
+    const ALL: [Self; 4] = [Self::Order, Self::Saga, Self::Payment, Self::Product];
+
+    /// The value of `events.stream_type`.
+    const fn as_db(self) -> &'static str {
+        match self {
+            Self::Order => "order",
+            Self::Saga => "saga",
+            Self::Payment => "payment",
+            Self::Product => "product",
+        }
+    }
+}
+
+/// One event of an order's timeline, and the stream it was recorded in.
+#[derive(Debug, Clone, SimpleObject)]
+pub(crate) struct TimelineEvent {
+    pub(crate) stream_type: StreamType,
+    /// The stream's id: the order's, its saga's, its payment's or a product's.
+    pub(crate) stream_id: ID,
+    /// The event type, e.g. `StockReserved`.
+    #[graphql(name = "type")]
+    pub(crate) event_type: String,
+    /// The event's version in its own stream; 1 for the stream's first event.
+    pub(crate) version: i32,
+    /// Position in the global event log: what the timeline is ordered by.
+    pub(crate) position: Long,
+    /// Version of the payload's schema.
+    pub(crate) schema_version: i32,
+    pub(crate) recorded_at: DateTime<Utc>,
+    /// The payload as stored.
+    pub(crate) data: Json<serde_json::Value>,
+}
+
+impl TimelineEvent {
+    fn from_row(row: TimelineRow) -> Result<Self, QueryError> {
+        Ok(Self {
+            stream_type: from_db(
+                &StreamType::ALL,
+                StreamType::as_db,
+                "stream type",
+                &row.stream_type,
+            )?,
+            stream_id: ID(row.stream_id.to_string()),
+            event_type: row.event_type,
+            version: row.version,
+            position: Long(row.position),
+            schema_version: i32::from(row.schema_version),
+            recorded_at: row.recorded_at,
+            data: Json(row.payload),
+        })
+    }
 }
 
 /// How a connection's `totalCount` is computed, only when asked for.

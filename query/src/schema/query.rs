@@ -2,9 +2,12 @@
 
 use async_graphql::{Context, Object, Result, ID};
 
-use super::connection::{page_cost, page_size, parse_id_cursor, parse_order_cursor};
+use super::connection::{
+    page_cost, page_size, parse_id_cursor, parse_order_cursor, parse_saga_cursor,
+};
 use super::order::{Order, OrderConnection, OrderCount, OrderFilterInput};
 use super::product::{Product, ProductConnection};
+use super::saga::{SagaConnection, SagaState};
 use super::user::{User, UserConnection};
 use super::{parse_id, services};
 use crate::db::ProductFilter;
@@ -156,5 +159,27 @@ impl QueryRoot {
             .await
             .map_err(QueryError::from)?;
         Ok(ProductConnection::new(rows, size, cursor.is_some(), filter))
+    }
+
+    /// Fulfilment sagas, oldest first (by when the orchestrator took up the order), e.g.
+    /// every STUCK saga for an operator to look at.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn sagas(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only sagas in this state.")] state: Option<SagaState>,
+        #[graphql(desc = "Page size: at most the service's maximum (100 by default).")]
+        first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<SagaConnection> {
+        let services = services(ctx);
+        let size = page_size(first, services.options.max_page_size)?;
+        let cursor = after.as_deref().map(parse_saga_cursor).transpose()?;
+        let rows = services
+            .db
+            .sagas(state.map(SagaState::as_db), cursor, size + 1)
+            .await
+            .map_err(QueryError::from)?;
+        Ok(SagaConnection::new(rows, size, cursor.is_some(), state))
     }
 }

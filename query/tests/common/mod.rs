@@ -184,7 +184,7 @@ impl TestApp {
     }
 
     /// Load a stream, decide `command` with the domain, append the events; the new version.
-    async fn decide<A: Aggregate>(&self, stream_id: Uuid, command: A::Command) -> i32 {
+    pub async fn decide<A: Aggregate>(&self, stream_id: Uuid, command: A::Command) -> i32 {
         let mut tx = self.pool.begin().await.unwrap();
         let loaded = orderflow_store::load::<A>(&mut tx, stream_id)
             .await
