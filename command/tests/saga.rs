@@ -371,7 +371,7 @@ async fn a_placed_order_is_reserved_authorized_confirmed_committed_and_captured(
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn out_of_stock_on_the_second_of_three_lines_releases_the_first(pool: PgPool) {
+async fn out_of_stock_on_the_second_of_three_lines_releases_the_others(pool: PgPool) {
     let shop = Shop::open(pool.clone()).await;
     let mug = shop.product("MUG", 100, 5).await;
     let cup = shop.product("CUP", 100, 1).await;
@@ -396,8 +396,14 @@ async fn out_of_stock_on_the_second_of_three_lines_releases_the_first(pool: PgPo
         ["ProductCreated", "StockReserved", "ReservationReleased"]
     );
     assert_eq!(event_types(&pool, cup).await, ["ProductCreated"]);
-    assert_eq!(event_types(&pool, pan).await, ["ProductCreated"]);
+    // Lines are reserved together: the third one was, and is released too.
+    assert_eq!(
+        event_types(&pool, pan).await,
+        ["ProductCreated", "StockReserved", "ReservationReleased"]
+    );
     assert_eq!(stock(&pool, mug).await, (5, 0, 0));
+    assert_eq!(stock(&pool, cup).await, (1, 0, 0));
+    assert_eq!(stock(&pool, pan).await, (5, 0, 0));
     assert!(
         ledger(&pool, order).await.is_empty(),
         "never reached payment"

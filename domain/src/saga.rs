@@ -1,6 +1,6 @@
 //! The fulfilment saga: what happens to an order once it is placed, as a pure state machine.
 //!
-//! Steps, in order: reserve stock for every line (one line at a time, all or nothing),
+//! Steps, in order: reserve stock for every line (all lines at once, all or nothing),
 //! authorize the total with the payment provider, then complete (confirm the order, commit
 //! the reservations, capture the payment). A business refusal, a user's cancellation or a
 //! missed deadline compensates in reverse: void the authorization, release the
@@ -480,8 +480,8 @@ pub struct Saga {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     reserved: BTreeSet<Uuid>,
-    /// A line whose reservation may have happened without being recorded.
-    reserve_in_doubt: Option<Uuid>,
+    /// Lines whose reservation may have happened without being recorded.
+    reserve_in_doubt: BTreeSet<Uuid>,
     authorization_id: Option<String>,
     /// The authorize call may have succeeded without the answer being recorded.
     authorize_in_doubt: bool,
@@ -562,7 +562,8 @@ impl Saga {
     }
 
     /// What must be done next, in order; empty when the saga waits for nothing it can do
-    /// (not started, finished, or stuck).
+    /// (not started, finished, or stuck). [`Saga::independent`] says whether they may run
+    /// at once.
     pub fn actions(&self) -> Vec<Action> {
         let Some(plan) = &self.plan else {
             return Vec::new();
@@ -571,12 +572,11 @@ impl Saga {
             (SagaStatus::Running, Step::Reserve) => plan
                 .lines
                 .iter()
-                .find(|line| !self.reserved.contains(&line.product_id))
+                .filter(|line| !self.reserved.contains(&line.product_id))
                 .map(|line| Action::Reserve {
                     product_id: line.product_id,
                     quantity: line.quantity,
                 })
-                .into_iter()
                 .collect(),
             (SagaStatus::Running, Step::Authorize) => {
                 vec![Action::Authorize { amount: plan.total }]
@@ -605,7 +605,7 @@ impl Saga {
                 }
                 for line in plan.lines.iter().rev() {
                     let held = self.reserved.contains(&line.product_id)
-                        || self.reserve_in_doubt == Some(line.product_id);
+                        || self.reserve_in_doubt.contains(&line.product_id);
                     if held && !self.released.contains(&line.product_id) {
                         actions.push(Action::Release {
                             product_id: line.product_id,
@@ -620,6 +620,14 @@ impl Saga {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Whether the pending actions may run at the same time (their results fed together):
+    /// the reservations of every line, and, once the order is confirmed, the commits and
+    /// the capture. Everything else (confirming, compensating in reverse) runs in order.
+    pub fn independent(&self) -> bool {
+        self.status == SagaStatus::Running
+            && (self.step == Step::Reserve || (self.step == Step::Complete && self.order_confirmed))
     }
 
     fn running(&self, step: Step) -> bool {
@@ -965,9 +973,7 @@ impl Aggregate for Saga {
             }
             SagaEvent::SagaLineReserved { product_id, at } => {
                 self.reserved.insert(*product_id);
-                if self.reserve_in_doubt == Some(*product_id) {
-                    self.reserve_in_doubt = None;
-                }
+                self.reserve_in_doubt.remove(product_id);
                 self.progressed();
                 if self.running(Step::Reserve) && self.all_reserved() {
                     let paid = self
@@ -1015,12 +1021,15 @@ impl Aggregate for Saga {
                 self.retry_at = None;
             }
             SagaEvent::SagaCompensationStarted { reason, detail, at } => {
-                if self.step == Step::Reserve && *reason != Reason::OutOfStock {
-                    self.reserve_in_doubt = self.plan.as_ref().and_then(|plan| {
+                if self.step == Step::Reserve {
+                    // Every line not recorded as reserved may have been (an answer lost
+                    // with a crash or a timeout); releasing one that was not is a no-op.
+                    self.reserve_in_doubt = self.plan.as_ref().map_or_else(BTreeSet::new, |plan| {
                         plan.lines
                             .iter()
-                            .find(|line| !self.reserved.contains(&line.product_id))
                             .map(|line| line.product_id)
+                            .filter(|product_id| !self.reserved.contains(product_id))
+                            .collect()
                     });
                 }
                 if self.step == Step::Authorize && *reason != Reason::PaymentDeclined {

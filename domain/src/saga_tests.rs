@@ -93,7 +93,7 @@ fn failed(action: Action, at: i64) -> SagaCommand {
 }
 
 #[test]
-fn a_started_saga_reserves_its_lines_one_at_a_time_against_a_deadline() {
+fn a_started_saga_reserves_all_its_lines_at_once_against_a_deadline() {
     let state = given::<Saga>(vec![])
         .when(SagaCommand::Start {
             order_id: ORDER,
@@ -108,20 +108,37 @@ fn a_started_saga_reserves_its_lines_one_at_a_time_against_a_deadline() {
     assert_eq!(state.status(), SagaStatus::Running);
     assert_eq!(state.step(), Step::Reserve);
     assert_eq!(state.deadline(), Some(t(30)));
+    assert!(state.independent());
     assert_eq!(
         state.actions(),
-        [Action::Reserve {
-            product_id: MUG,
-            quantity: 1
-        }]
+        [
+            Action::Reserve {
+                product_id: MUG,
+                quantity: 1
+            },
+            Action::Reserve {
+                product_id: CUP,
+                quantity: 2
+            },
+            Action::Reserve {
+                product_id: PAN,
+                quantity: 1
+            },
+        ]
     );
     let state = saga(&[started(), reserved(MUG, 1)]);
     assert_eq!(
         state.actions(),
-        [Action::Reserve {
-            product_id: CUP,
-            quantity: 2
-        }]
+        [
+            Action::Reserve {
+                product_id: CUP,
+                quantity: 2
+            },
+            Action::Reserve {
+                product_id: PAN,
+                quantity: 1
+            },
+        ]
     );
 }
 
@@ -225,13 +242,16 @@ fn out_of_stock_on_the_second_line_releases_the_first_and_cancels_the_order() {
     assert_eq!(
         state.actions(),
         [
+            Action::Release { product_id: PAN },
+            Action::Release { product_id: CUP },
             Action::Release { product_id: MUG },
             Action::CancelOrder {
                 reason: Reason::OutOfStock
             },
         ],
-        "the refused line held nothing and nothing was authorized"
+        "lines not recorded as reserved may have been; nothing was authorized"
     );
+    assert!(!state.independent(), "compensation runs in reverse order");
     let history = vec![
         started(),
         reserved(MUG, 1),
@@ -239,6 +259,14 @@ fn out_of_stock_on_the_second_line_releases_the_first_and_cancels_the_order() {
             reason: Reason::OutOfStock,
             detail: "x".into(),
             at: t(2),
+        },
+        SagaEvent::SagaLineReleased {
+            product_id: PAN,
+            at: t(3),
+        },
+        SagaEvent::SagaLineReleased {
+            product_id: CUP,
+            at: t(3),
         },
         SagaEvent::SagaLineReleased {
             product_id: MUG,
@@ -330,7 +358,7 @@ fn a_provider_that_kept_failing_until_the_deadline_is_payment_unavailable() {
 }
 
 #[test]
-fn a_missed_reserve_deadline_releases_the_line_that_was_in_flight() {
+fn a_missed_reserve_deadline_releases_every_line_that_was_in_flight() {
     let state = given::<Saga>(vec![started(), reserved(MUG, 1)])
         .when(SagaCommand::DeadlinePassed {
             step: Step::Reserve,
@@ -344,6 +372,7 @@ fn a_missed_reserve_deadline_releases_the_line_that_was_in_flight() {
     assert_eq!(
         state.actions(),
         [
+            Action::Release { product_id: PAN },
             Action::Release { product_id: CUP },
             Action::Release { product_id: MUG },
             Action::CancelOrder {

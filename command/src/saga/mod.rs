@@ -52,6 +52,7 @@ use uuid::Uuid;
 
 use crate::write::{Command, Dedupe, Executed, Meta, Refs, WriteError, Writer};
 use gateway::{Authorize, GatewayError, PaymentGateway, Resilient, Settle};
+use orderflow_store::Loaded;
 use rows::{Claimed, Placed};
 
 /// The consumer group every orchestrator instance joins.
@@ -112,11 +113,12 @@ pub struct Orchestrator<G> {
     wake: Notify,
 }
 
-/// The saga's row as last written by this advance: it is written when what operators see
-/// changes (state, step, attempts) and whenever the advance stops, not on every event.
+/// The saga's row as written during an advance: when its state or step changes (a new
+/// step brings a new deadline, which the row must hold in case this instance dies); the
+/// rest is written when the advance hands the saga back ([`rows::release`]).
 #[derive(Debug, Default)]
 struct Mirror {
-    shown: Option<(SagaStatus, orderflow_domain::saga::Step, u32)>,
+    shown: Option<(SagaStatus, orderflow_domain::saga::Step)>,
     version: i32,
 }
 
@@ -125,12 +127,11 @@ impl Mirror {
         &mut self,
         pool: &sqlx::PgPool,
         saga_id: Uuid,
-        loaded: &orderflow_store::Loaded<Saga>,
-        stopping: bool,
+        loaded: &Loaded<Saga>,
     ) -> anyhow::Result<()> {
         let saga = &loaded.state;
-        let shown = Some((saga.status(), saga.step(), saga.attempts()));
-        if loaded.version == self.version || (!stopping && shown == self.shown) {
+        let shown = Some((saga.status(), saga.step()));
+        if loaded.version == self.version || shown == self.shown {
             return Ok(());
         }
         rows::sync(pool, saga_id, saga, loaded.version)
@@ -139,6 +140,66 @@ impl Mirror {
         self.shown = shown;
         self.version = loaded.version;
         Ok(())
+    }
+}
+
+/// The inputs to feed for what a batch of actions came to, successes first (so a failure
+/// that compensates finds them recorded) and at most one failure counted; `None` if the
+/// saga moved on meanwhile.
+fn results(performed: Vec<Performed>) -> Option<Vec<SagaCommand>> {
+    let mut successes = Vec::new();
+    let mut refusals = Vec::new();
+    let mut failure = None;
+    for outcome in performed {
+        match outcome {
+            Performed::Superseded => return None,
+            Performed::Input(input @ SagaCommand::ActionFailed { .. }) => {
+                failure.get_or_insert(input);
+            }
+            Performed::Input(
+                input @ (SagaCommand::OutOfStock { .. }
+                | SagaCommand::Declined { .. }
+                | SagaCommand::CancelledByUser { .. }),
+            ) => {
+                refusals.push(input);
+            }
+            Performed::Input(input) => successes.push(input),
+        }
+    }
+    successes.extend(refusals);
+    successes.extend(failure);
+    Some(successes)
+}
+
+/// Several inputs fed to a saga in one append, each decided on the state the ones before
+/// it left.
+struct Inputs {
+    saga_id: Uuid,
+    inputs: Vec<SagaCommand>,
+}
+
+impl Command for Inputs {
+    type Target = Saga;
+
+    fn stream_id(&self) -> Uuid {
+        self.saga_id
+    }
+
+    async fn decide(
+        &self,
+        target: &Saga,
+        _refs: &mut Refs<'_>,
+    ) -> Result<Vec<orderflow_domain::saga::SagaEvent>, WriteError> {
+        let mut state = target.clone();
+        let mut events = Vec::new();
+        for input in &self.inputs {
+            let decided = state.handle(input.clone())?;
+            for event in &decided {
+                state.apply(event);
+            }
+            events.extend(decided);
+        }
+        Ok(events)
     }
 }
 
@@ -332,7 +393,8 @@ impl<G: PaymentGateway> Orchestrator<G> {
     }
 
     async fn run_claimed(self: Arc<Self>, claim: Claimed) {
-        let wake = match self.advance(&claim).await {
+        let mut last = None;
+        let wake = match self.advance(&claim, &mut last).await {
             Ok(wake) => wake,
             Err(err) => {
                 let pause = self.options.retry_base * 10;
@@ -340,8 +402,17 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 Some(Utc::now() + pause)
             }
         };
-        if let Err(err) =
-            rows::release(self.writer.pool(), &claim, &self.options.instance, wake).await
+        let mirror = last
+            .as_ref()
+            .map(|loaded: &Arc<Loaded<Saga>>| (&loaded.state, loaded.version));
+        if let Err(err) = rows::release(
+            self.writer.pool(),
+            &claim,
+            &self.options.instance,
+            wake,
+            mirror,
+        )
+        .await
         {
             // The lease brings it back.
             tracing::warn!(saga_id = %claim.saga_id, %err, "releasing a saga failed");
@@ -349,26 +420,43 @@ impl<G: PaymentGateway> Orchestrator<G> {
     }
 
     /// Advances one saga as far as it goes now; returns when it is next due (`None`: when
-    /// something asks).
+    /// something asks). `last` is left holding the saga as last read, for the row.
     #[tracing::instrument(skip_all, fields(saga_id = %claim.saga_id, order_id = %claim.order_id))]
-    pub async fn advance(&self, claim: &Claimed) -> anyhow::Result<Option<DateTime<Utc>>> {
+    pub async fn advance(
+        &self,
+        claim: &Claimed,
+        last: &mut Option<Arc<Loaded<Saga>>>,
+    ) -> anyhow::Result<Option<DateTime<Utc>>> {
         let (saga_id, order_id) = (claim.saga_id, claim.order_id);
         let correlation_id = claim.correlation_id.unwrap_or(order_id);
         // Others write to the saga too (an operator's resume, another instance before its
-        // lease ran out): the first read of every advance is the store's.
-        let mut fresh = true;
+        // lease ran out): the first read of every advance is the store's, unless the row
+        // says the saga has not started (a start that raced another one fails on the
+        // stream's version and reads again).
+        let mut fresh = claim.version > 0;
         let mut order_checked = false;
         let mut mirror = Mirror::default();
         // The saga event the next commands follow from, when this advance wrote it.
         let mut causation_id: Option<Uuid> = None;
         loop {
-            let loaded = self.writer.read::<Saga>(saga_id, fresh).await?;
+            let loaded = if fresh || claim.version > 0 || last.is_some() {
+                self.writer.read::<Saga>(saga_id, fresh).await?
+            } else {
+                Arc::new(Loaded {
+                    state: Saga::default(),
+                    version: 0,
+                    last_position: None,
+                    folded: 0,
+                })
+            };
+            *last = Some(loaded.clone());
             fresh = false;
             let saga = &loaded.state;
             if !saga.exists() {
                 let Some((start, placed)) = self.start_input(order_id).await? else {
                     tracing::warn!("no placed order for this saga; dropping it");
                     rows::forget(self.writer.pool(), saga_id).await?;
+                    *last = None;
                     return Ok(None);
                 };
                 // A still placed order needs no second look for a cancellation.
@@ -381,14 +469,11 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 }
                 continue;
             }
-            let now = Utc::now();
-            let waiting = saga.status().is_final() || saga.status() == SagaStatus::Stuck;
-            mirror
-                .sync(self.writer.pool(), saga_id, &loaded, waiting)
-                .await?;
-            if waiting {
+            if saga.status().is_final() || saga.status() == SagaStatus::Stuck {
                 return Ok(None);
             }
+            mirror.sync(self.writer.pool(), saga_id, &loaded).await?;
+            let now = Utc::now();
             if causation_id.is_none() {
                 causation_id = self.event_id(saga_id, loaded.version).await?;
             }
@@ -401,7 +486,7 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 correlation_id,
                 causation_id,
             };
-            let input = if !order_checked && saga.cancellable() {
+            let cancelled = if !order_checked && saga.cancellable() {
                 order_checked = true;
                 let order = self.writer.read::<Order>(order_id, true).await?;
                 (order.state.status() == Some(OrderStatus::Cancelled))
@@ -409,42 +494,47 @@ impl<G: PaymentGateway> Orchestrator<G> {
             } else {
                 None
             };
-            let input = match (input, saga.deadline()) {
-                (Some(input), _) => input,
-                (None, Some(deadline)) if now >= deadline => SagaCommand::DeadlinePassed {
+            let inputs = match (cancelled, saga.deadline()) {
+                (Some(input), _) => vec![input],
+                (None, Some(deadline)) if now >= deadline => vec![SagaCommand::DeadlinePassed {
                     step: saga.step(),
                     at: now,
-                },
+                }],
                 (None, deadline) => {
                     if let Some(retry_at) = saga.retry_at().filter(|at| *at > now) {
                         let due = deadline.map_or(retry_at, |d| d.min(retry_at));
                         if due - now > chrono::Duration::seconds(1) {
-                            mirror
-                                .sync(self.writer.pool(), saga_id, &loaded, true)
-                                .await?;
                             return Ok(Some(due));
                         }
                         tokio::time::sleep((due - now).to_std().unwrap_or_default()).await;
                         continue;
                     }
-                    let Some(action) = saga.actions().into_iter().next() else {
-                        mirror
-                            .sync(self.writer.pool(), saga_id, &loaded, true)
-                            .await?;
+                    let mut actions = saga.actions();
+                    if actions.is_empty() {
                         return Ok(None);
-                    };
-                    match self.perform(&context, saga, &action).await? {
-                        Performed::Input(input) => input,
-                        Performed::Superseded => {
+                    }
+                    if !saga.independent() {
+                        actions.truncate(1);
+                    }
+                    let performed = futures::future::try_join_all(
+                        actions
+                            .iter()
+                            .map(|action| self.perform(&context, saga, action)),
+                    )
+                    .await?;
+                    match results(performed) {
+                        Some(inputs) => inputs,
+                        None => {
                             fresh = true;
+                            causation_id = None;
                             continue;
                         }
                     }
                 }
             };
             let meta = self.meta(correlation_id, causation_id, Some(loaded.version), None);
-            let input = crate::write::Decide::<Saga>::existing(saga_id, input);
-            match self.feed(&meta, &input).await? {
+            let inputs = Inputs { saga_id, inputs };
+            match self.feed(&meta, &inputs).await? {
                 Some(event_id) => causation_id = Some(event_id),
                 None => {
                     fresh = true;
@@ -454,7 +544,6 @@ impl<G: PaymentGateway> Orchestrator<G> {
         }
     }
 
-    /// The saga's start from its order as the store holds it; `None` if it was never placed.
     /// The saga's start, and whether the order is still placed (not cancelled meanwhile).
     async fn start_input(&self, order_id: Uuid) -> anyhow::Result<Option<(SagaCommand, bool)>> {
         let order = self.writer.read::<Order>(order_id, true).await;

@@ -71,6 +71,8 @@ pub struct Claimed {
     pub placed_event_id: Option<Uuid>,
     pub correlation_id: Option<Uuid>,
     pub nudges: i32,
+    /// The saga stream's version the row mirrored when claimed (0: not started).
+    pub version: i32,
 }
 
 /// Claims up to `limit` due sagas for `instance`. Rows locked by another claimer are
@@ -87,7 +89,7 @@ pub async fn claim(
          coalesce(s.deadline, 'infinity')), claimed_by = $3 \
          from (select saga_id from sagas where wake_at <= now() order by wake_at \
          limit $1 for update skip locked) due where s.saga_id = due.saga_id \
-         returning s.saga_id, s.order_id, s.placed_event_id, s.correlation_id, s.nudges",
+         returning s.saga_id, s.order_id, s.placed_event_id, s.correlation_id, s.nudges, s.version",
     )
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .bind(lease.as_secs_f64())
@@ -97,23 +99,76 @@ pub async fn claim(
 }
 
 /// Hands a claimed saga back, due again at `wake` (never, if `None`), unless someone asked
-/// for a look meanwhile or another instance claimed it after the lease ran out.
+/// for a look meanwhile or another instance claimed it after the lease ran out; and mirrors
+/// `saga` at its version into the row, unless the row already mirrors a later one.
 pub async fn release(
     pool: &PgPool,
     claimed: &Claimed,
     instance: &str,
     wake: Option<DateTime<Utc>>,
+    saga: Option<(&Saga, i32)>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "update sagas set wake_at = case when nudges = $2 then $3::timestamptz else now() end, \
-         claimed_by = null where saga_id = $1 and claimed_by = $4",
-    )
-    .bind(claimed.saga_id)
-    .bind(claimed.nudges)
-    .bind(wake)
-    .bind(instance)
-    .execute(pool)
-    .await?;
+    let Some((saga, version)) = saga else {
+        sqlx::query(
+            "update sagas set wake_at = case when nudges = $2 then $3::timestamptz else now() end, \
+             claimed_by = null where saga_id = $1 and claimed_by = $4",
+        )
+        .bind(claimed.saga_id)
+        .bind(claimed.nudges)
+        .bind(wake)
+        .bind(instance)
+        .execute(pool)
+        .await?;
+        return Ok(());
+    };
+    // One statement for both: the mirror columns change only for a later version, the
+    // schedule only for the instance that still holds the claim.
+    let mine = "claimed_by = $4";
+    let newer = "version <= $9";
+    let columns = [
+        ("state", "$5"),
+        ("step", "$6"),
+        ("reason", "$7"),
+        ("detail", "$8"),
+        ("version", "$9"),
+        ("attempts", "$10"),
+        ("deadline", "$11"),
+        ("retry_at", "$12"),
+        ("steps", "$13"),
+        ("started_at", "$14"),
+        ("finished_at", "$15"),
+    ]
+    .iter()
+    .map(|(column, value)| format!("{column} = case when {newer} then {value} else {column} end"))
+    .collect::<Vec<_>>()
+    .join(", ");
+    let sql = format!(
+        "update sagas set {columns}, \
+         updated_at = case when {newer} then now() else updated_at end, \
+         wake_at = case when {mine} then (case when nudges = $2 then $3::timestamptz else now() end) \
+         else wake_at end, \
+         claimed_by = case when {mine} then null else claimed_by end \
+         where saga_id = $1 and ({mine} or {newer})"
+    );
+    let steps = serde_json::to_value(saga.steps()).expect("step records serialize");
+    sqlx::query(&sql)
+        .bind(claimed.saga_id)
+        .bind(claimed.nudges)
+        .bind(wake)
+        .bind(instance)
+        .bind(saga.status().as_str())
+        .bind(saga.step().as_str())
+        .bind(saga.reason().map(|reason| reason.as_str()))
+        .bind(saga.detail())
+        .bind(version)
+        .bind(i32::try_from(saga.attempts()).unwrap_or(i32::MAX))
+        .bind(saga.deadline())
+        .bind(saga.retry_at())
+        .bind(steps)
+        .bind(saga.started_at())
+        .bind(saga.finished_at())
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
