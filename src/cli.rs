@@ -201,7 +201,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
         Role::Saga(SagaCli { run: args, .. }) => {
             let pool = connect(&args.database).await?;
             create_topics(&args.kafka).await?;
-            orchestrator(&pool, &args.saga, &args.gateway)
+            orchestrator(&pool, &args.saga, &args.gateway)?
                 .run(args.kafka.clone(), shutdown_watch())
                 .await
         }
@@ -237,7 +237,8 @@ fn orchestrator(
     pool: &sqlx::PgPool,
     flags: &SagaFlags,
     gateway: &SimulatorArgs,
-) -> std::sync::Arc<Orchestrator<SimulatedGateway>> {
+) -> anyhow::Result<std::sync::Arc<Orchestrator<SimulatedGateway>>> {
+    flags.validate().map_err(anyhow::Error::msg)?;
     let gateway = Resilient::new(
         SimulatedGateway::new(pool.clone(), gateway.clone()),
         flags.resilience(),
@@ -246,7 +247,7 @@ fn orchestrator(
         pool.clone(),
         orderflow_command::startup::DEFAULT_AGGREGATE_CACHE,
     );
-    Orchestrator::new(writer, gateway, flags.options())
+    Ok(Orchestrator::new(writer, gateway, flags.options()))
 }
 
 async fn list_sagas(
@@ -408,8 +409,9 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    roles
-        .spawn(orchestrator(&pool, &args.saga, &args.gateway).run(kafka.clone(), shutdown.clone()));
+    roles.spawn(
+        orchestrator(&pool, &args.saga, &args.gateway)?.run(kafka.clone(), shutdown.clone()),
+    );
 
     let kafka_note = if mock.is_some() { " (in-process)" } else { "" };
     println!();

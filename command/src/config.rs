@@ -92,9 +92,10 @@ pub struct SagaFlags {
     #[arg(long = "saga-concurrency", env = "ORDERFLOW_SAGA_CONCURRENCY", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
-    /// How long a claimed saga stays with this instance; if the instance dies, another
-    /// takes the saga over after this.
-    #[arg(long = "saga-lease", env = "ORDERFLOW_SAGA_LEASE", default_value = "30s", value_parser = parse_duration)]
+    /// How long a claimed saga stays with this instance unless renewed (it is renewed while
+    /// the instance works on it); if the instance dies, another takes the saga over after
+    /// this. At least twice --gateway-timeout.
+    #[arg(long = "saga-lease", env = "ORDERFLOW_SAGA_LEASE", default_value = "15s", value_parser = parse_duration)]
     pub lease: Duration,
     /// A payment provider call slower than this counts as failed (outcome unknown; retried
     /// with the same idempotency key).
@@ -110,6 +111,17 @@ pub struct SagaFlags {
 }
 
 impl SagaFlags {
+    /// Refuses settings under which a live instance could lose a saga it is working on.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease < self.gateway_timeout * 2 {
+            return Err(format!(
+                "--saga-lease ({:?}) must be at least twice --gateway-timeout ({:?}), so a claim outlives any provider call",
+                self.lease, self.gateway_timeout
+            ));
+        }
+        Ok(())
+    }
+
     pub fn options(&self) -> crate::saga::SagaOptions {
         crate::saga::SagaOptions {
             step_timeout: self.step_timeout,

@@ -99,6 +99,14 @@ fn from_headers(
                 "Idempotency-Key must be 1 to 255 characters",
             ))
         }
+        // The saga's command ids live under this prefix; a client key there could answer
+        // (and so block) one of the saga's commands.
+        Some(key) if key.starts_with(orderflow_store::idempotency::RESERVED_PREFIX) => {
+            return Err(ApiError::bad_request(
+                "INVALID_HEADER",
+                "Idempotency-Key must not start with \"saga:\"",
+            ))
+        }
         other => other.map(str::to_owned),
     };
     let if_match = header(headers, "if-match")?

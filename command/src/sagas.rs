@@ -84,10 +84,11 @@ pub async fn retry(
     headers: CommandHeaders,
 ) -> Result<Response, ApiError> {
     let row = rows::get(&state.pool, id).await?.ok_or_else(no_saga)?;
-    let command = Decide::<Saga>::existing(row.saga_id, SagaCommand::Resume { at: Utc::now() });
-    let response = run(&state, &headers, &(), StatusCode::OK, command).await?;
+    // Asked for first: if the resume below fails, a saga that is still stuck is simply
+    // handed back; the other way round, a resumed saga could be left with nobody to run it.
     rows::nudge(&state.pool, row.saga_id).await?;
-    Ok(response)
+    let command = Decide::<Saga>::existing(row.saga_id, SagaCommand::Resume { at: Utc::now() });
+    run(&state, &headers, &(), StatusCode::OK, command).await
 }
 
 fn no_saga() -> ApiError {

@@ -518,18 +518,24 @@ async fn an_outage_opens_the_breaker_and_the_saga_cancels_as_payment_unavailable
     // The provider cannot be reached within the step's deadline: the saga compensates, and
     // keeps trying to void whatever the failed calls may have authorized.
     let row = wait_for(&pool, order, Duration::from_secs(10), |row| {
-        row.state == "COMPENSATING" && row.attempts >= 2
+        row.state == "COMPENSATING"
     })
     .await;
     assert_eq!(row.reason.as_deref(), Some("payment_unavailable"));
+    let authorize = step(&row, "authorize");
+    // Two failures open the breaker; while open it refuses calls without making them (no
+    // attempt), and lets one probe through per second. Without it, retrying every 200 ms
+    // at most would have made ten attempts or more in the two seconds.
+    let attempts = authorize["attempts"].as_u64().unwrap();
     assert!(
-        step(&row, "authorize")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("circuit open"),
-        "later calls failed fast: {:#?}",
+        (2..=3).contains(&attempts),
+        "calls the open breaker refused are not attempts: {:#?}",
         row.steps
     );
+    assert!(authorize["detail"]
+        .as_str()
+        .unwrap()
+        .contains("provider outage"));
     assert!(
         matches!(
             orchestrator.gateway().circuit(),
@@ -551,7 +557,11 @@ async fn an_outage_opens_the_breaker_and_the_saga_cancels_as_payment_unavailable
     assert_eq!(stock(&pool, mug).await, (5, 0, 0));
     assert_eq!(
         ledger(&pool, order).await,
-        [("void".to_owned(), "nothing".to_owned())]
+        [
+            ("authorize".to_owned(), "declined".to_owned()),
+            ("void".to_owned(), "nothing".to_owned())
+        ],
+        "nothing was authorized; the key is fenced"
     );
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
@@ -733,7 +743,7 @@ async fn a_deadline_that_passes_while_no_orchestrator_runs_compensates_once_one_
     let mug = shop.product("MUG", 500, 5).await;
     let options = SagaOptions {
         step_timeout: Duration::from_secs(2),
-        lease: Duration::from_secs(60),
+        lease: Duration::from_secs(1),
         ..options("g")
     };
     // The provider never answers this one; it dies mid-authorization.
@@ -767,9 +777,22 @@ async fn a_deadline_that_passes_while_no_orchestrator_runs_compensates_once_one_
     assert_eq!(stock(&pool, mug).await, (5, 0, 0));
     assert_eq!(
         ledger(&pool, order).await,
-        [("void".to_owned(), "nothing".to_owned())],
-        "the authorization in doubt was voided by key"
+        [
+            ("authorize".to_owned(), "declined".to_owned()),
+            ("void".to_owned(), "nothing".to_owned())
+        ],
+        "the authorization in doubt was voided by key, and the key fenced"
     );
+    // The authorize call that was in flight, arriving now, is refused.
+    let late = simulator(&pool, SimulatorArgs::default())
+        .authorize(&Authorize {
+            key: orderflow_domain::saga::authorize_key(saga_id(order)),
+            order_id: order,
+            user_id: shop.user,
+            amount: orderflow_domain::Money::new(500, orderflow_domain::Currency::EUR),
+        })
+        .await;
+    assert!(matches!(late, Err(GatewayError::Declined(_))), "{late:?}");
     second.stop().await;
 }
 

@@ -102,9 +102,10 @@ domain_event! {
 /// `u32::MAX` each, so the sums cannot overflow in practice.
 ///
 /// Only open reservations are kept: the state stays the size of what is held now, however
-/// long the stream grows, so its snapshot loads in constant time. An order's saga reserves
-/// each line once (its command ids make a repeat an answered duplicate), so forgetting
-/// closed reservations does not let an order take stock twice.
+/// long the stream grows, so its snapshot loads in constant time. After a release or a
+/// commit the same order may reserve again; the fulfilment saga never asks twice for a
+/// line (a repeat of its reserve command is answered from its command id, and a reserve
+/// for a step the saga has left is not written).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Product {

@@ -701,9 +701,16 @@ impl Saga {
                 // Recorded while compensating too: a reservation that happened must be released.
                 self.then_finish(vec![SagaEvent::SagaLineReserved { product_id, at }], at)
             }
-            In::OutOfStock { ref detail, at, .. } => {
-                if !self.running(Step::Reserve) {
-                    return Ok(Self::ignore(&input, "not reserving"));
+            In::OutOfStock {
+                product_id,
+                ref detail,
+                at,
+            } => {
+                let pending = self.actions().iter().any(
+                    |action| matches!(action, Action::Reserve { product_id: p, .. } if *p == product_id),
+                );
+                if !self.running(Step::Reserve) || !pending {
+                    return Ok(Self::ignore(&input, "not reserving this line"));
                 }
                 self.compensate(Reason::OutOfStock, detail.clone(), at)
             }

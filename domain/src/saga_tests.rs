@@ -627,7 +627,14 @@ fn late_and_duplicate_inputs_are_recorded_and_never_applied_to_the_current_step(
             detail: "late".into(),
             at: t(5),
         })
-        .then_expect(ignored("OutOfStock", "not reserving", 5));
+        .then_expect(ignored("OutOfStock", "not reserving this line", 5));
+    given::<Saga>(vec![started(), reserved(MUG, 1)])
+        .when(SagaCommand::OutOfStock {
+            product_id: MUG,
+            detail: "late".into(),
+            at: t(2),
+        })
+        .then_expect(ignored("OutOfStock", "not reserving this line", 2));
     given::<Saga>(authorized())
         .when(SagaCommand::Declined {
             detail: "late".into(),

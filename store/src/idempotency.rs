@@ -49,13 +49,19 @@ pub async fn record(
 }
 
 /// Forget responses recorded before `older_than` ago: a retry that late is a new command.
+/// Command ids under this prefix are the saga's own (`saga:<saga id>:<action>`): clients
+/// may not use it, and they never expire, since a saga resumed after any pause must find
+/// what its earlier commands answered.
+pub const RESERVED_PREFIX: &str = "saga:";
+
 pub async fn expire<'e>(
     executor: impl PgExecutor<'e>,
     older_than: std::time::Duration,
 ) -> Result<u64, StoreError> {
     let seconds = older_than.as_secs_f64();
     Ok(sqlx::query(
-        "delete from idempotency_keys where created_at < now() - make_interval(secs => $1)",
+        "delete from idempotency_keys where created_at < now() - make_interval(secs => $1) \
+         and key not like 'saga:%'",
     )
     .bind(seconds)
     .execute(executor)

@@ -55,7 +55,10 @@ pub async fn load_snapshotted<A: Snapshot>(
     };
     let loaded = load_after(conn, stream_id, base).await?;
     if loaded.folded >= SNAPSHOT_EVERY {
-        save(conn, stream_id, &loaded).await?;
+        // Only a cache of the fold: failing to write one costs the next load, not this one.
+        if let Err(err) = save(conn, stream_id, &loaded).await {
+            tracing::warn!(%stream_id, %err, "writing a snapshot failed");
+        }
     }
     Ok(loaded)
 }

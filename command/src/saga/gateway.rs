@@ -59,7 +59,9 @@ pub trait PaymentGateway: Send + Sync + 'static {
         call: &Authorize,
     ) -> impl Future<Output = Result<String, GatewayError>> + Send;
     fn capture(&self, call: &Settle) -> impl Future<Output = Result<(), GatewayError>> + Send;
-    /// Whether there was an authorization to void (none is a success too).
+    /// Whether there was an authorization to void (none is a success too). A void must
+    /// also fence the authorize key: an authorize call with it that arrives afterwards
+    /// (sent before the void, delivered late) is refused, so nothing stays authorized.
     fn void(&self, call: &Settle) -> impl Future<Output = Result<bool, GatewayError>> + Send;
 }
 
@@ -371,19 +373,6 @@ impl SimulatedGateway {
         .await
         .map_err(Self::ledger_error)
     }
-
-    /// The authorization made under `authorize_key`, if any.
-    async fn authorization(&self, authorize_key: &str) -> Result<Option<String>, GatewayError> {
-        let found: Option<(Option<String>,)> = sqlx::query_as(
-            "select authorization_id from simulated_payments \
-             where key = $1 and outcome = 'authorized'",
-        )
-        .bind(authorize_key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(Self::ledger_error)?;
-        Ok(found.and_then(|(id,)| id))
-    }
 }
 
 impl PaymentGateway for SimulatedGateway {
@@ -437,48 +426,71 @@ impl PaymentGateway for SimulatedGateway {
 
     async fn capture(&self, call: &Settle) -> Result<(), GatewayError> {
         let lose_answer = self.trouble(Operation::Capture).await?;
-        let Some(authorization_id) = self.authorization(&call.authorize_key).await? else {
-            return Err(GatewayError::Declined("nothing was authorized".into()));
-        };
-        self.remember(Entry {
-            key: &call.key,
-            operation: Operation::Capture,
-            order_id: call.order_id,
-            amount: call.amount,
-            outcome: "captured",
-            authorization_id: Some(&authorization_id),
-            detail: None,
-        })
-        .await?;
+        let outcome = self.settle(call, Operation::Capture).await?;
         if lose_answer {
             return Err(Self::lost_answer(Operation::Capture));
         }
-        Ok(())
+        match outcome.as_str() {
+            "captured" => Ok(()),
+            _ => Err(GatewayError::Declined("nothing was authorized".into())),
+        }
     }
 
     async fn void(&self, call: &Settle) -> Result<bool, GatewayError> {
         let lose_answer = self.trouble(Operation::Void).await?;
-        let authorization_id = self.authorization(&call.authorize_key).await?;
-        let outcome = if authorization_id.is_some() {
-            "voided"
-        } else {
-            "nothing"
-        };
-        let (outcome, _, _) = self
-            .remember(Entry {
-                key: &call.key,
-                operation: Operation::Void,
-                order_id: call.order_id,
-                amount: None,
-                outcome,
-                authorization_id: authorization_id.as_deref(),
-                detail: None,
-            })
-            .await?;
+        // Fence the authorization first: an authorize call still in flight with that key
+        // then finds it refused instead of authorizing after the void. Racing inserts of
+        // one key are serialized by its primary key, so the void sees whichever won.
+        sqlx::query(
+            "insert into simulated_payments (key, operation, order_id, outcome, detail) \
+             values ($1, 'authorize', $2, 'declined', 'voided before it was authorized') \
+             on conflict (key) do nothing",
+        )
+        .bind(&call.authorize_key)
+        .bind(call.order_id)
+        .execute(&self.pool)
+        .await
+        .map_err(Self::ledger_error)?;
+        let outcome = self.settle(call, Operation::Void).await?;
         if lose_answer {
             return Err(Self::lost_answer(Operation::Void));
         }
         Ok(outcome == "voided")
+    }
+}
+
+impl SimulatedGateway {
+    /// Captures or voids what `call.authorize_key` authorized, in one statement: the
+    /// outcome first given for `call.key` (`captured`/`voided`, or `nothing` when nothing
+    /// was authorized).
+    async fn settle(&self, call: &Settle, operation: Operation) -> Result<String, GatewayError> {
+        let done = match operation {
+            Operation::Capture => "captured",
+            Operation::Authorize | Operation::Void => "voided",
+        };
+        sqlx::query_scalar(
+            "with auth as (select authorization_id from simulated_payments \
+             where key = $2 and outcome = 'authorized'), \
+             inserted as (insert into simulated_payments \
+             (key, operation, order_id, amount_minor, currency, outcome, authorization_id) \
+             select $1, $3, $4, $5, $6, \
+             case when exists (select 1 from auth) then $7 else 'nothing' end, \
+             (select authorization_id from auth) \
+             on conflict (key) do nothing returning outcome) \
+             select outcome from inserted union all \
+             select outcome from simulated_payments \
+             where key = $1 and not exists (select 1 from inserted)",
+        )
+        .bind(&call.key)
+        .bind(&call.authorize_key)
+        .bind(operation.as_str())
+        .bind(call.order_id)
+        .bind(call.amount.map(|a| a.amount_minor))
+        .bind(call.amount.map(|a| a.currency.to_string()))
+        .bind(done)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(Self::ledger_error)
     }
 }
 

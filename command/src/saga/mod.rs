@@ -69,7 +69,8 @@ pub struct SagaOptions {
     pub step_timeout: Duration,
     /// Failures of a completing or compensating action before the saga is parked as STUCK.
     pub max_attempts: u32,
-    /// How long a claim holds a saga; a claimer that dies releases it after this.
+    /// How long a claim holds a saga unless renewed (a claimer renews it while it works);
+    /// a claimer that dies releases it after this. Longer than any one provider call.
     pub lease: Duration,
     /// How often due sagas are looked for when nothing woke the driver.
     pub poll: Duration,
@@ -89,7 +90,7 @@ impl Default for SagaOptions {
         Self {
             step_timeout: Duration::from_secs(30),
             max_attempts: 10,
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(15),
             poll: Duration::from_millis(250),
             concurrency: 64,
             retry_base: Duration::from_millis(100),
@@ -101,7 +102,9 @@ impl Default for SagaOptions {
 }
 
 /// Stock commands are serialized per product (by stripe) inside an instance, so a hot
-/// product's reservations queue instead of failing on version conflicts.
+/// product's reservations queue instead of failing on version conflicts. Across instances
+/// they can still conflict; the write path retries those, and a command that still loses
+/// counts as a failed attempt that is tried again (within the step's deadline).
 const STRIPES: usize = 256;
 
 /// Runs sagas; cheap to share between the intake and the driver.
@@ -113,13 +116,12 @@ pub struct Orchestrator<G> {
     wake: Notify,
 }
 
-/// The saga's row as written during an advance: when its state or step changes (a new
-/// step brings a new deadline, which the row must hold in case this instance dies); the
-/// rest is written when the advance hands the saga back ([`rows::release`]).
+/// The saga's row during an advance: written when its state or step changes, so
+/// operators see where a saga is (and a new step's deadline) while it waits on a provider
+/// call; the rest is written when the advance hands the saga back ([`rows::release`]).
 #[derive(Debug, Default)]
 struct Mirror {
     shown: Option<(SagaStatus, orderflow_domain::saga::Step)>,
-    version: i32,
 }
 
 impl Mirror {
@@ -131,28 +133,37 @@ impl Mirror {
     ) -> anyhow::Result<()> {
         let saga = &loaded.state;
         let shown = Some((saga.status(), saga.step()));
-        if loaded.version == self.version || shown == self.shown {
+        if shown == self.shown {
             return Ok(());
         }
         rows::sync(pool, saga_id, saga, loaded.version)
             .await
             .context("mirroring the saga into its row")?;
         self.shown = shown;
-        self.version = loaded.version;
         Ok(())
     }
 }
 
-/// The inputs to feed for what a batch of actions came to, successes first (so a failure
-/// that compensates finds them recorded) and at most one failure counted; `None` if the
-/// saga moved on meanwhile.
-fn results(performed: Vec<Performed>) -> Option<Vec<SagaCommand>> {
+/// What a batch of actions came to.
+enum Results {
+    /// Feed these: successes first (so a refusal that compensates finds them recorded),
+    /// at most one failure counted.
+    Feed(Vec<SagaCommand>),
+    /// The saga moved on meanwhile: read it again.
+    Superseded,
+    /// Nothing happened (the provider's breaker is open): look again after this.
+    Later(Duration),
+}
+
+fn results(performed: Vec<Performed>) -> Results {
     let mut successes = Vec::new();
     let mut refusals = Vec::new();
     let mut failure = None;
+    let mut later = None;
     for outcome in performed {
         match outcome {
-            Performed::Superseded => return None,
+            Performed::Superseded => return Results::Superseded,
+            Performed::Later(pause) => later = Some(pause),
             Performed::Input(input @ SagaCommand::ActionFailed { .. }) => {
                 failure.get_or_insert(input);
             }
@@ -160,15 +171,16 @@ fn results(performed: Vec<Performed>) -> Option<Vec<SagaCommand>> {
                 input @ (SagaCommand::OutOfStock { .. }
                 | SagaCommand::Declined { .. }
                 | SagaCommand::CancelledByUser { .. }),
-            ) => {
-                refusals.push(input);
-            }
+            ) => refusals.push(input),
             Performed::Input(input) => successes.push(input),
         }
     }
     successes.extend(refusals);
     successes.extend(failure);
-    Some(successes)
+    match (successes.is_empty(), later) {
+        (true, Some(pause)) => Results::Later(pause),
+        _ => Results::Feed(successes),
+    }
 }
 
 /// Several inputs fed to a saga in one append, each decided on the state the ones before
@@ -209,6 +221,9 @@ enum Performed {
     Input(SagaCommand),
     /// The saga moved on meanwhile: read it again.
     Superseded,
+    /// The provider's circuit is open: the call was not made, so it is no attempt; try
+    /// again after this.
+    Later(Duration),
 }
 
 /// The saga and its order, as the driver works on them.
@@ -394,26 +409,22 @@ impl<G: PaymentGateway> Orchestrator<G> {
 
     async fn run_claimed(self: Arc<Self>, claim: Claimed) {
         let mut last = None;
-        let wake = match self.advance(&claim, &mut last).await {
-            Ok(wake) => wake,
+        let released = match self.advance(&claim, &mut last).await {
+            Ok(wake) => {
+                let mirror = last
+                    .as_ref()
+                    .map(|loaded: &Arc<Loaded<Saga>>| (&loaded.state, loaded.version));
+                rows::release(self.writer.pool(), &claim, wake, mirror).await
+            }
             Err(err) => {
-                let pause = self.options.retry_base * 10;
-                tracing::warn!(saga_id = %claim.saga_id, error = %format!("{err:#}"), ?pause, "advancing a saga failed; trying again later");
-                Some(Utc::now() + pause)
+                let errors = u32::try_from(claim.errors).unwrap_or(0);
+                let pause = self.retry_in(errors.saturating_add(3));
+                let error = format!("{err:#}");
+                tracing::warn!(saga_id = %claim.saga_id, %error, errors = errors + 1, "advancing a saga failed; trying again later");
+                rows::release_failed(self.writer.pool(), &claim, Utc::now() + pause, &error).await
             }
         };
-        let mirror = last
-            .as_ref()
-            .map(|loaded: &Arc<Loaded<Saga>>| (&loaded.state, loaded.version));
-        if let Err(err) = rows::release(
-            self.writer.pool(),
-            &claim,
-            &self.options.instance,
-            wake,
-            mirror,
-        )
-        .await
-        {
+        if let Err(err) = released {
             // The lease brings it back.
             tracing::warn!(saga_id = %claim.saga_id, %err, "releasing a saga failed");
         }
@@ -438,7 +449,19 @@ impl<G: PaymentGateway> Orchestrator<G> {
         let mut mirror = Mirror::default();
         // The saga event the next commands follow from, when this advance wrote it.
         let mut causation_id: Option<Uuid> = None;
+        // Results that lost a race to another writer of the saga: fed again after reading
+        // it, so the saga records them (applied, or ignored as late).
+        let mut carried: Vec<SagaCommand> = Vec::new();
+        let mut renewed = tokio::time::Instant::now();
         loop {
+            if renewed.elapsed() > self.options.lease / 3 {
+                if !rows::renew(self.writer.pool(), claim, self.options.lease).await? {
+                    tracing::info!("the claim was lost (its lease ran out); leaving the saga to its new holder");
+                    *last = None;
+                    return Ok(None);
+                }
+                renewed = tokio::time::Instant::now();
+            }
             let loaded = if fresh || claim.version > 0 || last.is_some() {
                 self.writer.read::<Saga>(saga_id, fresh).await?
             } else {
@@ -473,6 +496,22 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 return Ok(None);
             }
             mirror.sync(self.writer.pool(), saga_id, &loaded).await?;
+            if !carried.is_empty() {
+                let meta = self.meta(correlation_id, causation_id, Some(loaded.version), None);
+                let inputs = Inputs {
+                    saga_id,
+                    inputs: std::mem::take(&mut carried),
+                };
+                match self.feed(&meta, &inputs).await? {
+                    Some(event_id) => causation_id = Some(event_id),
+                    None => {
+                        carried = inputs.inputs;
+                        fresh = true;
+                        causation_id = None;
+                    }
+                }
+                continue;
+            }
             let now = Utc::now();
             if causation_id.is_none() {
                 causation_id = self.event_id(saga_id, loaded.version).await?;
@@ -523,12 +562,13 @@ impl<G: PaymentGateway> Orchestrator<G> {
                     )
                     .await?;
                     match results(performed) {
-                        Some(inputs) => inputs,
-                        None => {
+                        Results::Feed(inputs) => inputs,
+                        Results::Superseded => {
                             fresh = true;
                             causation_id = None;
                             continue;
                         }
+                        Results::Later(pause) => return Ok(Some(now + pause)),
                     }
                 }
             };
@@ -537,6 +577,7 @@ impl<G: PaymentGateway> Orchestrator<G> {
             match self.feed(&meta, &inputs).await? {
                 Some(event_id) => causation_id = Some(event_id),
                 None => {
+                    carried = inputs.inputs;
                     fresh = true;
                     causation_id = None;
                 }
@@ -683,6 +724,9 @@ impl<G: PaymentGateway> Orchestrator<G> {
     }
 
     fn failed(&self, saga: &Saga, action: &Action, error: impl std::fmt::Display) -> Performed {
+        if error.to_string() == GatewayError::CircuitOpen.to_string() {
+            return Performed::Later(self.gateway.options().open_for);
+        }
         let at = Utc::now();
         tracing::info!(action = action.name(), %error, attempts = saga.attempts() + 1, "a saga action failed");
         Performed::Input(SagaCommand::ActionFailed {
@@ -929,7 +973,14 @@ impl<G: PaymentGateway> Orchestrator<G> {
         payment: Uuid,
         command: PaymentCommand,
     ) -> Result<(), WriteError> {
-        let command = crate::write::Decide::<Payment>::existing(payment, command);
+        // The authorization or decline starts the stream: written without reading it (a
+        // repeat fails on the version and is answered from its command id).
+        let command = match command {
+            PaymentCommand::Authorize { .. } | PaymentCommand::Decline { .. } => {
+                crate::write::Decide::<Payment>::new(payment, command)
+            }
+            _ => crate::write::Decide::<Payment>::existing(payment, command),
+        };
         match self.effect(context, action, ":payment", &command).await {
             Ok(_)
             | Err(WriteError::Rule(

@@ -64,7 +64,7 @@ pub async fn nudge(pool: &PgPool, saga_id: Uuid) -> sqlx::Result<()> {
 }
 
 /// A saga an orchestrator has claimed until its lease runs out.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub saga_id: Uuid,
     pub order_id: Uuid,
@@ -73,11 +73,16 @@ pub struct Claimed {
     pub nudges: i32,
     /// The saga stream's version the row mirrored when claimed (0: not started).
     pub version: i32,
+    /// Identifies this claim (`<instance>/<uuid>`): only its holder renews or releases it.
+    pub claimed_by: String,
+    /// Failed advances in a row so far.
+    pub errors: i32,
 }
 
-/// Claims up to `limit` due sagas for `instance`. Rows locked by another claimer are
-/// skipped, so instances never take the same saga; the lease (cut short by the saga's
-/// deadline) brings a saga back if its claimer dies.
+/// Claims up to `limit` due sagas for `instance`, each for `lease`. Rows locked by another
+/// claimer are skipped, and a claimed row is not due again until its lease runs out (the
+/// claimer renews it while it works), so a saga is advanced by one claim at a time unless
+/// its claimer stalls for longer than the lease.
 pub async fn claim(
     pool: &PgPool,
     limit: usize,
@@ -85,11 +90,12 @@ pub async fn claim(
     instance: &str,
 ) -> sqlx::Result<Vec<Claimed>> {
     sqlx::query_as(
-        "update sagas s set wake_at = least(now() + make_interval(secs => $2), \
-         coalesce(s.deadline, 'infinity')), claimed_by = $3 \
+        "update sagas s set wake_at = now() + make_interval(secs => $2), \
+         claimed_by = $3 || '/' || gen_random_uuid() \
          from (select saga_id from sagas where wake_at <= now() order by wake_at \
          limit $1 for update skip locked) due where s.saga_id = due.saga_id \
-         returning s.saga_id, s.order_id, s.placed_event_id, s.correlation_id, s.nudges, s.version",
+         returning s.saga_id, s.order_id, s.placed_event_id, s.correlation_id, s.nudges, \
+         s.version, s.claimed_by, s.errors",
     )
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .bind(lease.as_secs_f64())
@@ -98,20 +104,57 @@ pub async fn claim(
     .await
 }
 
+/// Extends a claim by `lease` from now; `false` if the claim is no longer held.
+pub async fn renew(pool: &PgPool, claimed: &Claimed, lease: Duration) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update sagas set wake_at = now() + make_interval(secs => $3) \
+         where saga_id = $1 and claimed_by = $2",
+    )
+    .bind(claimed.saga_id)
+    .bind(&claimed.claimed_by)
+    .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Hands back a claim whose advance failed, due again at `wake`, with the error shown.
+pub async fn release_failed(
+    pool: &PgPool,
+    claimed: &Claimed,
+    wake: DateTime<Utc>,
+    error: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update sagas set wake_at = case when nudges = $2 then $3 else now() end, \
+         claimed_by = null, errors = errors + 1, last_error = $4, updated_at = now() \
+         where saga_id = $1 and claimed_by = $5",
+    )
+    .bind(claimed.saga_id)
+    .bind(claimed.nudges)
+    .bind(wake)
+    .bind(error)
+    .bind(&claimed.claimed_by)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Hands a claimed saga back, due again at `wake` (never, if `None`), unless someone asked
 /// for a look meanwhile or another instance claimed it after the lease ran out; and mirrors
 /// `saga` at its version into the row, unless the row already mirrors a later one.
 pub async fn release(
     pool: &PgPool,
     claimed: &Claimed,
-    instance: &str,
     wake: Option<DateTime<Utc>>,
     saga: Option<(&Saga, i32)>,
 ) -> sqlx::Result<()> {
+    let instance = claimed.claimed_by.as_str();
     let Some((saga, version)) = saga else {
         sqlx::query(
             "update sagas set wake_at = case when nudges = $2 then $3::timestamptz else now() end, \
-             claimed_by = null where saga_id = $1 and claimed_by = $4",
+             claimed_by = null, errors = 0, last_error = null \
+             where saga_id = $1 and claimed_by = $4",
         )
         .bind(claimed.saga_id)
         .bind(claimed.nudges)
@@ -147,7 +190,9 @@ pub async fn release(
          updated_at = case when {newer} then now() else updated_at end, \
          wake_at = case when {mine} then (case when nudges = $2 then $3::timestamptz else now() end) \
          else wake_at end, \
-         claimed_by = case when {mine} then null else claimed_by end \
+         claimed_by = case when {mine} then null else claimed_by end, \
+         errors = case when {mine} then 0 else errors end, \
+         last_error = case when {mine} then null else last_error end \
          where saga_id = $1 and ({mine} or {newer})"
     );
     let steps = serde_json::to_value(saga.steps()).expect("step records serialize");
@@ -173,16 +218,12 @@ pub async fn release(
 }
 
 /// Mirrors the saga at `version` into its row, unless the row already mirrors a later one.
-/// A claimed row comes due by the saga's deadline at the latest, so a deadline is kept
-/// even if the claimer dies before its lease ends.
 pub async fn sync(pool: &PgPool, saga_id: Uuid, saga: &Saga, version: i32) -> sqlx::Result<()> {
     let steps = serde_json::to_value(saga.steps()).expect("step records serialize");
     sqlx::query(
         "update sagas set state = $2, step = $3, reason = $4, detail = $5, attempts = $6, \
          deadline = $7, retry_at = $8, version = $9, steps = $10, started_at = $11, \
-         finished_at = $12, updated_at = now(), \
-         wake_at = case when wake_at is null then null else least(wake_at, $7) end \
-         where saga_id = $1 and version <= $9",
+         finished_at = $12, updated_at = now() where saga_id = $1 and version <= $9",
     )
     .bind(saga_id)
     .bind(saga.status().as_str())
@@ -233,6 +274,10 @@ pub struct SagaRow {
     pub wake_at: Option<DateTime<Utc>>,
     /// Version of the saga stream the row reflects.
     pub version: i32,
+    /// Failed attempts to advance it at all since the last that succeeded, and the last
+    /// such failure (the database was unreachable, a stream could not be read, ...).
+    pub errors: i32,
+    pub last_error: Option<String>,
     #[schema(value_type = Vec<Object>)]
     pub steps: serde_json::Value,
     pub started_at: Option<DateTime<Utc>>,
@@ -241,7 +286,7 @@ pub struct SagaRow {
 }
 
 const ROW_COLUMNS: &str = "saga_id, order_id, state, step, reason, detail, attempts, deadline, \
-     retry_at, wake_at, version, steps, started_at, finished_at, updated_at";
+     retry_at, wake_at, version, errors, last_error, steps, started_at, finished_at, updated_at";
 
 /// A saga by its id or its order's id.
 pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<SagaRow>> {
