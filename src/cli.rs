@@ -42,6 +42,12 @@ enum Role {
     /// Run projector workers (consume Kafka, maintain the read models).
     Projector(ProjectorArgs),
     /// Run the saga orchestrator (stock and payment for every placed order), or list sagas.
+    // The orchestrator's database flag is optional on parsing only so that `saga list` parses
+    // without it; running the orchestrator without one is refused.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        mut_arg("database_url", |arg| arg.required(false).default_value(""))
+    )]
     Saga(SagaCli),
     /// Rebuild read models from the event store and swap them in.
     Replay(ReplayArgs),
@@ -56,7 +62,6 @@ enum Role {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
 struct SagaCli {
     #[command(subcommand)]
     action: Option<SagaAction>,
@@ -74,8 +79,9 @@ enum SagaAction {
         /// At most this many, oldest first.
         #[arg(long, default_value_t = 100)]
         limit: i64,
-        #[command(flatten)]
-        database: DatabaseArgs,
+        /// The event store's database.
+        #[arg(long = "database-url", env = "DATABASE_URL", id = "list_database_url")]
+        database_url: String,
     },
 }
 
@@ -194,11 +200,15 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 Some(SagaAction::List {
                     state,
                     limit,
-                    database,
+                    database_url,
                 }),
             ..
-        }) => list_sagas(&database, state.as_deref(), limit).await,
+        }) => list_sagas(&DatabaseArgs::new(database_url), state.as_deref(), limit).await,
         Role::Saga(SagaCli { run: args, .. }) => {
+            if args.database.database_url.is_empty() {
+                anyhow::bail!("orderflow saga needs --database-url (or DATABASE_URL)");
+            }
+            args.saga.validate().map_err(anyhow::Error::msg)?;
             let pool = connect(&args.database).await?;
             create_topics(&args.kafka).await?;
             orchestrator(&pool, &args.saga, &args.gateway)?
@@ -312,6 +322,7 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    args.saga.validate().map_err(anyhow::Error::msg)?;
     let (database_url, private) = match args.database_url.clone() {
         Some(url) => (url, None),
         None => {
