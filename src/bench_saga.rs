@@ -114,7 +114,7 @@ async fn run(args: &SagaArgs, database_url: &str) -> anyhow::Result<Report> {
     let writer = Writer::new(write_pool.clone(), 100_000);
 
     let hot = args.products == 1;
-    let orders = match args.rate {
+    let orders = 1 + match args.rate {
         0 => args.orders as usize,
         rate => (f64::from(rate) * args.duration.as_secs_f64()).ceil() as usize,
     };
@@ -139,12 +139,30 @@ async fn run(args: &SagaArgs, database_url: &str) -> anyhow::Result<Report> {
     let orchestrator = Orchestrator::new(Writer::new(write_pool, 100_000), gateway, options);
     let saga = tokio::spawn(orchestrator.run(kafka.clone(), shutdown));
 
+    // Warm-up: the first order waits for the intake to join its consumer group (seconds);
+    // it is placed, and its saga finished, before the measured ones, and not counted.
+    let (warm_up, drafts) = drafts.split_first().context("at least one order")?;
+    eprintln!("warming up (the intake joins its consumer group)");
+    let warmed = async {
+        place(&writer, std::slice::from_ref(warm_up), 1).await?;
+        wait_for_all(&pool, 1).await
+    };
+    let outcome = match warmed.await {
+        Ok(1) => Ok(()),
+        Ok(_) => Err(anyhow::anyhow!("the warm-up saga did not finish")),
+        Err(err) => Err(err),
+    };
     eprintln!("placing them");
     let started = Instant::now();
-    let placing = place(&writer, &drafts, args.rate).await;
+    let placing = match outcome {
+        Ok(()) => place(&writer, drafts, args.rate).await,
+        Err(err) => Err(err),
+    };
     let placed_in = started.elapsed();
     let outcome = match placing {
-        Ok(()) => wait_for_all(&pool, drafts.len()).await,
+        Ok(()) => wait_for_all(&pool, drafts.len() + 1)
+            .await
+            .map(|finished| finished.saturating_sub(1)),
         Err(err) => Err(err),
     };
     let elapsed = started.elapsed();
@@ -152,7 +170,16 @@ async fn run(args: &SagaArgs, database_url: &str) -> anyhow::Result<Report> {
     relay.await.context("the relay panicked")??;
     saga.await.context("the orchestrator panicked")??;
     let finished = outcome?;
-    Report::gather(&pool, args, drafts.len(), placed_in, elapsed, finished).await
+    Report::gather(
+        &pool,
+        args,
+        *warm_up,
+        drafts.len(),
+        placed_in,
+        elapsed,
+        finished,
+    )
+    .await
 }
 
 /// A user, the products, and `orders` draft orders (each two distinct products, or one
@@ -302,6 +329,9 @@ async fn wait_for_all(pool: &PgPool, orders: usize) -> anyhow::Result<usize> {
     }
 }
 
+/// A saga's state, when it finished, when its order was placed, when the intake took it.
+type SagaTimes = (String, Option<DateTime<Utc>>, DateTime<Utc>, DateTime<Utc>);
+
 struct Report {
     rate: u32,
     products: u32,
@@ -313,33 +343,41 @@ struct Report {
     seconds: f64,
     /// Placed → finished, sorted, milliseconds.
     latencies: Vec<f64>,
+    /// Placed → its saga's row created by the intake (through the relay and the broker),
+    /// sorted, milliseconds.
+    intake: Vec<f64>,
 }
 
 impl Report {
     async fn gather(
         pool: &PgPool,
         args: &SagaArgs,
+        warm_up: Uuid,
         orders: usize,
         placed_in: Duration,
         elapsed: Duration,
         finished: usize,
     ) -> anyhow::Result<Self> {
-        let rows: Vec<(String, Option<DateTime<Utc>>, DateTime<Utc>)> = sqlx::query_as(
-            "select s.state, s.finished_at, e.recorded_at from sagas s \
-             join events e on e.stream_id = s.order_id and e.event_type = 'OrderPlaced'",
+        let rows: Vec<SagaTimes> = sqlx::query_as(
+            "select s.state, s.finished_at, e.recorded_at, s.created_at from sagas s \
+             join events e on e.stream_id = s.order_id and e.event_type = 'OrderPlaced' \
+             where s.order_id <> $1",
         )
+        .bind(warm_up)
         .fetch_all(pool)
         .await?;
+        let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
         let mut states = HashMap::new();
         let mut latencies = Vec::new();
-        for (state, finished_at, placed_at) in rows {
+        let mut intake = Vec::new();
+        for (state, finished_at, placed_at, picked_up) in rows {
             *states.entry(state).or_insert(0) += 1;
+            intake.push(ms(picked_up - placed_at));
             if let Some(finished_at) = finished_at {
-                latencies.push(
-                    (finished_at - placed_at).num_microseconds().unwrap_or(0) as f64 / 1000.0,
-                );
+                latencies.push(ms(finished_at - placed_at));
             }
         }
+        intake.sort_by(f64::total_cmp);
         latencies.sort_by(f64::total_cmp);
         Ok(Self {
             rate: args.rate,
@@ -354,15 +392,12 @@ impl Report {
             placed_seconds: placed_in.as_secs_f64(),
             seconds: elapsed.as_secs_f64(),
             latencies,
+            intake,
         })
     }
 
     fn percentile(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+        percentile(&self.latencies, p)
     }
 
     fn print(&self, as_json: bool) {
@@ -373,6 +408,10 @@ impl Report {
             self.percentile(99.0),
         );
         let max = self.latencies.last().copied().unwrap_or(0.0);
+        let (i50, i99) = (
+            percentile(&self.intake, 50.0),
+            percentile(&self.intake, 99.0),
+        );
         if as_json {
             println!(
                 "{}",
@@ -382,6 +421,7 @@ impl Report {
                     "placed_seconds": self.placed_seconds, "seconds": self.seconds,
                     "sagas_per_second": throughput,
                     "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
+                    "intake_p50_ms": i50, "intake_p99_ms": i99,
                 })
             );
             return;
@@ -399,5 +439,15 @@ impl Report {
             self.finished, self.seconds, throughput, self.placed_seconds, self.states
         );
         println!("placed → finished ms: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  max {max:.1}");
+        println!("of which placed → picked up by the intake (relay, broker, consumer) ms: p50 {i50:.1}  p99 {i99:.1}");
     }
+}
+
+/// The `p`th percentile of sorted `values` (0 when empty).
+fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
 }
