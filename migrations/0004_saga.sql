@@ -19,18 +19,12 @@ create table sagas (
     deadline         timestamptz,
     retry_at         timestamptz,
     -- Due for an orchestrator at this time; null when there is nothing it can do (finished
-    -- or stuck). A claim moves it a lease ahead (renewed while the claimer works), so the
-    -- sagas of a claimer that died come back when its lease runs out.
+    -- or stuck). Claims push it forward by a lease, so a crashed claimer's sagas come back.
     wake_at          timestamptz,
     -- Bumped by whoever asks for a look while an orchestrator may hold the saga (a user's
     -- cancellation, an operator's retry), so finishing that orchestrator cannot lose the ask.
     nudges           integer     not null default 0,
-    -- The holder of the current claim: the instance's name and a token per claim.
     claimed_by       text,
-    -- Failures to advance the saga at all (the database, an unreadable stream), counted
-    -- until an advance succeeds, with the last one: the saga's state cannot record them.
-    errors           integer     not null default 0,
-    last_error       text,
     -- Version of the saga stream this row mirrors; older writes never overwrite newer.
     version          integer     not null default 0,
     steps            jsonb       not null default '[]',

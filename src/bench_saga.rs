@@ -5,8 +5,8 @@
 //! no latency) and a broker — librdkafka's in-process one, or `--kafka-brokers`. It drafts
 //! the orders first, then places them at `--rate` per second (all at once with
 //! `--rate 0`, to measure throughput) through the same write path as REST, and reads each
-//! saga's end from its row. Latency is the saga's `finished_at` minus the `OrderPlaced`
-//! event's commit time, both from PostgreSQL's clock.
+//! saga's end from its row. Latency is from the `OrderPlaced` event to the saga's last one
+//! (`SagaConfirmed` or `SagaCancelled`), by the time each was recorded: PostgreSQL's clock.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -329,7 +329,8 @@ async fn wait_for_all(pool: &PgPool, orders: usize) -> anyhow::Result<usize> {
     }
 }
 
-/// A saga's state, when it finished, when its order was placed, when the intake took it.
+/// A saga's state, when its last event was recorded, when its order was placed, when the
+/// intake took it.
 type SagaTimes = (String, Option<DateTime<Utc>>, DateTime<Utc>, DateTime<Utc>);
 
 struct Report {
@@ -359,8 +360,10 @@ impl Report {
         finished: usize,
     ) -> anyhow::Result<Self> {
         let rows: Vec<SagaTimes> = sqlx::query_as(
-            "select s.state, s.finished_at, e.recorded_at, s.created_at from sagas s \
+            "select s.state, f.recorded_at, e.recorded_at, s.created_at from sagas s \
              join events e on e.stream_id = s.order_id and e.event_type = 'OrderPlaced' \
+             left join events f on f.stream_id = s.saga_id \
+             and f.event_type in ('SagaConfirmed', 'SagaCancelled') \
              where s.order_id <> $1",
         )
         .bind(warm_up)

@@ -113,6 +113,18 @@ pub struct SagaFlags {
 impl SagaFlags {
     /// Refuses settings under which a live instance could lose a saga it is working on.
     pub fn validate(&self) -> Result<(), String> {
+        let hour = Duration::from_secs(3600);
+        if !(Duration::from_secs(1)..=hour).contains(&self.lease) {
+            return Err("--saga-lease must be between 1s and 1h".into());
+        }
+        if self.gateway_timeout.is_zero() || self.gateway_timeout > hour {
+            return Err("--gateway-timeout must be longer than zero and at most 1h".into());
+        }
+        if self.step_timeout.is_zero() || self.breaker_open.is_zero() {
+            return Err(
+                "--saga-step-timeout and --gateway-breaker-open must be longer than zero".into(),
+            );
+        }
         if self.lease < self.gateway_timeout * 2 {
             return Err(format!(
                 "--saga-lease ({:?}) must be at least twice --gateway-timeout ({:?}), so a claim outlives any provider call",

@@ -84,11 +84,13 @@ pub async fn retry(
     headers: CommandHeaders,
 ) -> Result<Response, ApiError> {
     let row = rows::get(&state.pool, id).await?.ok_or_else(no_saga)?;
-    // Asked for first: if the resume below fails, a saga that is still stuck is simply
-    // handed back; the other way round, a resumed saga could be left with nobody to run it.
-    rows::nudge(&state.pool, row.saga_id).await?;
     let command = Decide::<Saga>::existing(row.saga_id, SagaCommand::Resume { at: Utc::now() });
-    run(&state, &headers, &(), StatusCode::OK, command).await
+    let resumed = run(&state, &headers, &(), StatusCode::OK, command).await;
+    // After the resume, whatever came of it: a look that comes before the fact it announces
+    // can be taken and lost before the fact; and a retry refused because the saga already
+    // runs is how a resume whose look was lost gets one.
+    rows::nudge(&state.pool, row.saga_id).await?;
+    resumed
 }
 
 fn no_saga() -> ApiError {

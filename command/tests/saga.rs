@@ -45,7 +45,34 @@ impl PaymentGateway for Gated {
     async fn capture(&self, call: &Settle) -> Result<(), GatewayError> {
         self.inner.capture(call).await
     }
-    async fn void(&self, call: &Settle) -> Result<bool, GatewayError> {
+    async fn void(&self, call: &Settle) -> Result<Option<String>, GatewayError> {
+        self.inner.void(call).await
+    }
+}
+
+/// The simulator whose first `slow` authorize answers come too late: the call takes
+/// effect, then the answer is lost to the caller's timeout.
+#[derive(Clone)]
+struct LateAnswers {
+    inner: SimulatedGateway,
+    slow: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl PaymentGateway for LateAnswers {
+    async fn authorize(&self, call: &Authorize) -> Result<String, GatewayError> {
+        let answer = self.inner.authorize(call).await;
+        let left = self.slow.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.slow
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        answer
+    }
+    async fn capture(&self, call: &Settle) -> Result<(), GatewayError> {
+        self.inner.capture(call).await
+    }
+    async fn void(&self, call: &Settle) -> Result<Option<String>, GatewayError> {
         self.inner.void(call).await
     }
 }
@@ -462,6 +489,48 @@ async fn a_provider_that_fails_for_a_while_is_retried_until_it_answers(pool: PgP
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_provider_timing_out_then_recovering_authorizes_once_and_confirms(pool: PgPool) {
+    let shop = Shop::open(pool.clone()).await;
+    let mug = shop.product("MUG", 500, 5).await;
+    let gateway = LateAnswers {
+        inner: simulator(&pool, SimulatorArgs::default()),
+        slow: Arc::new(std::sync::atomic::AtomicU32::new(2)),
+    };
+    let resilience = ResilienceOptions {
+        call_timeout: Duration::from_millis(300),
+        ..resilience()
+    };
+    let writer = Writer::new(pool.clone(), 1000);
+    let orchestrator = Orchestrator::new(writer, Resilient::new(gateway, resilience), options("g"));
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(orchestrator.drive(shutdown));
+    let order = shop.place(&[(mug, 1)]).await;
+
+    let row = finished(&pool, order).await;
+    assert_eq!(row.state, "CONFIRMED");
+    let authorize = step(&row, "authorize");
+    assert_eq!(
+        authorize["attempts"], 2,
+        "two calls timed out: {:#?}",
+        row.steps
+    );
+    assert!(authorize["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no answer within"));
+    assert_eq!(
+        ledger(&pool, order).await,
+        [
+            ("authorize".to_owned(), "authorized".to_owned()),
+            ("capture".to_owned(), "captured".to_owned())
+        ],
+        "the calls whose answers were lost authorized once, under one key"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn a_lost_answer_is_retried_with_the_same_key_and_authorizes_once(pool: PgPool) {
     let shop = Shop::open(pool.clone()).await;
     let mug = shop.product("MUG", 500, 50).await;
@@ -558,7 +627,7 @@ async fn an_outage_opens_the_breaker_and_the_saga_cancels_as_payment_unavailable
     assert_eq!(
         ledger(&pool, order).await,
         [
-            ("authorize".to_owned(), "declined".to_owned()),
+            ("authorize".to_owned(), "fenced".to_owned()),
             ("void".to_owned(), "nothing".to_owned())
         ],
         "nothing was authorized; the key is fenced"
@@ -778,7 +847,7 @@ async fn a_deadline_that_passes_while_no_orchestrator_runs_compensates_once_one_
     assert_eq!(
         ledger(&pool, order).await,
         [
-            ("authorize".to_owned(), "declined".to_owned()),
+            ("authorize".to_owned(), "fenced".to_owned()),
             ("void".to_owned(), "nothing".to_owned())
         ],
         "the authorization in doubt was voided by key, and the key fenced"
@@ -792,7 +861,7 @@ async fn a_deadline_that_passes_while_no_orchestrator_runs_compensates_once_one_
             amount: orderflow_domain::Money::new(500, orderflow_domain::Currency::EUR),
         })
         .await;
-    assert!(matches!(late, Err(GatewayError::Declined(_))), "{late:?}");
+    assert_eq!(late, Err(GatewayError::Fenced));
     second.stop().await;
 }
 

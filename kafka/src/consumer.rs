@@ -26,9 +26,11 @@ pub fn subscribe(
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("enable.partition.eof", "false")
-        // A fetch returns as soon as there is a record, or after this when there is none:
-        // librdkafka's default (500 ms) adds up to half a second to every record that
-        // arrives on an idle topic.
+        // How long a broker may hold a fetch that has nothing to return. The in-process
+        // broker of `orderflow dev` (librdkafka's mock cluster) holds it this long even when
+        // records arrive meanwhile, so its default (500 ms) delayed records on idle topics
+        // by up to half a second; a Kafka broker answers at the first record, and there
+        // this only costs more empty fetches while a topic is idle.
         .set("fetch.wait.max.ms", "20")
         .create()?;
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();

@@ -50,8 +50,9 @@ pub async fn record(
 
 /// Forget responses recorded before `older_than` ago: a retry that late is a new command.
 /// Command ids under this prefix are the saga's own (`saga:<saga id>:<action>`): clients
-/// may not use it, and they never expire, since a saga resumed after any pause must find
-/// what its earlier commands answered.
+/// may not use it, and they are kept while their saga runs (a saga resumed after any pause
+/// must find what its earlier commands answered), then expire like the others once it has
+/// finished.
 pub const RESERVED_PREFIX: &str = "saga:";
 
 pub async fn expire<'e>(
@@ -60,8 +61,9 @@ pub async fn expire<'e>(
 ) -> Result<u64, StoreError> {
     let seconds = older_than.as_secs_f64();
     Ok(sqlx::query(
-        "delete from idempotency_keys where created_at < now() - make_interval(secs => $1) \
-         and key not like 'saga:%'",
+        "delete from idempotency_keys k where k.created_at < now() - make_interval(secs => $1) \
+         and (k.key not like 'saga:%' or exists (select 1 from sagas s \
+         where s.saga_id::text = split_part(k.key, ':', 2) and s.finished_at is not null))",
     )
     .bind(seconds)
     .execute(executor)

@@ -31,6 +31,10 @@ pub enum GatewayError {
     /// The circuit breaker is open: the call was not even tried.
     #[error("the payment provider is unavailable (circuit open)")]
     CircuitOpen,
+    /// An authorize call whose key a void already fenced: it arrived after the saga gave
+    /// the authorization up, and authorized nothing. Not a decline of the customer's.
+    #[error("the authorization was voided before this call arrived")]
+    Fenced,
 }
 
 /// Authorize `amount` for an order.
@@ -59,10 +63,14 @@ pub trait PaymentGateway: Send + Sync + 'static {
         call: &Authorize,
     ) -> impl Future<Output = Result<String, GatewayError>> + Send;
     fn capture(&self, call: &Settle) -> impl Future<Output = Result<(), GatewayError>> + Send;
-    /// Whether there was an authorization to void (none is a success too). A void must
+    /// The authorization it voided, if there was one (none is a success too). A void must
     /// also fence the authorize key: an authorize call with it that arrives afterwards
-    /// (sent before the void, delivered late) is refused, so nothing stays authorized.
-    fn void(&self, call: &Settle) -> impl Future<Output = Result<bool, GatewayError>> + Send;
+    /// (sent before the void, delivered late) is refused with [`GatewayError::Fenced`], so
+    /// nothing stays authorized.
+    fn void(
+        &self,
+        call: &Settle,
+    ) -> impl Future<Output = Result<Option<String>, GatewayError>> + Send;
 }
 
 /// When the breaker opens and how long it stays open.
@@ -197,7 +205,7 @@ impl<G: PaymentGateway> Resilient<G> {
         self.call(self.inner.capture(call)).await
     }
 
-    pub async fn void(&self, call: &Settle) -> Result<bool, GatewayError> {
+    pub async fn void(&self, call: &Settle) -> Result<Option<String>, GatewayError> {
         self.call(self.inner.void(call)).await
     }
 }
@@ -418,6 +426,7 @@ impl PaymentGateway for SimulatedGateway {
         }
         match (outcome.as_str(), authorization_id) {
             ("authorized", Some(id)) => Ok(id),
+            ("fenced", _) => Err(GatewayError::Fenced),
             _ => Err(GatewayError::Declined(
                 detail.unwrap_or_else(|| "declined".into()),
             )),
@@ -426,7 +435,7 @@ impl PaymentGateway for SimulatedGateway {
 
     async fn capture(&self, call: &Settle) -> Result<(), GatewayError> {
         let lose_answer = self.trouble(Operation::Capture).await?;
-        let outcome = self.settle(call, Operation::Capture).await?;
+        let (outcome, _) = self.settle(call, Operation::Capture).await?;
         if lose_answer {
             return Err(Self::lost_answer(Operation::Capture));
         }
@@ -436,14 +445,14 @@ impl PaymentGateway for SimulatedGateway {
         }
     }
 
-    async fn void(&self, call: &Settle) -> Result<bool, GatewayError> {
+    async fn void(&self, call: &Settle) -> Result<Option<String>, GatewayError> {
         let lose_answer = self.trouble(Operation::Void).await?;
         // Fence the authorization first: an authorize call still in flight with that key
         // then finds it refused instead of authorizing after the void. Racing inserts of
         // one key are serialized by its primary key, so the void sees whichever won.
         sqlx::query(
             "insert into simulated_payments (key, operation, order_id, outcome, detail) \
-             values ($1, 'authorize', $2, 'declined', 'voided before it was authorized') \
+             values ($1, 'authorize', $2, 'fenced', 'voided before it was authorized') \
              on conflict (key) do nothing",
         )
         .bind(&call.authorize_key)
@@ -451,24 +460,28 @@ impl PaymentGateway for SimulatedGateway {
         .execute(&self.pool)
         .await
         .map_err(Self::ledger_error)?;
-        let outcome = self.settle(call, Operation::Void).await?;
+        let (outcome, authorization_id) = self.settle(call, Operation::Void).await?;
         if lose_answer {
             return Err(Self::lost_answer(Operation::Void));
         }
-        Ok(outcome == "voided")
+        Ok(authorization_id.filter(|_| outcome == "voided"))
     }
 }
 
 impl SimulatedGateway {
     /// Captures or voids what `call.authorize_key` authorized, in one statement: the
     /// outcome first given for `call.key` (`captured`/`voided`, or `nothing` when nothing
-    /// was authorized).
-    async fn settle(&self, call: &Settle, operation: Operation) -> Result<String, GatewayError> {
+    /// was authorized) and the authorization it settled.
+    async fn settle(
+        &self,
+        call: &Settle,
+        operation: Operation,
+    ) -> Result<(String, Option<String>), GatewayError> {
         let done = match operation {
             Operation::Capture => "captured",
             Operation::Authorize | Operation::Void => "voided",
         };
-        sqlx::query_scalar(
+        sqlx::query_as(
             "with auth as (select authorization_id from simulated_payments \
              where key = $2 and outcome = 'authorized'), \
              inserted as (insert into simulated_payments \
@@ -476,9 +489,9 @@ impl SimulatedGateway {
              select $1, $3, $4, $5, $6, \
              case when exists (select 1 from auth) then $7 else 'nothing' end, \
              (select authorization_id from auth) \
-             on conflict (key) do nothing returning outcome) \
-             select outcome from inserted union all \
-             select outcome from simulated_payments \
+             on conflict (key) do nothing returning outcome, authorization_id) \
+             select outcome, authorization_id from inserted union all \
+             select outcome, authorization_id from simulated_payments \
              where key = $1 and not exists (select 1 from inserted)",
         )
         .bind(&call.key)
@@ -513,7 +526,7 @@ mod tests {
         async fn capture(&self, _call: &Settle) -> Result<(), GatewayError> {
             Err(GatewayError::Declined("no".into()))
         }
-        async fn void(&self, _call: &Settle) -> Result<bool, GatewayError> {
+        async fn void(&self, _call: &Settle) -> Result<Option<String>, GatewayError> {
             std::future::pending().await
         }
     }

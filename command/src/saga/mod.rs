@@ -492,10 +492,6 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 }
                 continue;
             }
-            if saga.status().is_final() || saga.status() == SagaStatus::Stuck {
-                return Ok(None);
-            }
-            mirror.sync(self.writer.pool(), saga_id, &loaded).await?;
             if !carried.is_empty() {
                 let meta = self.meta(correlation_id, causation_id, Some(loaded.version), None);
                 let inputs = Inputs {
@@ -512,6 +508,10 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 }
                 continue;
             }
+            if saga.status().is_final() || saga.status() == SagaStatus::Stuck {
+                return Ok(None);
+            }
+            mirror.sync(self.writer.pool(), saga_id, &loaded).await?;
             let now = Utc::now();
             if causation_id.is_none() {
                 causation_id = self.event_id(saga_id, loaded.version).await?;
@@ -535,10 +535,31 @@ impl<G: PaymentGateway> Orchestrator<G> {
             };
             let inputs = match (cancelled, saga.deadline()) {
                 (Some(input), _) => vec![input],
-                (None, Some(deadline)) if now >= deadline => vec![SagaCommand::DeadlinePassed {
-                    step: saga.step(),
-                    at: now,
-                }],
+                (None, Some(deadline)) if now >= deadline => {
+                    let mut inputs = Vec::new();
+                    // Calls an open breaker refused are no attempts; if it is still open
+                    // when authorizing runs out of time, the provider was unavailable, and
+                    // the saga should say so rather than `timeout`.
+                    if saga.step() == orderflow_domain::saga::Step::Authorize
+                        && saga.attempts() == 0
+                        && !matches!(self.gateway.circuit(), gateway::Circuit::Closed { .. })
+                    {
+                        let action = saga.actions().into_iter().next();
+                        if let Some(action) = action {
+                            inputs.push(SagaCommand::ActionFailed {
+                                action,
+                                error: GatewayError::CircuitOpen.to_string(),
+                                retry_at: now,
+                                at: now,
+                            });
+                        }
+                    }
+                    inputs.push(SagaCommand::DeadlinePassed {
+                        step: saga.step(),
+                        at: now,
+                    });
+                    inputs
+                }
                 (None, deadline) => {
                     if let Some(retry_at) = saga.retry_at().filter(|at| *at > now) {
                         let due = deadline.map_or(retry_at, |d| d.min(retry_at));
@@ -568,7 +589,10 @@ impl<G: PaymentGateway> Orchestrator<G> {
                             causation_id = None;
                             continue;
                         }
-                        Results::Later(pause) => return Ok(Some(now + pause)),
+                        Results::Later(pause) => {
+                            let due = now + pause;
+                            return Ok(Some(deadline.map_or(due, |d| d.min(due))));
+                        }
                     }
                 }
             };
@@ -823,6 +847,9 @@ impl<G: PaymentGateway> Orchestrator<G> {
                             Err(err) => Ok(self.failed(saga, action, err)),
                         }
                     }
+                    // The saga gave this authorization up meanwhile (another instance
+                    // compensated): nothing was authorized; read the saga again.
+                    Err(GatewayError::Fenced) => Ok(Performed::Superseded),
                     Err(err) => Ok(self.failed(saga, action, err)),
                 }
             }
@@ -886,15 +913,28 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 let call = self.settle(context, action, None);
                 match self.gateway.void(&call).await {
                     Ok(voided) => {
-                        if voided {
+                        if let Some(authorization_id) = voided {
+                            let payment = payment_id(order_id);
+                            // The payment stream may not know of the authorization (its
+                            // answer was lost): record it before its void.
+                            let authorized = PaymentCommand::Authorize {
+                                order_id,
+                                amount: saga.plan().map_or(
+                                    orderflow_domain::Money::zero(orderflow_domain::Currency::EUR),
+                                    |plan| plan.total,
+                                ),
+                                authorization_id,
+                            };
                             let reason = saga.reason().map_or("compensated", |r| r.as_str());
                             let void = PaymentCommand::Void {
                                 reason: reason.into(),
                             };
-                            if let Err(err) = self
-                                .record_payment(context, action, payment_id(order_id), void)
-                                .await
-                            {
+                            let recorded = async {
+                                self.record_payment(context, action, payment, authorized)
+                                    .await?;
+                                self.record_payment(context, action, payment, void).await
+                            };
+                            if let Err(err) = recorded.await {
                                 return Ok(self.failed(saga, action, err));
                             }
                         }
@@ -973,20 +1013,30 @@ impl<G: PaymentGateway> Orchestrator<G> {
         payment: Uuid,
         command: PaymentCommand,
     ) -> Result<(), WriteError> {
-        // The authorization or decline starts the stream: written without reading it (a
-        // repeat fails on the version and is answered from its command id).
-        let command = match command {
-            PaymentCommand::Authorize { .. } | PaymentCommand::Decline { .. } => {
-                crate::write::Decide::<Payment>::new(payment, command)
-            }
-            _ => crate::write::Decide::<Payment>::existing(payment, command),
+        // The authorize action's answer starts the stream: written without reading it (a
+        // repeat fails on the version and is answered from its command id). Anything else,
+        // including an authorization a void found, reads it first.
+        let (command, suffix) = match (action, &command) {
+            (
+                Action::Authorize { .. },
+                PaymentCommand::Authorize { .. } | PaymentCommand::Decline { .. },
+            ) => (
+                crate::write::Decide::<Payment>::new(payment, command),
+                ":payment",
+            ),
+            (_, PaymentCommand::Authorize { .. }) => (
+                crate::write::Decide::<Payment>::existing(payment, command),
+                ":payment-authorized",
+            ),
+            _ => (
+                crate::write::Decide::<Payment>::existing(payment, command),
+                ":payment",
+            ),
         };
-        match self.effect(context, action, ":payment", &command).await {
+        match self.effect(context, action, suffix, &command).await {
             Ok(_)
             | Err(WriteError::Rule(
-                DomainError::AlreadyExists { .. }
-                | DomainError::PaymentNotAuthorized { .. }
-                | DomainError::NotFound { .. },
+                DomainError::AlreadyExists { .. } | DomainError::PaymentNotAuthorized { .. },
             )) => Ok(()),
             Err(err) => Err(err),
         }

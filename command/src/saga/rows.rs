@@ -38,15 +38,16 @@ pub async fn create(pool: &PgPool, placed: &[Placed]) -> sqlx::Result<u64> {
     Ok(done.rows_affected())
 }
 
-/// Asks for a look at the sagas of these orders now (e.g. the user cancelled them),
-/// even if an orchestrator holds them.
+/// Asks for a look at the sagas of these orders now (e.g. the user cancelled them). A saga
+/// an orchestrator holds is not made due (that would let a second claim take it): its
+/// holder sees the bumped count when it hands the saga back and makes it due then.
 pub async fn nudge_orders(pool: &PgPool, order_ids: &[Uuid]) -> sqlx::Result<()> {
     if order_ids.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "update sagas set wake_at = now(), nudges = nudges + 1 \
-         where order_id = any($1) and state in ('RUNNING', 'COMPENSATING')",
+        "update sagas set wake_at = case when claimed_by is null then now() else wake_at end, \
+         nudges = nudges + 1 where order_id = any($1) and state in ('RUNNING', 'COMPENSATING')",
     )
     .bind(order_ids)
     .execute(pool)
@@ -56,10 +57,13 @@ pub async fn nudge_orders(pool: &PgPool, order_ids: &[Uuid]) -> sqlx::Result<()>
 
 /// Asks for a look at one saga now (an operator resumed it).
 pub async fn nudge(pool: &PgPool, saga_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("update sagas set wake_at = now(), nudges = nudges + 1 where saga_id = $1")
-        .bind(saga_id)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "update sagas set wake_at = case when claimed_by is null then now() else wake_at end, \
+         nudges = nudges + 1 where saga_id = $1",
+    )
+    .bind(saga_id)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

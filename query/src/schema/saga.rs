@@ -51,7 +51,7 @@ impl SagaState {
 /// A step of the fulfilment saga, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub(crate) enum SagaStep {
-    /// Reserve stock for every line, one line at a time.
+    /// Reserve stock for every line, all lines at once (all or nothing).
     Reserve,
     /// Authorize the order's total with the payment provider.
     Authorize,
