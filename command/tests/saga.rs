@@ -77,6 +77,43 @@ impl PaymentGateway for LateAnswers {
     }
 }
 
+/// The simulator, except that one call of `hang` takes effect and then never answers: an
+/// orchestrator killed while waiting on it dies after that step's effect, before
+/// recording it.
+#[derive(Clone)]
+struct HangsAfter {
+    inner: SimulatedGateway,
+    hang: Operation,
+    entered: Arc<tokio::sync::Notify>,
+}
+
+impl HangsAfter {
+    async fn maybe_hang(&self, operation: Operation) {
+        if operation == self.hang {
+            self.entered.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl PaymentGateway for HangsAfter {
+    async fn authorize(&self, call: &Authorize) -> Result<String, GatewayError> {
+        let answer = self.inner.authorize(call).await;
+        self.maybe_hang(Operation::Authorize).await;
+        answer
+    }
+    async fn capture(&self, call: &Settle) -> Result<(), GatewayError> {
+        let answer = self.inner.capture(call).await;
+        self.maybe_hang(Operation::Capture).await;
+        answer
+    }
+    async fn void(&self, call: &Settle) -> Result<Option<String>, GatewayError> {
+        let answer = self.inner.void(call).await;
+        self.maybe_hang(Operation::Void).await;
+        answer
+    }
+}
+
 fn options(group: &str) -> SagaOptions {
     SagaOptions {
         step_timeout: Duration::from_secs(20),
@@ -1103,4 +1140,128 @@ async fn two_orchestrators_fed_every_event_twice_through_kafka_finish_each_saga_
     assert_eq!(claimers, 0, "every claim was handed back");
     pipeline.stop().await;
     drop(topics);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_orchestrator_killed_after_each_step_in_turn_is_finished_by_the_next_exactly_once(
+    pool: PgPool,
+) {
+    let shop = Shop::open(pool.clone()).await;
+    let mug = shop.product("MUG", 500, 10).await;
+    let options = SagaOptions {
+        lease: Duration::from_secs(1),
+        ..options("g")
+    };
+    let resilience = ResilienceOptions {
+        call_timeout: Duration::from_secs(3600),
+        ..resilience()
+    };
+    // Killed while the provider holds the answer of: the authorization (stock reserved,
+    // payment authorized, neither recorded), the capture (order confirmed, reservation
+    // committed, payment captured), and the void of a cancelled order (compensating).
+    let mut orders = Vec::new();
+    for (hang, cancel) in [
+        (Operation::Authorize, false),
+        (Operation::Capture, false),
+        (Operation::Void, true),
+    ] {
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let gateway = HangsAfter {
+            inner: simulator(&pool, SimulatorArgs::default()),
+            hang,
+            entered: entered.clone(),
+        };
+        let gate = Arc::new(Semaphore::new(usize::from(!cancel)));
+        let gated = Gated {
+            inner: simulator(&pool, SimulatorArgs::default()),
+            gate: gate.clone(),
+        };
+        let writer = Writer::new(pool.clone(), 1000);
+        let (stop, shutdown) = watch::channel(false);
+        let task = if cancel {
+            // The user cancels while authorization waits; the void is where it dies.
+            let orchestrator = Orchestrator::new(
+                writer,
+                Resilient::new(
+                    Both {
+                        first: gated,
+                        then: gateway,
+                    },
+                    resilience,
+                ),
+                options.clone(),
+            );
+            tokio::spawn(orchestrator.drive(shutdown))
+        } else {
+            let orchestrator =
+                Orchestrator::new(writer, Resilient::new(gateway, resilience), options.clone());
+            tokio::spawn(orchestrator.drive(shutdown))
+        };
+        let order = shop.place(&[(mug, 2)]).await;
+        if cancel {
+            wait_for(&pool, order, Duration::from_secs(10), |row| {
+                row.step == "authorize"
+            })
+            .await;
+            let response = shop
+                .app
+                .post(
+                    format!("/api/orders/{order}/cancel"),
+                    json!({"reason": "no"}),
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            gate.add_permits(1);
+        }
+        tokio::time::timeout(Duration::from_secs(20), entered.notified())
+            .await
+            .expect("the hanging call was reached");
+        task.abort();
+        let _ = task.await;
+        drop(stop);
+
+        let next = drive(
+            &pool,
+            simulator(&pool, SimulatorArgs::default()),
+            options.clone(),
+        );
+        let row = finished(&pool, order).await;
+        let expected = if cancel { "CANCELLED" } else { "CONFIRMED" };
+        assert_eq!(row.state, expected, "killed during {hang:?}: {row:#?}");
+        next.stop().await;
+        orders.push(order);
+    }
+    assert_exactly_once(&pool, &orders).await;
+    assert_eq!(stock(&pool, mug).await, (6, 0, 4));
+    for (order, expected) in orders.iter().zip([
+        &[("authorize", "authorized"), ("capture", "captured")][..],
+        &[("authorize", "authorized"), ("capture", "captured")][..],
+        &[("authorize", "authorized"), ("void", "voided")][..],
+    ]) {
+        let ledger = ledger(&pool, *order).await;
+        let ledger: Vec<(&str, &str)> = ledger
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        assert_eq!(ledger, expected, "each provider call once");
+    }
+}
+
+/// Authorize through `first`, capture and void through `then`.
+#[derive(Clone)]
+struct Both<A, B> {
+    first: A,
+    then: B,
+}
+
+impl<A: PaymentGateway, B: PaymentGateway> PaymentGateway for Both<A, B> {
+    async fn authorize(&self, call: &Authorize) -> Result<String, GatewayError> {
+        self.first.authorize(call).await
+    }
+    async fn capture(&self, call: &Settle) -> Result<(), GatewayError> {
+        self.then.capture(call).await
+    }
+    async fn void(&self, call: &Settle) -> Result<Option<String>, GatewayError> {
+        self.then.void(call).await
+    }
 }
