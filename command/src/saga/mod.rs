@@ -5,7 +5,8 @@
 //! - the **intake** consumes the order topic (group `orderflow-saga`): `OrderPlaced` creates
 //!   the saga's row in `sagas`, due now; `OrderCancelled` asks for a look at it. Nothing
 //!   slow happens here, so one saga can never hold up the partition.
-//! - the **driver** claims due rows (`FOR UPDATE SKIP LOCKED`, with a lease) and advances
+//! - the **driver** claims due rows (`FOR UPDATE SKIP LOCKED`, with a lease it renews while
+//!   it works) and advances
 //!   each saga as far as it can go: it folds the saga stream, feeds a passed deadline or a
 //!   user's cancellation, performs the next [`Action`] and appends its result, until the
 //!   saga finishes, is stuck, or waits for a retry. The row's wake-up time is the durable
@@ -747,8 +748,16 @@ impl<G: PaymentGateway> Orchestrator<G> {
         chrono::Duration::from_std(doubled.mul_f64(jitter)).unwrap_or(chrono::Duration::MAX)
     }
 
-    fn failed(&self, saga: &Saga, action: &Action, error: impl std::fmt::Display) -> Performed {
-        if error.to_string() == GatewayError::CircuitOpen.to_string() {
+    /// What a failed action comes to: an attempt to record, with when to try again; or,
+    /// when the provider's breaker refused the call (no call, so no attempt), a pause.
+    fn failed<E: std::fmt::Display + 'static>(
+        &self,
+        saga: &Saga,
+        action: &Action,
+        error: E,
+    ) -> Performed {
+        let refused = (&error as &dyn std::any::Any).downcast_ref::<GatewayError>();
+        if matches!(refused, Some(GatewayError::CircuitOpen)) {
             return Performed::Later(self.gateway.options().open_for);
         }
         let at = Utc::now();
