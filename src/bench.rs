@@ -94,11 +94,7 @@ struct Report {
 
 impl Report {
     fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1000.0
+        percentile(&self.latencies, p).map_or(0.0, |micros| micros as f64 / 1000.0)
     }
 
     fn throughput(&self) -> f64 {
@@ -235,6 +231,12 @@ async fn drive(
     }
     report.latencies.sort_unstable();
     Ok(report)
+}
+
+/// The `p`th percentile (nearest rank) of sorted `values`; `None` when there are none.
+pub(crate) fn percentile<T: Copy>(values: &[T], p: f64) -> Option<T> {
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values.get(rank.clamp(1, values.len().max(1)) - 1).copied()
 }
 
 struct Shared {

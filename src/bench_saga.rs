@@ -30,6 +30,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::bench::percentile;
 use crate::devdb::PrivatePostgres;
 
 #[derive(Debug, clap::Args)]
@@ -400,7 +401,7 @@ impl Report {
     }
 
     fn percentile(&self, p: f64) -> f64 {
-        percentile(&self.latencies, p)
+        percentile(&self.latencies, p).unwrap_or(0.0)
     }
 
     fn print(&self, as_json: bool) {
@@ -412,8 +413,8 @@ impl Report {
         );
         let max = self.latencies.last().copied().unwrap_or(0.0);
         let (i50, i99) = (
-            percentile(&self.intake, 50.0),
-            percentile(&self.intake, 99.0),
+            percentile(&self.intake, 50.0).unwrap_or(0.0),
+            percentile(&self.intake, 99.0).unwrap_or(0.0),
         );
         if as_json {
             println!(
@@ -444,13 +445,4 @@ impl Report {
         println!("placed → finished ms: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  max {max:.1}");
         println!("of which placed → picked up by the intake (relay, broker, consumer) ms: p50 {i50:.1}  p99 {i99:.1}");
     }
-}
-
-/// The `p`th percentile of sorted `values` (0 when empty).
-fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
 }

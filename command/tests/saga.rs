@@ -218,6 +218,30 @@ impl Shop {
     }
 }
 
+/// Cancels `order` as its user while its saga waits on the gated authorize call, then lets
+/// `answers` authorize calls through.
+async fn cancel_while_authorizing(
+    shop: &Shop,
+    order: Uuid,
+    gate: &Semaphore,
+    reason: &str,
+    answers: usize,
+) {
+    wait_for(&shop.app.pool, order, Duration::from_secs(10), |row| {
+        row.step == "authorize"
+    })
+    .await;
+    let response = shop
+        .app
+        .post(
+            format!("/api/orders/{order}/cancel"),
+            json!({ "reason": reason }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    gate.add_permits(answers);
+}
+
 /// What the intake does for an `OrderPlaced`: the saga's row, due now.
 async fn hand_over(pool: &PgPool, order: Uuid) {
     let (event_id, correlation_id): (Uuid, Uuid) = sqlx::query_as(
@@ -684,19 +708,7 @@ async fn a_user_cancelling_mid_saga_gets_the_authorization_voided_and_stock_back
     };
     let driver = drive(&pool, gateway, options("g"));
     let order = shop.place(&[(mug, 2)]).await;
-    wait_for(&pool, order, Duration::from_secs(10), |row| {
-        row.step == "authorize"
-    })
-    .await;
-    let response = shop
-        .app
-        .post(
-            format!("/api/orders/{order}/cancel"),
-            json!({"reason": "changed my mind"}),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    gate.add_permits(1);
+    cancel_while_authorizing(&shop, order, &gate, "changed my mind", 1).await;
 
     let row = finished(&pool, order).await;
     assert_eq!(row.state, "CANCELLED");
@@ -735,19 +747,7 @@ async fn a_compensation_that_fails_twice_is_retried_and_then_succeeds(pool: PgPo
     };
     let driver = drive(&pool, gateway, options("g"));
     let order = shop.place(&[(mug, 1)]).await;
-    wait_for(&pool, order, Duration::from_secs(10), |row| {
-        row.step == "authorize"
-    })
-    .await;
-    let response = shop
-        .app
-        .post(
-            format!("/api/orders/{order}/cancel"),
-            json!({"reason": "no"}),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    gate.add_permits(1);
+    cancel_while_authorizing(&shop, order, &gate, "no", 1).await;
 
     let row = finished(&pool, order).await;
     assert_eq!(row.state, "CANCELLED");
@@ -779,19 +779,7 @@ async fn a_compensation_that_keeps_failing_parks_the_saga_as_stuck_until_retried
     let order = shop.place(&[(mug, 1)]).await;
     // Another order goes on while this one is stuck.
     let other = shop.place(&[(mug, 1)]).await;
-    wait_for(&pool, order, Duration::from_secs(10), |row| {
-        row.step == "authorize"
-    })
-    .await;
-    let response = shop
-        .app
-        .post(
-            format!("/api/orders/{order}/cancel"),
-            json!({"reason": "no"}),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    gate.add_permits(2);
+    cancel_while_authorizing(&shop, order, &gate, "no", 2).await;
 
     let row = wait_for(&pool, order, Duration::from_secs(30), |row| {
         row.state == "STUCK"
@@ -1199,19 +1187,7 @@ async fn an_orchestrator_killed_after_each_step_in_turn_is_finished_by_the_next_
         };
         let order = shop.place(&[(mug, 2)]).await;
         if cancel {
-            wait_for(&pool, order, Duration::from_secs(10), |row| {
-                row.step == "authorize"
-            })
-            .await;
-            let response = shop
-                .app
-                .post(
-                    format!("/api/orders/{order}/cancel"),
-                    json!({"reason": "no"}),
-                )
-                .await;
-            assert_eq!(response.status(), 200);
-            gate.add_permits(1);
+            cancel_while_authorizing(&shop, order, &gate, "no", 1).await;
         }
         tokio::time::timeout(Duration::from_secs(20), entered.notified())
             .await

@@ -6,7 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use orderflow_domain::saga::Saga;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
 /// A placed order whose saga should exist.
@@ -172,23 +174,9 @@ pub async fn release(
     // schedule only for the instance that still holds the claim.
     let mine = "claimed_by = $4";
     let newer = "version <= $9";
-    let columns = [
-        ("state", "$5"),
-        ("step", "$6"),
-        ("reason", "$7"),
-        ("detail", "$8"),
-        ("version", "$9"),
-        ("attempts", "$10"),
-        ("deadline", "$11"),
-        ("retry_at", "$12"),
-        ("steps", "$13"),
-        ("started_at", "$14"),
-        ("finished_at", "$15"),
-    ]
-    .iter()
-    .map(|(column, value)| format!("{column} = case when {newer} then {value} else {column} end"))
-    .collect::<Vec<_>>()
-    .join(", ");
+    let columns = mirror_set(5, |column, value| {
+        format!("{column} = case when {newer} then {value} else {column} end")
+    });
     let sql = format!(
         "update sagas set {columns}, \
          updated_at = case when {newer} then now() else updated_at end, \
@@ -199,12 +187,49 @@ pub async fn release(
          last_error = case when {mine} then null else last_error end \
          where saga_id = $1 and ({mine} or {newer})"
     );
-    let steps = serde_json::to_value(saga.steps()).expect("step records serialize");
-    sqlx::query(&sql)
+    let query = sqlx::query(&sql)
         .bind(claimed.saga_id)
         .bind(claimed.nudges)
         .bind(wake)
-        .bind(instance)
+        .bind(instance);
+    bind_mirror(query, saga, version).execute(pool).await?;
+    Ok(())
+}
+
+/// The row's columns that mirror the saga, in the order [`bind_mirror`] binds them.
+const MIRRORED: [&str; 11] = [
+    "state",
+    "step",
+    "reason",
+    "detail",
+    "version",
+    "attempts",
+    "deadline",
+    "retry_at",
+    "steps",
+    "started_at",
+    "finished_at",
+];
+
+/// The assignments of the mirrored columns, bound from `$first` on, each as `assign`
+/// writes it from the column's name and its parameter.
+fn mirror_set(first: usize, assign: impl Fn(&str, String) -> String) -> String {
+    MIRRORED
+        .iter()
+        .enumerate()
+        .map(|(i, column)| assign(column, format!("${}", first + i)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds the saga at `version`, as [`MIRRORED`] lists its columns.
+fn bind_mirror<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    saga: &'q Saga,
+    version: i32,
+) -> Query<'q, Postgres, PgArguments> {
+    let steps = serde_json::to_value(saga.steps()).expect("step records serialize");
+    query
         .bind(saga.status().as_str())
         .bind(saga.step().as_str())
         .bind(saga.reason().map(|reason| reason.as_str()))
@@ -216,33 +241,18 @@ pub async fn release(
         .bind(steps)
         .bind(saga.started_at())
         .bind(saga.finished_at())
-        .execute(pool)
-        .await?;
-    Ok(())
 }
 
 /// Mirrors the saga at `version` into its row, unless the row already mirrors a later one.
 pub async fn sync(pool: &PgPool, saga_id: Uuid, saga: &Saga, version: i32) -> sqlx::Result<()> {
-    let steps = serde_json::to_value(saga.steps()).expect("step records serialize");
-    sqlx::query(
-        "update sagas set state = $2, step = $3, reason = $4, detail = $5, attempts = $6, \
-         deadline = $7, retry_at = $8, version = $9, steps = $10, started_at = $11, \
-         finished_at = $12, updated_at = now() where saga_id = $1 and version <= $9",
-    )
-    .bind(saga_id)
-    .bind(saga.status().as_str())
-    .bind(saga.step().as_str())
-    .bind(saga.reason().map(|reason| reason.as_str()))
-    .bind(saga.detail())
-    .bind(i32::try_from(saga.attempts()).unwrap_or(i32::MAX))
-    .bind(saga.deadline())
-    .bind(saga.retry_at())
-    .bind(version)
-    .bind(steps)
-    .bind(saga.started_at())
-    .bind(saga.finished_at())
-    .execute(pool)
-    .await?;
+    let columns = mirror_set(2, |column, value| format!("{column} = {value}"));
+    // `version` is the fifth mirrored column: `$6`.
+    let sql = format!(
+        "update sagas set {columns}, updated_at = now() where saga_id = $1 and version <= $6"
+    );
+    bind_mirror(sqlx::query(&sql).bind(saga_id), saga, version)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
