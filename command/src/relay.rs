@@ -6,14 +6,24 @@
 //! dedupe by stream version); nothing is skipped. Exactly one relay is active: it holds a
 //! Postgres advisory lock on a connection of its own, and standbys wait for that lock, which
 //! the server releases when the active relay's connection dies.
+//!
+//! An idle relay sleeps until a writer announces new events on
+//! [`EVENTS_APPENDED`](orderflow_store::signal::EVENTS_APPENDED), and looks anyway every
+//! `idle_poll` in case an announcement was lost. With its cursor it records, per
+//! (stream type, partition), the last event it published there: how readers learn that a
+//! view has applied everything up to a position (see `migrations/0008_read_progress.sql`).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use orderflow_kafka::{Backoff, EventPublisher, KafkaArgs};
-use orderflow_store::{read_after, Cursor};
+use orderflow_store::signal::{EVENTS_APPENDED, PROGRESS};
+use orderflow_store::{read_after, Cursor, StoredEvent};
+use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// Advisory lock class of relays ("ofrl"); the object is a hash of the relay's name, so
 /// relays of one name take turns and relays of different names run side by side.
@@ -25,7 +35,8 @@ pub struct RelayOptions {
     pub name: String,
     /// Events published per round trip to the broker.
     pub batch_size: i64,
-    /// How long to wait before looking again when the store has nothing new.
+    /// How long an idle relay waits before looking again when no writer announced new
+    /// events (announcements wake it at once).
     pub idle_poll: Duration,
     /// How often a standby tries to become the active relay.
     pub standby_poll: Duration,
@@ -40,7 +51,7 @@ impl Default for RelayOptions {
         Self {
             name: "default".into(),
             batch_size: 1000,
-            idle_poll: Duration::from_millis(50),
+            idle_poll: Duration::from_millis(250),
             standby_poll: Duration::from_secs(1),
             max_backoff: Duration::from_secs(5),
             delivery_timeout: Duration::from_secs(15),
@@ -121,6 +132,9 @@ async fn publish_loop(
         EventPublisher::new(kafka, options.delivery_timeout).context("creating the Kafka producer")
     };
     let mut publisher = new_publisher()?;
+    let appended = Arc::new(Notify::new());
+    let listening = tokio::spawn(listen(pool.clone(), Arc::downgrade(&appended)));
+    let _stop_listening = AbortOnDrop(listening);
     let mut cursor = load_cursor(pool, &options.name).await?;
     let mut backoff = Backoff::new(Duration::from_millis(100), options.max_backoff);
     loop {
@@ -139,6 +153,7 @@ async fn publish_loop(
                 .context("the relay lock connection was lost")?;
             tokio::select! {
                 _ = tokio::time::sleep(options.idle_poll) => {}
+                () = appended.notified() => {}
                 changed = shutdown.changed() => {
                     // With its sender gone, shutdown can no longer be asked for: stop
                     // rather than poll without pause.
@@ -151,9 +166,15 @@ async fn publish_loop(
         };
         let next = Cursor::after(last);
         match publisher.publish(&page).await {
-            Ok(()) => {
+            Ok(partitions) => {
                 // Through the lock's own connection: if the lock is gone, so is the write.
-                save_cursor(lock, &options.name, next).await?;
+                save_cursor(
+                    lock,
+                    &options.name,
+                    next,
+                    &last_per_partition(&page, &partitions),
+                )
+                .await?;
                 tracing::debug!(events = page.len(), ?next, "published");
                 cursor = next;
                 backoff.reset();
@@ -190,8 +211,101 @@ pub async fn load_cursor(pool: &PgPool, name: &str) -> anyhow::Result<Cursor> {
     )
 }
 
-/// Cursors only move forward, whatever a relay that lost its lock late still writes.
-async fn save_cursor(lock: &mut PgConnection, name: &str, cursor: Cursor) -> anyhow::Result<()> {
+/// Wakes `appended` on each announcement of new events until it is dropped. Reconnects by
+/// itself (sqlx's listener); while it cannot, the relay polls.
+async fn listen(pool: PgPool, appended: std::sync::Weak<Notify>) {
+    let mut listener = loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(EVENTS_APPENDED).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match connected.await {
+            Ok(listener) => break listener,
+            Err(err) => {
+                tracing::debug!(%err, "listening for appended events failed; polling meanwhile");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        match listener.recv().await {
+            Ok(_) => match appended.upgrade() {
+                Some(appended) => appended.notify_one(),
+                None => return,
+            },
+            Err(err) => {
+                tracing::debug!(%err, "listening for appended events failed; polling meanwhile");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The last event of `page` (in publishing order) per (stream type, partition), given the
+/// partition each landed in.
+fn last_per_partition<'a>(
+    page: &'a [StoredEvent],
+    partitions: &[i32],
+) -> BTreeMap<(&'a str, i32), Cursor> {
+    page.iter()
+        .zip(partitions)
+        .map(|(event, partition)| {
+            (
+                (event.stream_type.as_str(), *partition),
+                Cursor::after(event),
+            )
+        })
+        .collect()
+}
+
+/// Cursors only move forward, whatever a relay that lost its lock late still writes. The
+/// per-partition cursors are written in the same transaction, so a reader that sees the
+/// cursor sees every partition published to before it.
+async fn save_cursor(
+    lock: &mut PgConnection,
+    name: &str,
+    cursor: Cursor,
+    partitions: &BTreeMap<(&str, i32), Cursor>,
+) -> anyhow::Result<()> {
+    let mut tx = lock.begin().await.context("storing the relay cursor")?;
+    let (mut stream_types, mut numbers, mut tx_ids, mut positions) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((stream_type, partition), last) in partitions {
+        stream_types.push(*stream_type);
+        numbers.push(*partition);
+        tx_ids.push(last.tx_id);
+        positions.push(last.position);
+    }
+    sqlx::query(
+        "insert into relay_partitions (relay, stream_type, partition, tx_id, position) \
+         select $1, * from unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) \
+         on conflict (relay, stream_type, partition) do update \
+         set tx_id = excluded.tx_id, position = excluded.position, updated_at = now() \
+         where (relay_partitions.tx_id, relay_partitions.position) \
+             < (excluded.tx_id, excluded.position)",
+    )
+    .bind(name)
+    .bind(&stream_types)
+    .bind(&numbers)
+    .bind(&tx_ids)
+    .bind(&positions)
+    .execute(&mut *tx)
+    .await
+    .context("storing the relay's partition cursors")?;
+    sqlx::query("select pg_notify($1, 'relay')")
+        .bind(PROGRESS)
+        .execute(&mut *tx)
+        .await
+        .context("announcing the relay's progress")?;
     sqlx::query(
         "insert into relay_cursors (name, tx_id, position) values ($1, $2, $3) \
          on conflict (name) do update set tx_id = excluded.tx_id, position = excluded.position, \
@@ -201,9 +315,10 @@ async fn save_cursor(lock: &mut PgConnection, name: &str, cursor: Cursor) -> any
     .bind(name)
     .bind(cursor.tx_id)
     .bind(cursor.position)
-    .execute(lock)
+    .execute(&mut *tx)
     .await
     .context("storing the relay cursor")?;
+    tx.commit().await.context("storing the relay cursor")?;
     Ok(())
 }
 

@@ -26,6 +26,7 @@ use orderflow_domain::user::User;
 use orderflow_domain::{Aggregate, DomainError};
 use orderflow_store::claims::{Claim, ClaimScope};
 use orderflow_store::idempotency::{self, StoredResponse};
+use orderflow_store::signal::AppendSignal;
 use orderflow_store::snapshot::{self, SNAPSHOT_EVERY};
 use orderflow_store::{EventMetadata, Loaded, NewEvent, Record, StoreError, Write, Written};
 use serde::{Deserialize, Serialize};
@@ -346,12 +347,17 @@ impl Refs<'_> {
 pub struct Writer {
     pool: PgPool,
     cache: Arc<AggregateCache>,
+    /// Wakes the relay after each append.
+    appended: AppendSignal,
 }
 
 impl Writer {
     /// `cache_capacity` aggregates are kept in memory (0: every command reads its streams).
+    /// Each append is announced on [`EVENTS_APPENDED`](orderflow_store::signal) for the
+    /// relay. Must be called inside a Tokio runtime.
     pub fn new(pool: PgPool, cache_capacity: usize) -> Self {
         Self {
+            appended: AppendSignal::start(&pool),
             pool,
             cache: Arc::new(AggregateCache::new(cache_capacity)),
         }
@@ -490,6 +496,7 @@ impl Writer {
             let mut conn = self.pool.acquire().await?;
             let lost = match write.execute(&mut conn).await {
                 Ok(Written::Appended(appended)) => {
+                    self.appended.appended();
                     let loaded = Arc::new(Loaded {
                         state: after,
                         version: appended.version,

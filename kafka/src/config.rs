@@ -15,6 +15,13 @@ pub struct KafkaArgs {
     /// Replication factor of each topic created at start (3 in production, 1 on a laptop).
     #[arg(long, env = "ORDERFLOW_TOPIC_REPLICATION", default_value_t = 1)]
     pub topic_replication: i32,
+    /// Longest time, in milliseconds, a broker may hold a consumer's fetch that has nothing
+    /// to return. A broker that answers at the first record makes this only the rate of
+    /// empty fetches on idle topics; one that holds the fetch for the full time (librdkafka's
+    /// in-process broker) delays records by up to this much.
+    #[arg(long, env = "ORDERFLOW_KAFKA_FETCH_WAIT_MS", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub kafka_fetch_wait_ms: u32,
 }
 
 impl KafkaArgs {
@@ -24,6 +31,7 @@ impl KafkaArgs {
             topic_prefix: prefix.into(),
             topic_partitions: 6,
             topic_replication: 1,
+            kafka_fetch_wait_ms: 20,
         }
     }
 

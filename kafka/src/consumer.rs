@@ -26,20 +26,17 @@ pub fn subscribe(
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("enable.partition.eof", "false")
-        // How long a broker may hold a fetch that has nothing to return. The in-process
-        // broker of `orderflow dev` (librdkafka's mock cluster) holds it this long even when
-        // records arrive meanwhile, so its default (500 ms) delayed records on idle topics
-        // by up to half a second; a Kafka broker answers at the first record, and there
-        // this only costs more empty fetches while a topic is idle.
-        .set("fetch.wait.max.ms", "20")
+        .set("fetch.wait.max.ms", args.kafka_fetch_wait_ms.to_string())
         .create()?;
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
 
-/// Wait for the first record, then take whatever else arrives within `linger`, up to `max`.
-/// An empty batch means nothing arrived within `idle`.
+/// Wait for the first record, then take what is already fetched and whatever else arrives
+/// within `linger`, up to `max`. With no linger an idle system hands each record over at
+/// once, and a busy one still gets large batches: records pile up in the fetch queue while
+/// the previous batch is applied. An empty batch means nothing arrived within `idle`.
 pub async fn next_batch(
     consumer: &StreamConsumer,
     max: usize,

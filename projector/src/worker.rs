@@ -5,7 +5,7 @@
 //! its stream's checkpoint and skipped. A record that is not one of our events, or an event
 //! the projection cannot apply, goes to `<topic>.dlq` and the worker goes on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,6 +13,7 @@ use orderflow_kafka::consumer::{commit, next_batch, subscribe};
 use orderflow_kafka::dlq::dead_letter;
 use orderflow_kafka::topics::{dead_letter_topic, events_topic};
 use orderflow_kafka::{envelope, Backoff, KafkaArgs};
+use orderflow_store::signal::PROGRESS;
 use orderflow_store::StoredEvent;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message, OwnedMessage};
@@ -29,7 +30,8 @@ pub struct WorkerOptions {
     pub group_prefix: String,
     /// Records applied per transaction.
     pub batch_size: usize,
-    /// How long to gather a batch once its first record arrived.
+    /// How long to gather a batch once its first record arrived, beyond what is already
+    /// fetched (0: hand it over at once).
     pub linger: Duration,
 }
 
@@ -38,7 +40,7 @@ impl Default for WorkerOptions {
         Self {
             group_prefix: "orderflow.projector".into(),
             batch_size: 500,
-            linger: Duration::from_millis(20),
+            linger: Duration::ZERO,
         }
     }
 }
@@ -190,6 +192,9 @@ async fn handle(
         .announce(&mut tx, &events)
         .await
         .context("announcing the batch's changes")?;
+    record_progress(&mut tx, projection, &events, &by_event)
+        .await
+        .context("recording the batch's progress")?;
     // Dead letters go out before the commit: if sending fails, the batch is retried and
     // nothing is lost (a dead letter may be sent twice).
     for rejection in &rejected {
@@ -203,6 +208,66 @@ async fn handle(
     }
     tx.commit().await.context("committing the batch")?;
     commit(consumer, batch).context("committing offsets")?;
+    Ok(())
+}
+
+/// Record, in the batch's transaction, the last event applied from each (stream type,
+/// partition) (records of a partition come in the relay's cursor order), and announce it on
+/// [`PROGRESS`] for readers waiting on a position.
+async fn record_progress(
+    tx: &mut sqlx::PgConnection,
+    projection: &dyn Projection,
+    events: &[StoredEvent],
+    by_event: &HashMap<(Uuid, i32), &OwnedMessage>,
+) -> Result<(), sqlx::Error> {
+    let mut last: BTreeMap<(&str, i32), &StoredEvent> = BTreeMap::new();
+    for event in events {
+        let Some(message) = by_event.get(&(event.stream_id, event.version)) else {
+            continue;
+        };
+        let entry = last
+            .entry((event.stream_type.as_str(), message.partition()))
+            .or_insert(event);
+        if (event.tx_id, event.position) > (entry.tx_id, entry.position) {
+            *entry = event;
+        }
+    }
+    if last.is_empty() {
+        return Ok(());
+    }
+    let (mut stream_types, mut partitions, mut tx_ids, mut positions, mut recorded) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((stream_type, partition), event) in &last {
+        stream_types.push(*stream_type);
+        partitions.push(*partition);
+        tx_ids.push(event.tx_id);
+        positions.push(event.position);
+        recorded.push(event.recorded_at);
+    }
+    sqlx::query(
+        "insert into projection_progress \
+             (projection, stream_type, partition, tx_id, position, recorded_at) \
+         select $1, * from unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], \
+             $6::timestamptz[]) \
+         on conflict (projection, stream_type, partition) do update \
+         set tx_id = excluded.tx_id, position = excluded.position, \
+             recorded_at = excluded.recorded_at, applied_at = now() \
+         where (projection_progress.tx_id, projection_progress.position) \
+             < (excluded.tx_id, excluded.position)",
+    )
+    .bind(projection.name())
+    .bind(&stream_types)
+    .bind(&partitions)
+    .bind(&tx_ids)
+    .bind(&positions)
+    .bind(&recorded)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(PROGRESS)
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

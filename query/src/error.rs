@@ -11,7 +11,7 @@ pub mod code {
     /// An argument is malformed or out of range (a non-UUID id, `first` above the cap, a
     /// cursor from elsewhere, a variable of the wrong type).
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
-    /// `minVersion` was not reached within the configured wait.
+    /// `minVersion` (or `X-Min-Position`) was not reached within the configured wait.
     pub const STALE: &str = "STALE";
     /// The query ran longer than the configured query timeout.
     pub const TIMEOUT: &str = "TIMEOUT";
@@ -44,6 +44,16 @@ pub enum QueryError {
         min_version: i32,
         /// The version the read model had when the wait ended; `None` if it had no such order.
         current_version: Option<i32>,
+        waited_ms: u128,
+    },
+    #[error(
+        "the views have not applied every event up to position {min_position} within \
+         {waited_ms} ms"
+    )]
+    StaleViews {
+        min_position: i64,
+        /// The views still behind, with how far each has applied.
+        views: Vec<crate::progress::ViewProgress>,
         waited_ms: u128,
     },
     #[error(
@@ -103,6 +113,14 @@ impl From<QueryError> for async_graphql::Error {
                 extensions.set("code", code::STALE);
                 extensions.set("minVersion", min_version);
                 extensions.set("currentVersion", current_version);
+                None
+            }
+            QueryError::StaleViews {
+                min_position,
+                views,
+                ..
+            } => {
+                crate::progress::stale_extensions(&mut extensions, min_position, &views);
                 None
             }
             QueryError::TooManyWatches { .. } => {

@@ -2,7 +2,9 @@
 //! reads and `orderUpdated` subscriptions.
 //!
 //! One process holds one `LISTEN order_view_changed` connection (payload
-//! `{"orderId": "...", "version": N}`, sent by the projector in its apply transaction).
+//! `{"orderId": "...", "version": N}`, sent by the projector in its apply transaction),
+//! which also listens on [`PROGRESS`] for the `X-Min-Position` waits of
+//! [`crate::progress`].
 //! Because a projector may not notify and notifications are lost while the listener
 //! reconnects, one poller also re-reads the versions of the orders someone currently waits
 //! on, in one statement per interval however many wait.
@@ -23,6 +25,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 use uuid::Uuid;
+
+use orderflow_store::signal::PROGRESS;
 
 use crate::db::{Db, OrderRow};
 use crate::error::QueryError;
@@ -56,6 +60,10 @@ struct Inner {
     blocked_reads: AtomicUsize,
     /// Turns true when the service shuts down: subscriptions end.
     closing: watch::Sender<bool>,
+    /// Bumped on every [`PROGRESS`] notification (the relay published, a projector
+    /// applied) and on every reconnection of the listener: `X-Min-Position` waits look
+    /// again.
+    progress: watch::Sender<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -134,6 +142,7 @@ impl Freshness {
             max_watches,
             blocked_reads: AtomicUsize::new(0),
             closing,
+            progress: watch::Sender::new(0),
             tasks: Mutex::default(),
         });
         let listener = tokio::spawn(listen(db.pool().clone(), Arc::downgrade(&inner)));
@@ -179,6 +188,17 @@ impl Freshness {
     /// metrics).
     pub(crate) fn blocked_reads(&self) -> usize {
         self.inner.blocked_reads.load(Ordering::Relaxed)
+    }
+
+    /// A receiver that changes when the relay or a projector made progress (or may have,
+    /// unnoticed: the listener reconnected).
+    pub(crate) fn progress(&self) -> watch::Receiver<u64> {
+        self.inner.progress.subscribe()
+    }
+
+    /// Count a read that waits for the views to catch up (for as long as the guard lives).
+    pub(crate) fn blocked(&self) -> Blocked<'_> {
+        Blocked::new(&self.inner.blocked_reads)
     }
 
     /// End every subscription: the service is shutting down.
@@ -235,7 +255,7 @@ impl Freshness {
 
 /// Counts a blocked read for as long as it lives, however the read ends (a timeout
 /// cancels it mid-wait).
-struct Blocked<'a>(&'a AtomicUsize);
+pub(crate) struct Blocked<'a>(&'a AtomicUsize);
 
 impl<'a> Blocked<'a> {
     fn new(count: &'a AtomicUsize) -> Self {
@@ -322,9 +342,25 @@ async fn listen(pool: sqlx::PgPool, inner: Weak<Inner>) {
 
 async fn listen_once(pool: &sqlx::PgPool, inner: &Weak<Inner>) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(ORDER_VIEW_CHANGED).await?;
+    listener.listen_all([ORDER_VIEW_CHANGED, PROGRESS]).await?;
+    let progressed = || match inner.upgrade() {
+        Some(inner) => {
+            inner.progress.send_modify(|generation| *generation += 1);
+            true
+        }
+        None => false,
+    };
+    // Whatever happened before this connection listened is unknown: look again.
+    if !progressed() {
+        return Ok(());
+    }
     loop {
         match listener.try_recv().await {
+            Ok(Some(notification)) if notification.channel() == PROGRESS => {
+                if !progressed() {
+                    return Ok(());
+                }
+            }
             Ok(Some(notification)) => {
                 match serde_json::from_str::<Change>(notification.payload()) {
                     Ok(change) => {
@@ -341,7 +377,12 @@ async fn listen_once(pool: &sqlx::PgPool, inner: &Weak<Inner>) -> Result<(), sql
                 }
             }
             // Reconnected: whatever was sent meanwhile is lost, the poller catches up.
-            Ok(None) => tracing::debug!("the order_view_changed listener reconnected"),
+            Ok(None) => {
+                tracing::debug!("the order_view_changed listener reconnected");
+                if !progressed() {
+                    return Ok(());
+                }
+            }
             Err(sqlx::Error::PoolClosed) => return Ok(()),
             Err(err) => return Err(err),
         }

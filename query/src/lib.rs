@@ -1,5 +1,6 @@
 //! The GraphQL query service: composed order, user and product views over the projectors'
-//! read models, with read-your-writes (`minVersion`), subscriptions to order changes, and
+//! read models, with read-your-writes (`minVersion` for an order, `X-Min-Position` for every
+//! view), subscriptions to order changes, and
 //! a playground that works offline.
 //!
 //! Reads only: `order_view`, `user_view`, `product_view` and `payment_view` (owned by the
@@ -16,6 +17,8 @@
 //! - `db` (private): every SQL statement, counted; `loaders` (private): the batched reads.
 //! - `freshness` (private): the one `LISTEN order_view_changed` connection and the poller
 //!   behind `minVersion` and `orderUpdated`.
+//! - [`progress`]: how far each view has applied in event-log positions, and the
+//!   `X-Min-Position` wait (read-your-writes across views).
 //! - `limits` (private): depth, complexity and time limits, and error codes.
 //! - [`error`]: the `extensions.code` values ([`error::code`]).
 //! - [`playground`]: the GraphiQL page and its embedded assets.
@@ -23,6 +26,7 @@
 pub mod config;
 pub mod error;
 pub mod playground;
+pub mod progress;
 pub mod startup;
 
 mod db;

@@ -4,8 +4,10 @@ use std::future::Future;
 
 use anyhow::Context as _;
 use async_graphql::dataloader::DataLoader;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::ParseRequestError;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest as _, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware;
@@ -22,6 +24,7 @@ use crate::config::QueryOptions;
 use crate::db::Db;
 use crate::error::code;
 use crate::freshness::Freshness;
+use crate::progress::{self, MinPosition, MIN_POSITION_HEADER};
 use crate::schema::{self, AppSchema, Services};
 
 /// Queries over HTTP (POST, or GET for queries); the playground for browsers.
@@ -74,7 +77,7 @@ impl QueryService {
                     .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
                     .layer(middleware::map_response(too_large_in_graphql_shape)),
             )
-            .route_service(WS_PATH, GraphQLSubscription::new(self.schema.clone()))
+            .route(WS_PATH, get(websocket))
             .route(SDL_PATH, get(sdl))
             .route("/health", get(health))
             .route("/ready", get(ready))
@@ -159,23 +162,66 @@ async fn graphql_get(
     }
     let request = GraphQLRequest::<BadRequest>::from_request(request, &state).await;
     match request {
-        Ok(request) => execute(&state, request.into_inner()).await,
+        Ok(request) => execute(&state, &headers, request.into_inner()).await,
         Err(rejection) => rejection.into_response(),
     }
 }
 
 async fn graphql_post(
     State(state): State<AppState>,
+    headers: HeaderMap,
     request: Result<GraphQLRequest<BadRequest>, BadRequest>,
 ) -> Response {
     match request {
-        Ok(request) => execute(&state, request.into_inner()).await,
+        Ok(request) => execute(&state, &headers, request.into_inner()).await,
         Err(rejection) => rejection.into_response(),
     }
 }
 
-async fn execute(state: &AppState, request: async_graphql::Request) -> Response {
+async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut request: async_graphql::Request,
+) -> Response {
+    if let Some(value) = headers.get(MIN_POSITION_HEADER) {
+        match MinPosition::parse(value.to_str().unwrap_or("(not text)")) {
+            Ok(position) => request = request.data(position),
+            Err(message) => return bad_user_input(&message),
+        }
+    }
     GraphQLResponse::from(state.schema.execute(request).await).into_response()
+}
+
+/// A request refused before it runs, in GraphQL's error shape with BAD_USER_INPUT.
+fn bad_user_input(message: &str) -> Response {
+    let body =
+        json!({"errors": [{"message": message, "extensions": {"code": code::BAD_USER_INPUT}}]});
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// GraphQL over WebSocket (`graphql-transport-ws` or `graphql-ws`); the `connection_init`
+/// payload may carry `X-Min-Position`, which then holds every operation of the connection.
+async fn websocket(
+    State(state): State<AppState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let schema = state.schema.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            GraphQLWebSocket::new(stream, schema, protocol)
+                .on_connection_init(|payload| async move {
+                    let mut data = async_graphql::Data::default();
+                    match progress::from_connection_init(&payload) {
+                        Ok(Some(position)) => data.insert(position),
+                        Ok(None) => {}
+                        Err(message) => return Err(async_graphql::Error::new(message)),
+                    }
+                    Ok(data)
+                })
+                .serve()
+        })
 }
 
 /// An HTTP request that carries no GraphQL request, answered in GraphQL's error shape.

@@ -9,6 +9,7 @@
 //! - [`append`]: loading a stream for a decision and appending with an expected version;
 //!   [`Write`], one command's whole write (events, claims, idempotency record) as one statement.
 //! - [`reader`]: the gap-safe global reader (`(tx_id, position)` cursor).
+//! - [`signal`]: `LISTEN`/`NOTIFY` wake-ups: events appended, views' progress.
 //! - [`snapshot`]: snapshots of long streams, so loading them costs the same however long
 //!   they grow.
 //! - [`claims`]: values unique across streams (email, sku), claimed by a [`Write`].
@@ -25,6 +26,7 @@ pub mod event;
 pub mod health;
 pub mod idempotency;
 pub mod reader;
+pub mod signal;
 pub mod snapshot;
 
 pub use append::{

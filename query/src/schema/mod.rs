@@ -57,6 +57,7 @@ pub(crate) fn build(services: Services) -> AppSchema {
         .data(services)
         .limit_complexity(options.max_complexity)
         .extension(Limits::new(&options))
+        .extension(crate::progress::ReadYourWrites)
         .finish()
 }
 

@@ -13,6 +13,7 @@ use super::{parse_id, services};
 use crate::db::ProductFilter;
 use crate::error::QueryError;
 use crate::loaders::{ProductKey, UserKey};
+use crate::progress::ViewProgress;
 
 pub(crate) struct QueryRoot;
 
@@ -53,6 +54,15 @@ impl QueryRoot {
             ),
         };
         Ok(row.map(Order))
+    }
+
+    /// How far each view has applied the event log: a view has applied every event it
+    /// consumes up to `appliedThrough`. What `X-Min-Position` waits for.
+    async fn view_progress(&self, ctx: &Context<'_>) -> Result<Vec<ViewProgress>> {
+        let services = services(ctx);
+        Ok(crate::progress::progress(services.db.pool())
+            .await
+            .map_err(QueryError::from)?)
     }
 
     /// Orders, newest first.

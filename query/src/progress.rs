@@ -1,0 +1,272 @@
+//! Read-your-writes across views: a request that carries `X-Min-Position: P` (the position
+//! a command answered with) is answered once every view has applied every event it
+//! consumes up to P, or fails with the code STALE and how far each view is.
+//!
+//! How far a view is comes from two tables (`migrations/0008_read_progress.sql`): the
+//! relay's cursor with the last event it published to each (stream type, partition), and
+//! each projection's last applied event per (stream type, partition). Records of a
+//! partition are in the relay's cursor order, so a view has applied everything up to the
+//! cursor `through` = the lowest, over the partitions of its stream types, of its own cursor
+//! there when it is behind the relay's last one, else the relay's cursor. Positions are
+//! compared as gap-safe cursors `(tx_id, position)`: a transaction that committed later can
+//! hold a lower position.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_graphql::{ErrorExtensionValues, SimpleObject};
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::time::{timeout_at, Instant};
+
+use crate::error::{code, QueryError};
+use crate::freshness::Freshness;
+
+/// The HTTP header (and `connection_init` payload key over WebSocket) that asks for
+/// read-your-writes across views.
+pub const MIN_POSITION_HEADER: &str = "X-Min-Position";
+
+/// The relay whose cursor positions are read against (`orderflow relay --relay-name`).
+pub const RELAY: &str = "default";
+
+/// Each view the service reads and the stream types its projection consumes. The
+/// projector's own list is the source; a test holds the two equal.
+pub const VIEWS: [(&str, &[&str]); 4] = [
+    ("order_view", &["order", "user"]),
+    ("user_view", &["user", "order"]),
+    ("product_view", &["product", "order"]),
+    ("payment_view", &["payment"]),
+];
+
+/// How often a wait looks again when no notification arrives (one was lost, or the
+/// listener is reconnecting).
+const FALLBACK_POLL: Duration = Duration::from_millis(100);
+
+/// The position a request asked to read after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinPosition(pub i64);
+
+impl MinPosition {
+    /// The header's value: a position of the event log (1 or more).
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim().parse::<i64>() {
+            Ok(position) if position >= 1 => Ok(Self(position)),
+            _ => Err(format!(
+                "{MIN_POSITION_HEADER} must be a position of the event log (an integer of 1 \
+                 or more, as a command answered), got {value:?}"
+            )),
+        }
+    }
+}
+
+/// How far one view has applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, SimpleObject)]
+#[serde(rename_all = "camelCase")]
+#[graphql(name = "ViewProgress")]
+pub struct ViewProgress {
+    /// The view (its table).
+    pub view: &'static str,
+    /// The view has applied every event it consumes up to this position of the event log
+    /// (0: none yet).
+    pub applied_through: i64,
+}
+
+/// A gap-safe cursor: `(tx_id, position)` orders events as they were committed.
+type Cursor = (i64, i64);
+
+/// How far each view has applied, and the relay's cursor.
+pub(crate) async fn progress(pool: &PgPool) -> Result<Vec<ViewProgress>, sqlx::Error> {
+    Ok(through(pool)
+        .await?
+        .into_iter()
+        .map(|(view, (_, position))| ViewProgress {
+            view,
+            applied_through: position,
+        })
+        .collect())
+}
+
+/// Each view's `through` cursor.
+async fn through(pool: &PgPool) -> Result<Vec<(&'static str, Cursor)>, sqlx::Error> {
+    // The relay's partitions with each projection's cursor there (null: none applied).
+    let rows: Vec<(
+        String,
+        i32,
+        i64,
+        i64,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+    )> = sqlx::query_as(
+        "select r.stream_type, r.partition, r.tx_id, r.position, \
+                    p.projection, p.tx_id, p.position \
+             from relay_partitions r \
+             left join projection_progress p using (stream_type, partition) \
+             where r.relay = $1",
+    )
+    .bind(RELAY)
+    .fetch_all(pool)
+    .await?;
+    let relay: Option<Cursor> =
+        sqlx::query_as("select tx_id, position from relay_cursors where name = $1")
+            .bind(RELAY)
+            .fetch_optional(pool)
+            .await?;
+    let relay = relay.unwrap_or((0, 0));
+    // (stream type, partition) → (the relay's last there, each projection's cursor there).
+    let mut partitions: HashMap<(String, i32), (Cursor, HashMap<String, Cursor>)> = HashMap::new();
+    for (stream_type, partition, tx, position, projection, applied_tx, applied_position) in rows {
+        let entry = partitions
+            .entry((stream_type, partition))
+            .or_insert_with(|| ((tx, position), HashMap::new()));
+        if let (Some(projection), Some(applied_tx), Some(applied_position)) =
+            (projection, applied_tx, applied_position)
+        {
+            entry.1.insert(projection, (applied_tx, applied_position));
+        }
+    }
+    Ok(VIEWS
+        .iter()
+        .map(|(view, stream_types)| {
+            let through = partitions
+                .iter()
+                .filter(|((stream_type, _), _)| stream_types.contains(&stream_type.as_str()))
+                .map(|(_, (last, applied))| match applied.get(*view) {
+                    Some(applied) if applied >= last => relay,
+                    Some(applied) => *applied,
+                    None => (0, 0),
+                })
+                .fold(relay, std::cmp::min);
+            (*view, through)
+        })
+        .collect())
+}
+
+/// Wait until every view has applied everything up to `position`, at most `wait`.
+pub(crate) async fn wait_for(
+    pool: &PgPool,
+    freshness: &Freshness,
+    position: MinPosition,
+    wait: Duration,
+) -> Result<(), QueryError> {
+    let started = Instant::now();
+    let deadline = started + wait;
+    let target: Option<Cursor> = sqlx::query_as(
+        "select tx_id::text::bigint, position from events where position >= $1 \
+         order by position limit 1",
+    )
+    .bind(position.0)
+    .fetch_optional(pool)
+    .await?;
+    let Some(target) = target else {
+        return Err(QueryError::bad_input(format!(
+            "{MIN_POSITION_HEADER} {} is past the end of the event log",
+            position.0
+        )));
+    };
+    let mut progressed = freshness.progress();
+    let mut blocked = None;
+    loop {
+        // Marked seen before reading, so a change during the read wakes the next wait.
+        progressed.borrow_and_update();
+        let views = through(pool).await?;
+        if views.iter().all(|(_, through)| *through >= target) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(QueryError::StaleViews {
+                min_position: position.0,
+                views: views
+                    .into_iter()
+                    .filter(|(_, through)| *through < target)
+                    .map(|(view, (_, position))| ViewProgress {
+                        view,
+                        applied_through: position,
+                    })
+                    .collect(),
+                waited_ms: started.elapsed().as_millis(),
+            });
+        }
+        blocked.get_or_insert_with(|| freshness.blocked());
+        let poll = (Instant::now() + FALLBACK_POLL).min(deadline);
+        let _ = timeout_at(poll, progressed.changed()).await;
+    }
+}
+
+/// The STALE error's extensions: how far each view that is behind has applied.
+pub(crate) fn stale_extensions(
+    extensions: &mut ErrorExtensionValues,
+    min_position: i64,
+    views: &[ViewProgress],
+) {
+    extensions.set("code", code::STALE);
+    extensions.set("minPosition", min_position);
+    extensions.set(
+        "views",
+        async_graphql::Value::List(
+            views
+                .iter()
+                .map(|view| async_graphql::to_value(view).unwrap_or(async_graphql::Value::Null))
+                .collect(),
+        ),
+    );
+}
+
+/// The schema extension that holds a query until the views reached the request's
+/// [`MinPosition`] (from the HTTP header or the WebSocket `connection_init` payload).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadYourWrites;
+
+impl async_graphql::extensions::ExtensionFactory for ReadYourWrites {
+    fn create(&self) -> std::sync::Arc<dyn async_graphql::extensions::Extension> {
+        std::sync::Arc::new(ReadYourWrites)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl async_graphql::extensions::Extension for ReadYourWrites {
+    async fn execute(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: async_graphql::extensions::NextExecute<'_>,
+    ) -> async_graphql::Response {
+        if let Some(position) = ctx.data_opt::<MinPosition>() {
+            let services = ctx.data_unchecked::<crate::schema::Services>();
+            let waited = wait_for(
+                services.db.pool(),
+                &services.freshness,
+                *position,
+                services.options.min_version_timeout,
+            )
+            .await;
+            if let Err(err) = waited {
+                let err = async_graphql::Error::from(err);
+                return async_graphql::Response::from_errors(vec![
+                    err.into_server_error(async_graphql::Pos::default())
+                ]);
+            }
+        }
+        next.run(ctx, operation_name).await
+    }
+}
+
+/// The [`MinPosition`] of a WebSocket's `connection_init` payload (`{"X-Min-Position":
+/// 42}`; a string is taken too), if it has one.
+pub(crate) fn from_connection_init(
+    payload: &serde_json::Value,
+) -> Result<Option<MinPosition>, String> {
+    let Some(value) = payload.as_object().and_then(|fields| {
+        fields
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(MIN_POSITION_HEADER))
+            .map(|(_, value)| value)
+    }) else {
+        return Ok(None);
+    };
+    match value {
+        serde_json::Value::Number(number) => MinPosition::parse(&number.to_string()).map(Some),
+        serde_json::Value::String(text) => MinPosition::parse(text).map(Some),
+        other => MinPosition::parse(&other.to_string()).map(Some),
+    }
+}
