@@ -1,6 +1,7 @@
 //! `orderflow bench`: load generators that print figures.
 //!
-//! `bench sagas` lives in [`crate::bench_saga`].
+//! `bench sagas` lives in [`crate::bench_saga`]; `bench freshness` and `bench graphql` in
+//! [`crate::bench_reads`].
 //!
 //! `bench commands` drives the write path over HTTP with the order mix (create → add ×3 →
 //! place) from N concurrent clients and prints throughput and latency percentiles. Without
@@ -28,6 +29,11 @@ pub(crate) enum Bench {
     Commands(CommandsArgs),
     /// Saga throughput and placed → finished latency, on a platform the bench runs itself.
     Sagas(crate::bench_saga::SagaArgs),
+    /// Read-your-writes latency: from a command's 2xx to its change visible through
+    /// GraphQL, at a fixed command rate.
+    Freshness(crate::bench_reads::FreshnessArgs),
+    /// Composed order queries per second and their latency, from N connections.
+    Graphql(crate::bench_reads::GraphqlArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +66,8 @@ pub(crate) async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Commands(args) => commands(args).await,
         Bench::Sagas(args) => crate::bench_saga::sagas(args).await,
+        Bench::Freshness(args) => crate::bench_reads::freshness(args).await,
+        Bench::Graphql(args) => crate::bench_reads::graphql_bench(args).await,
     }
 }
 

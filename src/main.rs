@@ -1,6 +1,7 @@
 //! `orderflow`: one binary whose subcommands start each role of the platform.
 
 mod bench;
+mod bench_reads;
 mod bench_saga;
 mod cli;
 mod devdb;

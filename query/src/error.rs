@@ -28,6 +28,9 @@ pub mod code {
     pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
     /// The document does not fit the schema (unknown field, missing argument, ...).
     pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    /// A persisted-query request named a hash this process does not know: send the
+    /// document with it (Apollo's convention).
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
     /// The HTTP request carries no GraphQL request (bad JSON, wrong content type).
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
 }

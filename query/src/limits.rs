@@ -5,24 +5,34 @@
 //!   (`__schema`, `__type`, ...) left out so GraphiQL's deep introspection query still works.
 //! - Complexity: async-graphql's own count (`limit_complexity`), its error given a code.
 //! - Time: each execution is bounded by the query timeout (subscriptions are not).
+//! - Documents: a document that passed the checks is kept, parsed, by its text (an LRU of
+//!   [`DOCUMENTS`]), so a repeated query is neither parsed nor checked again.
+//! - Persisted queries (Apollo's convention): a request whose `extensions.persistedQuery`
+//!   carries `sha256Hash` and a document registers the document under that hash (when they
+//!   match); one that carries the hash alone runs the registered document, or fails with
+//!   PERSISTED_QUERY_NOT_FOUND so the client sends the document again. Registered documents
+//!   go through the same checks as any other.
 //! - Codes: parse and validation errors get theirs where they arise; whatever still has
 //!   none when the response leaves (input coercion during execution) is BAD_USER_INPUT, as
 //!   resolvers only raise coded errors. INTERNAL errors are logged with their cause here.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
-    NextSubscribe, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
+    NextRequest, NextSubscribe, NextValidation,
 };
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{
-    Name, Positioned, Response, ServerError, ServerResult, ValidationResult, Variables,
+    Name, Positioned, Request, Response, ServerError, ServerResult, ValidationResult, Variables,
 };
 use futures::StreamExt as _;
+use lru::LruCache;
+use sha2::Digest as _;
 
 use crate::config::QueryOptions;
 use crate::error::{code, code_of, server_error, set_code};
@@ -30,21 +40,96 @@ use crate::error::{code, code_of, server_error, set_code};
 /// The message async-graphql's complexity check fails with.
 const TOO_COMPLEX: &str = "Query is too complex.";
 
-/// Creates the per-request [`Extension`].
-#[derive(Debug, Clone)]
+/// Checked documents kept parsed, and persisted documents kept by hash, per process.
+pub(crate) const DOCUMENTS: usize = 1024;
+/// Longest document kept (parsed, or by hash); longer ones are parsed every time.
+pub(crate) const MAX_KEPT_DOCUMENT: usize = 16 * 1024;
+
+/// Creates the per-request [`Extension`]; the document caches are shared by all.
+#[derive(Clone)]
 pub(crate) struct Limits {
     max_depth: usize,
     max_complexity: usize,
     query_timeout: Duration,
+    /// Document text → the checked, parsed document.
+    parsed: Arc<Mutex<LruCache<String, ExecutableDocument>>>,
+    /// SHA-256 (hex) → document text, registered by persisted-query requests.
+    persisted: Arc<Mutex<LruCache<String, String>>>,
 }
 
 impl Limits {
     pub(crate) fn new(options: &QueryOptions) -> Self {
+        let capacity = NonZeroUsize::new(DOCUMENTS).expect("not zero");
         Self {
             max_depth: options.max_depth,
             max_complexity: options.max_complexity,
             query_timeout: options.query_timeout,
+            parsed: Arc::new(Mutex::new(LruCache::new(capacity))),
+            persisted: Arc::new(Mutex::new(LruCache::new(capacity))),
         }
+    }
+
+    /// Fill in or register the document of a persisted-query request.
+    fn persisted_query(&self, request: &mut Request) -> ServerResult<()> {
+        let Some(value) = request.extensions.remove("persistedQuery") else {
+            return Ok(());
+        };
+        let hash = match &value {
+            async_graphql::Value::Object(fields) => match (
+                fields.get("version"),
+                fields.get("sha256Hash"),
+            ) {
+                (Some(async_graphql::Value::Number(version)), Some(async_graphql::Value::String(hash)))
+                    if version.as_u64() == Some(1) =>
+                {
+                    hash.to_ascii_lowercase()
+                }
+                _ => None.ok_or_else(|| {
+                    server_error(
+                        code::BAD_USER_INPUT,
+                        "extensions.persistedQuery must be {\"version\": 1, \"sha256Hash\": \"<hex>\"}".to_owned(),
+                    )
+                })?,
+            },
+            _ => {
+                return Err(server_error(
+                    code::BAD_USER_INPUT,
+                    "extensions.persistedQuery must be an object".to_owned(),
+                ))
+            }
+        };
+        if request.query.is_empty() {
+            let known = self
+                .persisted
+                .lock()
+                .expect("not poisoned")
+                .get(&hash)
+                .cloned();
+            return match known {
+                Some(query) => {
+                    request.query = query;
+                    Ok(())
+                }
+                None => Err(server_error(
+                    code::PERSISTED_QUERY_NOT_FOUND,
+                    "PersistedQueryNotFound".to_owned(),
+                )),
+            };
+        }
+        let actual = format!("{:x}", sha2::Sha256::digest(request.query.as_bytes()));
+        if actual != hash {
+            return Err(server_error(
+                code::BAD_USER_INPUT,
+                format!("extensions.persistedQuery.sha256Hash is {hash} but the document's SHA-256 is {actual}"),
+            ));
+        }
+        if request.query.len() <= MAX_KEPT_DOCUMENT {
+            self.persisted
+                .lock()
+                .expect("not poisoned")
+                .put(hash, request.query.clone());
+        }
+        Ok(())
     }
 }
 
@@ -56,6 +141,16 @@ impl ExtensionFactory for Limits {
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for Limits {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        self.persisted_query(&mut request)?;
+        next.run(ctx, request).await
+    }
+
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
         finish(&mut response.errors);
@@ -83,6 +178,9 @@ impl Extension for Limits {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        if let Some(document) = self.parsed.lock().expect("not poisoned").get(query) {
+            return Ok(document.clone());
+        }
         // The parser recurses on nested values; refuse deep brackets before it overflows.
         let nesting = bracket_nesting(query);
         if nesting > MAX_NESTING {
@@ -123,10 +221,18 @@ impl Extension for Limits {
                 ),
             ));
         }
-        next.run(ctx, query, variables).await.map_err(|mut err| {
+        // async-graphql's own parse adds its recursion and directive checks.
+        let document = next.run(ctx, query, variables).await.map_err(|mut err| {
             set_code(&mut err, code::GRAPHQL_PARSE_FAILED);
             err
-        })
+        })?;
+        if query.len() <= MAX_KEPT_DOCUMENT {
+            self.parsed
+                .lock()
+                .expect("not poisoned")
+                .put(query.to_owned(), document.clone());
+        }
+        Ok(document)
     }
 
     async fn validation(

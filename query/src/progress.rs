@@ -86,23 +86,27 @@ pub(crate) async fn progress(pool: &PgPool) -> Result<Vec<ViewProgress>, sqlx::E
         .collect())
 }
 
+/// A partition the relay published to, with one projection's cursor there.
+#[derive(sqlx::FromRow)]
+struct PartitionRow {
+    stream_type: String,
+    partition: i32,
+    tx_id: i64,
+    position: i64,
+    projection: Option<String>,
+    applied_tx_id: Option<i64>,
+    applied_position: Option<i64>,
+}
+
 /// Each view's `through` cursor.
 async fn through(pool: &PgPool) -> Result<Vec<(&'static str, Cursor)>, sqlx::Error> {
     // The relay's partitions with each projection's cursor there (null: none applied).
-    let rows: Vec<(
-        String,
-        i32,
-        i64,
-        i64,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-    )> = sqlx::query_as(
+    let rows: Vec<PartitionRow> = sqlx::query_as(
         "select r.stream_type, r.partition, r.tx_id, r.position, \
-                    p.projection, p.tx_id, p.position \
-             from relay_partitions r \
-             left join projection_progress p using (stream_type, partition) \
-             where r.relay = $1",
+                p.projection, p.tx_id as applied_tx_id, p.position as applied_position \
+         from relay_partitions r \
+         left join projection_progress p using (stream_type, partition) \
+         where r.relay = $1",
     )
     .bind(RELAY)
     .fetch_all(pool)
@@ -115,12 +119,12 @@ async fn through(pool: &PgPool) -> Result<Vec<(&'static str, Cursor)>, sqlx::Err
     let relay = relay.unwrap_or((0, 0));
     // (stream type, partition) → (the relay's last there, each projection's cursor there).
     let mut partitions: HashMap<(String, i32), (Cursor, HashMap<String, Cursor>)> = HashMap::new();
-    for (stream_type, partition, tx, position, projection, applied_tx, applied_position) in rows {
+    for row in rows {
         let entry = partitions
-            .entry((stream_type, partition))
-            .or_insert_with(|| ((tx, position), HashMap::new()));
+            .entry((row.stream_type, row.partition))
+            .or_insert_with(|| ((row.tx_id, row.position), HashMap::new()));
         if let (Some(projection), Some(applied_tx), Some(applied_position)) =
-            (projection, applied_tx, applied_position)
+            (row.projection, row.applied_tx_id, row.applied_position)
         {
             entry.1.insert(projection, (applied_tx, applied_position));
         }
@@ -241,10 +245,12 @@ impl async_graphql::extensions::Extension for ReadYourWrites {
             )
             .await;
             if let Err(err) = waited {
+                // An error of the request, not of a place in the document.
                 let err = async_graphql::Error::from(err);
-                return async_graphql::Response::from_errors(vec![
-                    err.into_server_error(async_graphql::Pos::default())
-                ]);
+                let mut error = async_graphql::ServerError::new(err.message, None);
+                error.extensions = err.extensions;
+                error.source = err.source;
+                return async_graphql::Response::from_errors(vec![error]);
             }
         }
         next.run(ctx, operation_name).await

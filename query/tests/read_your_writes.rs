@@ -1,0 +1,427 @@
+//! Read-your-writes across views (`X-Min-Position`) through the whole pipeline: commands
+//! over HTTP, the relay, a real Kafka-protocol broker (`KAFKA_BROKERS`), the projector
+//! workers and the query service.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{spawn, spawn_with, stream_id, TestApp, DEADLINE};
+use futures::{SinkExt as _, StreamExt as _};
+use orderflow_command::relay;
+use orderflow_kafka::testing::TestTopics;
+use orderflow_projector::worker::{self, WorkerOptions};
+use orderflow_projector::PROJECTIONS;
+use orderflow_query::progress::{MIN_POSITION_HEADER, VIEWS};
+use orderflow_query::QueryOptions;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+const COMPOSED: &str = r#"query($id: ID!) {
+  order(id: $id) { version user { id name } items { quantity product { id name } } }
+}"#;
+
+async fn fresh_topics() -> TestTopics {
+    let brokers = std::env::var("KAFKA_BROKERS")
+        .expect("KAFKA_BROKERS must point at a Kafka-protocol broker (scripts/test starts tansu)");
+    TestTopics::create(&brokers, 3).await
+}
+
+/// The relay and the projector workers, until dropped.
+struct Pipeline {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Pipeline {
+    fn start(pool: &PgPool, kafka: &TestTopics) -> Self {
+        let (stop, shutdown) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(relay::run(
+                pool.clone(),
+                kafka.args().clone(),
+                Default::default(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(worker::run(
+                pool.clone(),
+                kafka.args().clone(),
+                PROJECTIONS.to_vec(),
+                WorkerOptions {
+                    group_prefix: kafka.topic_prefix.clone(),
+                    ..WorkerOptions::default()
+                },
+                shutdown,
+            )),
+        ];
+        Self { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        for task in self.tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// POST a command; the body (asserting success).
+async fn post(app: &TestApp, path: &str, body: Value) -> Value {
+    app.command(path, body).await
+}
+
+fn position(body: &Value) -> i64 {
+    body["position"]
+        .as_i64()
+        .expect("a command answers its position")
+}
+
+/// A GraphQL query with `X-Min-Position`: the status and the body.
+async fn read_at(app: &TestApp, min_position: &str, query: &str, variables: Value) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.query_url("/graphql"))
+        .header(MIN_POSITION_HEADER, min_position)
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .expect("query sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON answer"))
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn after_its_own_writes_a_client_never_sees_null_for_what_it_created(pool: PgPool) {
+    let kafka = fresh_topics().await;
+    let app = Arc::new(spawn(pool.clone()).await);
+    let pipeline = Pipeline::start(&pool, &kafka);
+
+    // Other clients keep writing meanwhile: users, products and orders of their own.
+    let stop_others = Arc::new(AtomicBool::new(false));
+    let other_writes = Arc::new(AtomicU64::new(0));
+    let others = {
+        let (app, stop, count) = (app.clone(), stop_others.clone(), other_writes.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let user = stream_id(
+                    &post(
+                        &app,
+                        "/api/users",
+                        json!({"name": "Other", "email": format!("other{n}@example.com")}),
+                    )
+                    .await,
+                );
+                post(
+                    &app,
+                    "/api/orders",
+                    json!({"userId": user, "currency": "EUR"}),
+                )
+                .await;
+                count.fetch_add(2, Ordering::Relaxed);
+            }
+        })
+    };
+
+    const ROUNDS: usize = 200;
+    let mut waited = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let user = post(
+            &app,
+            "/api/users",
+            json!({"name": format!("Reader {round}"), "email": format!("reader{round}@example.com")}),
+        )
+        .await;
+        let product = post(
+            &app,
+            "/api/products",
+            json!({"sku": format!("RYW-{round}"), "name": format!("Thing {round}"),
+                   "price": {"amountMinor": 100 + round, "currency": "EUR"}, "initialStock": 5}),
+        )
+        .await;
+        let order = post(
+            &app,
+            "/api/orders",
+            json!({"userId": stream_id(&user), "currency": "EUR"}),
+        )
+        .await;
+        let order_id = stream_id(&order);
+        let added = post(
+            &app,
+            &format!("/api/orders/{order_id}/items"),
+            json!({"productId": stream_id(&product), "quantity": 2}),
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let (status, body) = read_at(
+            &app,
+            &position(&added).to_string(),
+            COMPOSED,
+            json!({"id": order_id}),
+        )
+        .await;
+        waited.push(started.elapsed());
+        assert_eq!(status, 200, "round {round}: {body}");
+        assert!(body.get("errors").is_none(), "round {round}: {body}");
+        let order = &body["data"]["order"];
+        assert_eq!(order["version"], 2, "round {round}: {body}");
+        assert_eq!(
+            order["user"]["id"],
+            json!(stream_id(&user)),
+            "round {round}: {body}"
+        );
+        assert_eq!(order["user"]["name"], json!(format!("Reader {round}")));
+        assert_eq!(
+            order["items"],
+            json!([{"quantity": 2, "product": {"id": stream_id(&product), "name": format!("Thing {round}")}}]),
+            "round {round}: {body}"
+        );
+    }
+    stop_others.store(true, Ordering::Relaxed);
+    others.await.unwrap();
+    assert!(
+        other_writes.load(Ordering::Relaxed) > 0,
+        "other writes ran alongside"
+    );
+    waited.sort();
+    eprintln!(
+        "X-Min-Position waits over {ROUNDS} rounds: p50 {:?}, max {:?}",
+        waited[ROUNDS / 2],
+        waited[ROUNDS - 1]
+    );
+
+    // Every view reports how far it has applied, in event-log positions, and all of them
+    // have applied through the last write by now.
+    let last: i64 = sqlx::query_scalar("select max(position) from events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let (status, body) = read_at(
+        &app,
+        &last.to_string(),
+        "{ viewProgress { view appliedThrough } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let views = body["data"]["viewProgress"].as_array().unwrap();
+    assert_eq!(views.len(), VIEWS.len());
+    for view in views {
+        assert!(view["appliedThrough"].as_i64().unwrap() >= last, "{view}");
+    }
+    pipeline.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn views_that_do_not_catch_up_in_time_answer_stale_with_how_far_each_is(pool: PgPool) {
+    let kafka = fresh_topics().await;
+    let app = spawn_with(
+        pool.clone(),
+        QueryOptions {
+            min_version_timeout: Duration::from_millis(300),
+            ..QueryOptions::default()
+        },
+    )
+    .await;
+    // The relay runs, no projector does: the views stay behind.
+    let (stop, shutdown) = watch::channel(false);
+    let relay = tokio::spawn(relay::run(
+        pool.clone(),
+        kafka.args().clone(),
+        Default::default(),
+        shutdown,
+    ));
+    let user = post(
+        &app,
+        "/api/users",
+        json!({"name": "Ada", "email": "ada@example.com"}),
+    )
+    .await;
+    // Once the relay has published it, only the views are behind.
+    common::eventually("the relay publishes the event", || async {
+        let published: Option<i64> =
+            sqlx::query_scalar("select position from relay_cursors where name = 'default'")
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        published >= Some(position(&user))
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (status, body) = read_at(
+        &app,
+        &position(&user).to_string(),
+        "query($id: ID!) { user(id: $id) { name } }",
+        json!({"id": stream_id(&user)}),
+    )
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"].is_null(), "{body}");
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "STALE", "{body}");
+    assert_eq!(error["extensions"]["minPosition"], position(&user));
+    let behind: Vec<&str> = error["extensions"]["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|view| view["view"].as_str().unwrap())
+        .collect();
+    // The user's event is consumed by the user and order views; the others have nothing
+    // to apply and are not behind.
+    assert_eq!(behind, ["order_view", "user_view"], "{body}");
+    for view in error["extensions"]["views"].as_array().unwrap() {
+        assert_eq!(view["appliedThrough"], 0, "{body}");
+    }
+
+    // Without the header the same query answers at once, from whatever the views hold.
+    let (status, body) = read_at(&app, "", "{ __typename }", json!({})).await;
+    assert_eq!(status, 400, "an empty header is refused: {body}");
+    let answer = app
+        .graphql(
+            "query($id: ID!) { user(id: $id) { name } }",
+            json!({"id": stream_id(&user)}),
+        )
+        .await;
+    assert_eq!(answer["data"]["user"], Value::Null);
+    stop.send(true).unwrap();
+    relay.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn malformed_or_future_positions_are_bad_user_input(pool: PgPool) {
+    let app = spawn(pool.clone()).await;
+    for value in ["abc", "0", "-4", "1.5", "99999999999999999999"] {
+        let (status, body) = read_at(&app, value, "{ __typename }", json!({})).await;
+        assert_eq!(status, 400, "{value}: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(MIN_POSITION_HEADER),
+            "{body}"
+        );
+    }
+    // A position no event has yet.
+    let (status, body) = read_at(&app, "12345", "{ __typename }", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("past the end of the event log"),
+        "{body}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_websocket_connection_init_position_holds_its_queries(pool: PgPool) {
+    let kafka = fresh_topics().await;
+    let app = spawn(pool.clone()).await;
+    let pipeline = Pipeline::start(&pool, &kafka);
+    let user = post(
+        &app,
+        "/api/users",
+        json!({"name": "Grace", "email": "grace@example.com"}),
+    )
+    .await;
+    let mut request = format!("ws://{}/graphql/ws", app.query)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init =
+        json!({"type": "connection_init", "payload": {MIN_POSITION_HEADER: position(&user)}});
+    socket
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {
+        "query": "query($id: ID!) { user(id: $id) { name } }",
+        "variables": {"id": stream_id(&user)}}});
+    let mut acked = false;
+    let answer = tokio::time::timeout(DEADLINE, async {
+        while let Some(message) = socket.next().await {
+            let Message::Text(text) = message.unwrap() else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(&text).unwrap();
+            match message["type"].as_str() {
+                Some("connection_ack") if !acked => {
+                    acked = true;
+                    socket
+                        .send(Message::Text(subscribe.to_string().into()))
+                        .await
+                        .unwrap();
+                }
+                Some("next") => return message["payload"].clone(),
+                _ => {}
+            }
+        }
+        panic!("the socket closed without an answer");
+    })
+    .await
+    .expect("an answer in time");
+    assert_eq!(answer, json!({"data": {"user": {"name": "Grace"}}}));
+
+    // A malformed position in connection_init refuses the connection.
+    let mut request = format!("ws://{}/graphql/ws", app.query)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({"type": "connection_init", "payload": {MIN_POSITION_HEADER: "soon"}});
+    socket
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(DEADLINE, async {
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame.map(|f| f.reason.to_string()),
+                Ok(Message::Text(text)) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    assert_ne!(value["type"], "connection_ack", "{value}");
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the connection is refused in time");
+    if let Some(reason) = closed {
+        assert!(reason.contains(MIN_POSITION_HEADER), "{reason}");
+    }
+    pipeline.stop().await;
+}
+
+#[test]
+fn the_query_service_knows_what_each_projection_consumes() {
+    let from_projector: Vec<(&str, Vec<&str>)> = PROJECTIONS
+        .iter()
+        .map(|projection| (projection.name(), projection.stream_types().to_vec()))
+        .collect();
+    let known: Vec<(&str, Vec<&str>)> = VIEWS
+        .iter()
+        .map(|(view, types)| (*view, types.to_vec()))
+        .collect();
+    assert_eq!(known, from_projector);
+}
