@@ -56,6 +56,11 @@ pub(crate) struct FreshnessArgs {
     /// How long to measure (after a warm-up of a tenth of it), e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     duration: Duration,
+    /// Commands whose freshness is measured, per second (spread evenly over the commands):
+    /// each measurement is a GraphQL request, load of its own on the machine measured.
+    /// 0 measures every command.
+    #[arg(long, default_value_t = 100)]
+    probes: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -274,6 +279,47 @@ async fn graphql(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::R
     Ok(value["data"].take())
 }
 
+/// Wait until the pipeline carries a command to the views (consumer groups take seconds
+/// to join), so that the warm-up measures a running platform.
+async fn ready(
+    client: &reqwest::Client,
+    command_url: &str,
+    graphql_url: &str,
+    user: Uuid,
+) -> anyhow::Result<()> {
+    eprintln!("waiting until the pipeline is live");
+    let order = command(
+        client,
+        reqwest::Method::POST,
+        &format!("{command_url}/api/orders"),
+        &json!({"userId": user, "currency": "EUR"}),
+    )
+    .await?;
+    visible(client, graphql_url, order).await
+}
+
+/// Wait (up to two minutes) until the order view shows what `answer` answered.
+async fn visible(
+    client: &reqwest::Client,
+    graphql_url: &str,
+    answer: Answer,
+) -> anyhow::Result<()> {
+    let probe = json!({
+        "query": "query Fresh($id: ID!, $v: Int!) { order(id: $id, minVersion: $v) { version } }",
+        "variables": {"id": answer.stream_id, "v": answer.version},
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match graphql(client, graphql_url, &probe).await {
+            Ok(_) => return Ok(()),
+            Err(err) if Instant::now() > deadline => {
+                return Err(err.context("the pipeline did not come up within two minutes"))
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// A user and `count` products to order from.
 async fn catalogue(
     client: &reqwest::Client,
@@ -340,8 +386,9 @@ struct Shared {
     products: Vec<Uuid>,
 }
 
-/// One measured command: its own latency and its freshness, in microseconds.
+/// One counted command: its own latency and, when probed, its freshness, in microseconds.
 enum Sample {
+    Command(u64),
     Fresh { command: u64, fresh: u64 },
     Failed(String),
 }
@@ -356,6 +403,13 @@ async fn measure_freshness(
         .build()
         .context("building the HTTP client")?;
     let (user, products) = catalogue(&client, &platform.command, 10).await?;
+    ready(
+        &client,
+        &platform.command,
+        &format!("{}/graphql", platform.query),
+        user,
+    )
+    .await?;
     let shared = Arc::new(Shared {
         client,
         command: platform.command.clone(),
@@ -372,6 +426,11 @@ async fn measure_freshness(
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sent = 0u64;
+    let probe_every = match args.probes {
+        0 => 1,
+        probes => u64::from((args.rate / probes).max(1)),
+    };
+    let mut scheduled = 0u64;
     eprintln!(
         "{} commands/s for {:?} after a warm-up of {warm_up:?}",
         args.rate, args.duration
@@ -383,9 +442,17 @@ async fn measure_freshness(
         }
         let counted = now >= measure_from;
         sent += u64::from(counted);
+        scheduled += 1;
         let session = ready_rx.try_recv().ok();
         let samples = counted.then(|| samples_tx.clone());
-        tokio::spawn(step(shared.clone(), session, ready_tx.clone(), samples));
+        let probe = scheduled % probe_every == 0;
+        tokio::spawn(step(
+            shared.clone(),
+            session,
+            ready_tx.clone(),
+            samples,
+            probe,
+        ));
     }
     drop(samples_tx);
     let mut report = FreshnessReport {
@@ -400,6 +467,7 @@ async fn measure_freshness(
     // Every task still running holds a sender; they end within the client's timeout.
     while let Some(sample) = samples_rx.recv().await {
         match sample {
+            Sample::Command(command) => report.commands.push(command),
             Sample::Fresh { command, fresh } => {
                 report.commands.push(command);
                 report.fresh.push(fresh);
@@ -421,6 +489,7 @@ async fn step(
     session: Option<Session>,
     ready: mpsc::UnboundedSender<Session>,
     samples: Option<mpsc::UnboundedSender<Sample>>,
+    probe: bool,
 ) {
     let base = &shared.command;
     let started = Instant::now();
@@ -460,19 +529,24 @@ async fn step(
                     step: next,
                 });
             }
-            let probe = json!({
-                "query": "query Fresh($id: ID!, $v: Int!) { order(id: $id, minVersion: $v) { version } }",
-                "variables": {"id": answer.stream_id, "v": answer.version},
-            });
-            match graphql(&shared.client, &shared.graphql, &probe).await {
-                Ok(data) if data["order"]["version"].as_i64() >= Some(answer.version) => {
-                    Sample::Fresh {
-                        command: (answered - started).as_micros() as u64,
-                        fresh: answered.elapsed().as_micros() as u64,
+            let command = (answered - started).as_micros() as u64;
+            if !probe {
+                Sample::Command(command)
+            } else {
+                let probe = json!({
+                    "query": "query Fresh($id: ID!, $v: Int!) { order(id: $id, minVersion: $v) { version } }",
+                    "variables": {"id": answer.stream_id, "v": answer.version},
+                });
+                match graphql(&shared.client, &shared.graphql, &probe).await {
+                    Ok(data) if data["order"]["version"].as_i64() >= Some(answer.version) => {
+                        Sample::Fresh {
+                            command,
+                            fresh: answered.elapsed().as_micros() as u64,
+                        }
                     }
+                    Ok(data) => Sample::Failed(format!("the view answered {data}")),
+                    Err(err) => Sample::Failed(format!("{err:#}")),
                 }
-                Ok(data) => Sample::Failed(format!("the view answered {data}")),
-                Err(err) => Sample::Failed(format!("{err:#}")),
             }
         }
         Err(err) => Sample::Failed(format!("{err:#}")),
@@ -583,11 +657,7 @@ async fn measure_graphql(args: &GraphqlArgs, platform: &Platform) -> anyhow::Res
     let graphql_url = format!("{}/graphql", platform.query);
     // Wait until the views have the last order complete.
     if let Some(last) = last {
-        let probe = json!({
-            "query": "query Fresh($id: ID!, $v: Int!) { order(id: $id, minVersion: $v) { version } }",
-            "variables": {"id": last.stream_id, "v": last.version},
-        });
-        graphql(&client, &graphql_url, &probe).await?;
+        visible(&client, &graphql_url, last).await?;
     }
     let hash = sha256_hex(COMPOSED_ORDER);
     if args.persisted {

@@ -115,6 +115,11 @@ struct DevArgs {
     /// Topic prefix (one per environment sharing a cluster).
     #[arg(long, env = "ORDERFLOW_TOPIC_PREFIX", default_value = "orderflow")]
     topic_prefix: String,
+    /// Longest time, in milliseconds, the broker may hold a consumer's empty fetch (see
+    /// `orderflow projector --help`).
+    #[arg(long, env = "ORDERFLOW_KAFKA_FETCH_WAIT_MS", default_value_t = orderflow_kafka::config::DEFAULT_FETCH_WAIT_MS,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    kafka_fetch_wait_ms: u32,
     #[command(flatten)]
     saga: SagaFlags,
     #[command(flatten)]
@@ -359,7 +364,10 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
         (None, Some(mock)) => mock.bootstrap_servers(),
         (None, None) => unreachable!("a mock cluster exists when no brokers are given"),
     };
-    let kafka = KafkaArgs::new(brokers.clone(), args.topic_prefix.clone());
+    let kafka = KafkaArgs {
+        kafka_fetch_wait_ms: args.kafka_fetch_wait_ms,
+        ..KafkaArgs::new(brokers.clone(), args.topic_prefix.clone())
+    };
     let pool = connect(&DatabaseArgs::new(database_url)).await?;
     match &mock {
         Some(mock) => {

@@ -1,8 +1,8 @@
 //! The outbox relay: publishes every committed event to Kafka in commit order.
 //!
-//! The event store is the outbox. The relay reads it with the gap-safe reader, publishes a
-//! page with the idempotent producer, and stores its cursor only after the broker has
-//! acknowledged the whole page. A crash between the two republishes the page (consumers
+//! The event store is the outbox. The relay reads it with the gap-safe reader, publishes
+//! pages with the idempotent producer (a few at a time, in order), and stores its cursor past
+//! a page only after the broker has acknowledged the whole page. A crash between the two republishes the page (consumers
 //! dedupe by stream version); nothing is skipped. Exactly one relay is active: it holds a
 //! Postgres advisory lock on a connection of its own, and standbys wait for that lock, which
 //! the server releases when the active relay's connection dies.
@@ -13,7 +13,7 @@
 //! (stream type, partition), the last event it published there: how readers learn that a
 //! view has applied everything up to a position (see `migrations/0008_read_progress.sql`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use anyhow::Context as _;
 use orderflow_kafka::{Backoff, EventPublisher, KafkaArgs};
 use orderflow_store::signal::{EVENTS_APPENDED, PROGRESS};
 use orderflow_store::{read_after, Cursor, StoredEvent};
+use rdkafka::error::KafkaError;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{watch, Notify};
@@ -33,8 +34,11 @@ const LOCK_CLASS: i32 = 0x6f66_726c;
 pub struct RelayOptions {
     /// Cursor name: one per relay deployment publishing to one cluster.
     pub name: String,
-    /// Events published per round trip to the broker.
+    /// Events read from the store and handed to the producer at a time (a page).
     pub batch_size: i64,
+    /// Pages on their way to the broker at once: the next page is read and sent while the
+    /// previous ones are acknowledged.
+    pub pages_in_flight: usize,
     /// How long an idle relay waits before looking again when no writer announced new
     /// events (announcements wake it at once).
     pub idle_poll: Duration,
@@ -51,6 +55,7 @@ impl Default for RelayOptions {
         Self {
             name: "default".into(),
             batch_size: 1000,
+            pages_in_flight: 4,
             idle_poll: Duration::from_millis(250),
             standby_poll: Duration::from_secs(1),
             max_backoff: Duration::from_secs(5),
@@ -135,64 +140,102 @@ async fn publish_loop(
     let appended = Arc::new(Notify::new());
     let listening = tokio::spawn(listen(pool.clone(), Arc::downgrade(&appended)));
     let _stop_listening = AbortOnDrop(listening);
-    let mut cursor = load_cursor(pool, &options.name).await?;
+    // `acked`: published and stored; `sent`: handed to the producer (pages in flight).
+    let mut acked = load_cursor(pool, &options.name).await?;
+    let mut sent = acked;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut backoff = Backoff::new(Duration::from_millis(100), options.max_backoff);
     loop {
         if *shutdown.borrow() {
             let _ = publisher.flush(Duration::from_secs(5));
             return Ok(());
         }
-        let page = read_after(pool, cursor, options.batch_size)
-            .await
-            .context("reading the event store")?;
-        let Some(last) = page.last() else {
-            // Losing the lock connection means another relay may take over: stop publishing.
-            sqlx::query("select 1")
-                .execute(&mut *lock)
+        // Keep up to `pages_in_flight` pages on their way: under load the next page is read
+        // and sent while the broker acknowledges the previous ones.
+        let mut failed = None;
+        while in_flight.len() < options.pages_in_flight.max(1) {
+            let page = read_after(pool, sent, options.batch_size)
                 .await
-                .context("the relay lock connection was lost")?;
-            tokio::select! {
-                _ = tokio::time::sleep(options.idle_poll) => {}
-                () = appended.notified() => {}
-                changed = shutdown.changed() => {
-                    // With its sender gone, shutdown can no longer be asked for: stop
-                    // rather than poll without pause.
-                    if changed.is_err() {
-                        return Ok(());
-                    }
+                .context("reading the event store")?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            let next = Cursor::after(last);
+            match publisher.send(&page).await {
+                Ok(sending) => {
+                    sent = next;
+                    in_flight.push_back(InFlight {
+                        page,
+                        next,
+                        acknowledged: Box::pin(sending.acknowledged()),
+                    });
                 }
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            if let Some(oldest) = in_flight.pop_front() {
+                match oldest.acknowledged.await {
+                    Ok(partitions) => {
+                        // Through the lock's own connection: if the lock is gone, so is the
+                        // write.
+                        let partitions = last_per_partition(&oldest.page, &partitions);
+                        save_cursor(lock, &options.name, oldest.next, &partitions).await?;
+                        tracing::debug!(events = oldest.page.len(), next = ?oldest.next, "published");
+                        acked = oldest.next;
+                        backoff.reset();
+                        restarts.reset();
+                        continue;
+                    }
+                    Err(err) => failed = Some(err),
+                }
+            }
+        }
+        if let Some(err) = failed {
+            // Whatever is still in flight is sent again from the last acknowledged page on
+            // (consumers dedupe what arrives twice).
+            tracing::warn!(%err, "publishing failed; the events wait in the store");
+            in_flight.clear();
+            sent = acked;
+            if backoff.wait(shutdown).await {
+                let _ = publisher.flush(Duration::from_secs(5));
+                return Ok(());
+            }
+            if publisher.has_fatal_error() {
+                tracing::warn!("the producer hit a fatal error; starting a new one");
+                publisher = new_publisher()?;
             }
             continue;
-        };
-        let next = Cursor::after(last);
-        match publisher.publish(&page).await {
-            Ok(partitions) => {
-                // Through the lock's own connection: if the lock is gone, so is the write.
-                save_cursor(
-                    lock,
-                    &options.name,
-                    next,
-                    &last_per_partition(&page, &partitions),
-                )
-                .await?;
-                tracing::debug!(events = page.len(), ?next, "published");
-                cursor = next;
-                backoff.reset();
-                restarts.reset();
-            }
-            Err(err) => {
-                tracing::warn!(%err, "publishing failed; the events wait in the store");
-                if backoff.wait(shutdown).await {
-                    let _ = publisher.flush(Duration::from_secs(5));
+        }
+        // Nothing in flight and nothing new. Losing the lock connection means another relay
+        // may take over: stop publishing.
+        sqlx::query("select 1")
+            .execute(&mut *lock)
+            .await
+            .context("the relay lock connection was lost")?;
+        tokio::select! {
+            _ = tokio::time::sleep(options.idle_poll) => {}
+            () = appended.notified() => {}
+            changed = shutdown.changed() => {
+                // With its sender gone, shutdown can no longer be asked for: stop rather
+                // than poll without pause.
+                if changed.is_err() {
                     return Ok(());
-                }
-                if publisher.has_fatal_error() {
-                    tracing::warn!("the producer hit a fatal error; starting a new one");
-                    publisher = new_publisher()?;
                 }
             }
         }
     }
+}
+
+/// A page handed to the producer and not yet acknowledged.
+struct InFlight {
+    page: Vec<StoredEvent>,
+    /// The cursor just past the page.
+    next: Cursor,
+    acknowledged: futures::future::BoxFuture<'static, Result<Vec<i32>, KafkaError>>,
 }
 
 /// Where relay `name` has published up to.

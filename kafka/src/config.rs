@@ -1,5 +1,8 @@
 use rdkafka::ClientConfig;
 
+/// The default of `--kafka-fetch-wait-ms`.
+pub const DEFAULT_FETCH_WAIT_MS: u32 = 20;
+
 /// Kafka flags shared by every role that talks to the broker.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
@@ -19,7 +22,7 @@ pub struct KafkaArgs {
     /// to return. A broker that answers at the first record makes this only the rate of
     /// empty fetches on idle topics; one that holds the fetch for the full time (librdkafka's
     /// in-process broker) delays records by up to this much.
-    #[arg(long, env = "ORDERFLOW_KAFKA_FETCH_WAIT_MS", default_value_t = 20,
+    #[arg(long, env = "ORDERFLOW_KAFKA_FETCH_WAIT_MS", default_value_t = DEFAULT_FETCH_WAIT_MS,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub kafka_fetch_wait_ms: u32,
 }
@@ -31,7 +34,7 @@ impl KafkaArgs {
             topic_prefix: prefix.into(),
             topic_partitions: 6,
             topic_replication: 1,
-            kafka_fetch_wait_ms: 20,
+            kafka_fetch_wait_ms: DEFAULT_FETCH_WAIT_MS,
         }
     }
 

@@ -7,11 +7,35 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use orderflow_store::StoredEvent;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::envelope;
 use crate::topics::events_topic;
 use crate::KafkaArgs;
+
+/// A page handed to the producer, not yet acknowledged.
+#[must_use = "a page is published once it is acknowledged"]
+pub struct Sending {
+    deliveries: Vec<DeliveryFuture>,
+}
+
+impl Sending {
+    /// Wait until the broker has acknowledged every event of the page: the partition
+    /// each landed in, in the page's order.
+    pub async fn acknowledged(self) -> Result<Vec<i32>, KafkaError> {
+        let results = try_join_all(self.deliveries)
+            .await
+            .map_err(|_| KafkaError::Canceled)?;
+        results
+            .into_iter()
+            .map(|result| {
+                result
+                    .map(|delivery| delivery.partition)
+                    .map_err(|(err, _)| err)
+            })
+            .collect()
+    }
+}
 
 #[derive(Clone)]
 pub struct EventPublisher {
@@ -58,6 +82,13 @@ impl EventPublisher {
     /// Publish `events` in order (key = stream id) and wait until the broker has
     /// acknowledged every one of them; the answer is the partition each landed in.
     pub async fn publish(&self, events: &[StoredEvent]) -> Result<Vec<i32>, KafkaError> {
+        self.send(events).await?.acknowledged().await
+    }
+
+    /// Hand `events` to the producer in order (key = stream id), waiting only while its
+    /// queue is full; [`Sending::acknowledged`] then waits for the broker. Pages sent one
+    /// after the other keep their order (the producer is idempotent).
+    pub async fn send(&self, events: &[StoredEvent]) -> Result<Sending, KafkaError> {
         let mut deliveries = Vec::with_capacity(events.len());
         for event in events {
             let topic = events_topic(&self.prefix, &event.stream_type);
@@ -83,17 +114,7 @@ impl EventPublisher {
                 }
             }
         }
-        let results = try_join_all(deliveries)
-            .await
-            .map_err(|_| KafkaError::Canceled)?;
-        results
-            .into_iter()
-            .map(|result| {
-                result
-                    .map(|delivery| delivery.partition)
-                    .map_err(|(err, _)| err)
-            })
-            .collect()
+        Ok(Sending { deliveries })
     }
 
     /// A fatal error (e.g. a fenced idempotent producer) makes this producer unusable.
