@@ -174,3 +174,110 @@ async fn every_kind_of_error_carries_a_code(pool: PgPool) {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(only_error(&body).0, "BAD_REQUEST");
 }
+
+/// POST a body as it is; the JSON answer.
+async fn post_raw(app: &common::TestApp, body: serde_json::Value) -> serde_json::Value {
+    let response = app
+        .client
+        .post(app.query_url("/graphql"))
+        .json(&body)
+        .send()
+        .await
+        .expect("query sent");
+    response.json().await.expect("JSON answer")
+}
+
+fn sha256(text: &str) -> String {
+    use sha2::Digest as _;
+    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn persisted_queries_run_by_hash_once_registered_and_pass_the_same_checks(pool: PgPool) {
+    let app = spawn(pool).await;
+    let query = "query($id: ID!) { user(id: $id) { name } }";
+    let hash = sha256(query);
+    let variables = json!({"id": "00000000-0000-0000-0000-000000000001"});
+    let by_hash = json!({"variables": variables,
+        "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
+
+    // Unknown hash: the client is told to send the document.
+    let answer = post_raw(&app, by_hash.clone()).await;
+    assert_eq!(
+        only_error(&answer),
+        (
+            "PERSISTED_QUERY_NOT_FOUND".to_owned(),
+            "PersistedQueryNotFound".to_owned()
+        )
+    );
+    // Document and hash: answered, and registered.
+    let answer = post_raw(
+        &app,
+        json!({"query": query, "variables": variables,
+               "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}}),
+    )
+    .await;
+    assert_eq!(answer, json!({"data": {"user": null}}));
+    // The hash alone now runs it.
+    assert_eq!(
+        post_raw(&app, by_hash).await,
+        json!({"data": {"user": null}})
+    );
+
+    // A hash that is not the document's is refused, and nothing is registered under it.
+    let other = sha256("{ __typename }");
+    let answer = post_raw(
+        &app,
+        json!({"query": query, "variables": variables,
+               "extensions": {"persistedQuery": {"version": 1, "sha256Hash": other}}}),
+    )
+    .await;
+    assert_eq!(only_error(&answer).0, "BAD_USER_INPUT", "{answer}");
+    let answer = post_raw(
+        &app,
+        json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": other}}}),
+    )
+    .await;
+    assert_eq!(only_error(&answer).0, "PERSISTED_QUERY_NOT_FOUND");
+    // A malformed extension is refused with a code.
+    let answer = post_raw(
+        &app,
+        json!({"query": query, "extensions": {"persistedQuery": {"version": 2, "sha256Hash": hash}}}),
+    )
+    .await;
+    assert_eq!(only_error(&answer).0, "BAD_USER_INPUT", "{answer}");
+
+    // A document too deep is refused whether it comes whole or by hash.
+    let deep = nested(3);
+    let deep_hash = sha256(&deep);
+    let answer = post_raw(
+        &app,
+        json!({"query": deep, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": deep_hash}}}),
+    )
+    .await;
+    assert_eq!(only_error(&answer).0, "QUERY_TOO_DEEP");
+    let answer = post_raw(
+        &app,
+        json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": deep_hash}}}),
+    )
+    .await;
+    assert_eq!(only_error(&answer).0, "QUERY_TOO_DEEP", "{answer}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_repeated_document_is_checked_every_time_against_its_variables(pool: PgPool) {
+    let app = spawn(pool).await;
+    // The parsed document is kept; limits that depend on the variables still apply to
+    // each request.
+    let query = "query($n: Int) { users(first: $n) { nodes { name } } }";
+    let data = app.data(query, json!({"n": 5})).await;
+    assert_eq!(data["users"]["nodes"], json!([]));
+    let (code, _) = app.error(query, json!({"n": 100_000})).await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    let data = app.data(query, json!({"n": 5})).await;
+    assert_eq!(data["users"]["nodes"], json!([]));
+    // A document that failed the checks is refused again (it is not kept).
+    for _ in 0..2 {
+        assert_eq!(app.error(&nested(3), json!({})).await.0, "QUERY_TOO_DEEP");
+    }
+}
