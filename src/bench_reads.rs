@@ -445,7 +445,7 @@ async fn measure_freshness(
         scheduled += 1;
         let session = ready_rx.try_recv().ok();
         let samples = counted.then(|| samples_tx.clone());
-        let probe = scheduled % probe_every == 0;
+        let probe = scheduled.is_multiple_of(probe_every);
         tokio::spawn(step(
             shared.clone(),
             session,
