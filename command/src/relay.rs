@@ -319,7 +319,6 @@ async fn save_cursor(
     cursor: Cursor,
     partitions: &BTreeMap<(&str, i32), Cursor>,
 ) -> anyhow::Result<()> {
-    let mut tx = lock.begin().await.context("storing the relay cursor")?;
     let (mut stream_types, mut numbers, mut tx_ids, mut positions) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ((stream_type, partition), last) in partitions {
@@ -328,40 +327,34 @@ async fn save_cursor(
         tx_ids.push(last.tx_id);
         positions.push(last.position);
     }
+    // One statement: one round trip, and atomic.
     sqlx::query(
-        "insert into relay_partitions (relay, stream_type, partition, tx_id, position) \
-         select $1, * from unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) \
-         on conflict (relay, stream_type, partition) do update \
-         set tx_id = excluded.tx_id, position = excluded.position, updated_at = now() \
-         where (relay_partitions.tx_id, relay_partitions.position) \
+        "with partitions as ( \
+             insert into relay_partitions (relay, stream_type, partition, tx_id, position) \
+             select $1, * from unnest($4::text[], $5::int[], $6::bigint[], $7::bigint[]) \
+             on conflict (relay, stream_type, partition) do update \
+             set tx_id = excluded.tx_id, position = excluded.position, updated_at = now() \
+             where (relay_partitions.tx_id, relay_partitions.position) \
+                 < (excluded.tx_id, excluded.position)), \
+         announced as (select pg_notify($8, 'relay')) \
+         insert into relay_cursors (name, tx_id, position) \
+         select $1, $2, $3 from announced \
+         on conflict (name) do update set tx_id = excluded.tx_id, \
+             position = excluded.position, updated_at = now() \
+         where (relay_cursors.tx_id, relay_cursors.position) \
              < (excluded.tx_id, excluded.position)",
-    )
-    .bind(name)
-    .bind(&stream_types)
-    .bind(&numbers)
-    .bind(&tx_ids)
-    .bind(&positions)
-    .execute(&mut *tx)
-    .await
-    .context("storing the relay's partition cursors")?;
-    sqlx::query("select pg_notify($1, 'relay')")
-        .bind(PROGRESS)
-        .execute(&mut *tx)
-        .await
-        .context("announcing the relay's progress")?;
-    sqlx::query(
-        "insert into relay_cursors (name, tx_id, position) values ($1, $2, $3) \
-         on conflict (name) do update set tx_id = excluded.tx_id, position = excluded.position, \
-         updated_at = now() \
-         where (relay_cursors.tx_id, relay_cursors.position) < (excluded.tx_id, excluded.position)",
     )
     .bind(name)
     .bind(cursor.tx_id)
     .bind(cursor.position)
-    .execute(&mut *tx)
+    .bind(&stream_types)
+    .bind(&numbers)
+    .bind(&tx_ids)
+    .bind(&positions)
+    .bind(PROGRESS)
+    .execute(lock)
     .await
     .context("storing the relay cursor")?;
-    tx.commit().await.context("storing the relay cursor")?;
     Ok(())
 }
 

@@ -245,15 +245,17 @@ async fn record_progress(
         recorded.push(event.recorded_at);
     }
     sqlx::query(
-        "insert into projection_progress \
-             (projection, stream_type, partition, tx_id, position, recorded_at) \
-         select $1, * from unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], \
-             $6::timestamptz[]) \
-         on conflict (projection, stream_type, partition) do update \
-         set tx_id = excluded.tx_id, position = excluded.position, \
-             recorded_at = excluded.recorded_at, applied_at = now() \
-         where (projection_progress.tx_id, projection_progress.position) \
-             < (excluded.tx_id, excluded.position)",
+        "with progress as ( \
+             insert into projection_progress \
+                 (projection, stream_type, partition, tx_id, position, recorded_at) \
+             select $1, * from unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], \
+                 $6::timestamptz[]) \
+             on conflict (projection, stream_type, partition) do update \
+             set tx_id = excluded.tx_id, position = excluded.position, \
+                 recorded_at = excluded.recorded_at, applied_at = now() \
+             where (projection_progress.tx_id, projection_progress.position) \
+                 < (excluded.tx_id, excluded.position)) \
+         select pg_notify($7, $1)",
     )
     .bind(projection.name())
     .bind(&stream_types)
@@ -261,13 +263,9 @@ async fn record_progress(
     .bind(&tx_ids)
     .bind(&positions)
     .bind(&recorded)
+    .bind(PROGRESS)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(PROGRESS)
-        .bind(projection.name())
-        .execute(&mut *tx)
-        .await?;
     Ok(())
 }
 

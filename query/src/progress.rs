@@ -86,13 +86,15 @@ pub(crate) async fn progress(pool: &PgPool) -> Result<Vec<ViewProgress>, sqlx::E
         .collect())
 }
 
-/// A partition the relay published to, with one projection's cursor there.
+/// The relay's cursor with a partition it published to and one projection's cursor there.
 #[derive(sqlx::FromRow)]
 struct PartitionRow {
-    stream_type: String,
-    partition: i32,
-    tx_id: i64,
-    position: i64,
+    relay_tx_id: i64,
+    relay_position: i64,
+    stream_type: Option<String>,
+    partition: Option<i32>,
+    tx_id: Option<i64>,
+    position: Option<i64>,
     projection: Option<String>,
     applied_tx_id: Option<i64>,
     applied_position: Option<i64>,
@@ -100,29 +102,36 @@ struct PartitionRow {
 
 /// Each view's `through` cursor.
 async fn through(pool: &PgPool) -> Result<Vec<(&'static str, Cursor)>, sqlx::Error> {
-    // The relay's partitions with each projection's cursor there (null: none applied).
+    // The relay's cursor, its partitions and each projection's cursor there (null: none
+    // applied), read in one statement: from one snapshot, so the cursor and the partitions
+    // it covers agree.
     let rows: Vec<PartitionRow> = sqlx::query_as(
-        "select r.stream_type, r.partition, r.tx_id, r.position, \
+        "select c.tx_id as relay_tx_id, c.position as relay_position, \
+                r.stream_type, r.partition, r.tx_id, r.position, \
                 p.projection, p.tx_id as applied_tx_id, p.position as applied_position \
-         from relay_partitions r \
-         left join projection_progress p using (stream_type, partition) \
-         where r.relay = $1",
+         from relay_cursors c \
+         left join relay_partitions r on r.relay = c.name \
+         left join projection_progress p \
+             on p.stream_type = r.stream_type and p.partition = r.partition \
+         where c.name = $1",
     )
     .bind(RELAY)
     .fetch_all(pool)
     .await?;
-    let relay: Option<Cursor> =
-        sqlx::query_as("select tx_id, position from relay_cursors where name = $1")
-            .bind(RELAY)
-            .fetch_optional(pool)
-            .await?;
-    let relay = relay.unwrap_or((0, 0));
+    let relay: Cursor = rows
+        .first()
+        .map_or((0, 0), |row| (row.relay_tx_id, row.relay_position));
     // (stream type, partition) → (the relay's last there, each projection's cursor there).
     let mut partitions: HashMap<(String, i32), (Cursor, HashMap<String, Cursor>)> = HashMap::new();
     for row in rows {
+        let (Some(stream_type), Some(partition), Some(tx_id), Some(position)) =
+            (row.stream_type, row.partition, row.tx_id, row.position)
+        else {
+            continue;
+        };
         let entry = partitions
-            .entry((row.stream_type, row.partition))
-            .or_insert_with(|| ((row.tx_id, row.position), HashMap::new()));
+            .entry((stream_type, partition))
+            .or_insert_with(|| ((tx_id, position), HashMap::new()));
         if let (Some(projection), Some(applied_tx), Some(applied_position)) =
             (row.projection, row.applied_tx_id, row.applied_position)
         {

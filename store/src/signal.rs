@@ -25,7 +25,7 @@ pub const PROGRESS: &str = "orderflow_progress";
 
 /// Shortest time between two notifications of one process: under load the relay is busy
 /// anyway, and this bounds what a burst of appends costs the database.
-const MIN_GAP: Duration = Duration::from_millis(2);
+const MIN_GAP: Duration = Duration::from_millis(5);
 
 /// Tells listeners of [`EVENTS_APPENDED`] that this process appended events; cheap to
 /// clone. Signals raised while a notification is on its way are folded into the next one.
