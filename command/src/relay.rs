@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use orderflow_kafka::{Backoff, EventPublisher, KafkaArgs};
-use orderflow_store::signal::{EVENTS_APPENDED, PROGRESS};
+use orderflow_store::signal::EVENTS_APPENDED;
 use orderflow_store::{read_after, Cursor, StoredEvent};
 use rdkafka::error::KafkaError;
 use sqlx::postgres::PgListener;
@@ -55,7 +55,7 @@ impl Default for RelayOptions {
         Self {
             name: "default".into(),
             batch_size: 1000,
-            pages_in_flight: 4,
+            pages_in_flight: 2,
             idle_poll: Duration::from_millis(250),
             standby_poll: Duration::from_secs(1),
             max_backoff: Duration::from_secs(5),
@@ -335,10 +335,8 @@ async fn save_cursor(
              on conflict (relay, stream_type, partition) do update \
              set tx_id = excluded.tx_id, position = excluded.position, updated_at = now() \
              where (relay_partitions.tx_id, relay_partitions.position) \
-                 < (excluded.tx_id, excluded.position)), \
-         announced as (select pg_notify($8, 'relay')) \
-         insert into relay_cursors (name, tx_id, position) \
-         select $1, $2, $3 from announced \
+                 < (excluded.tx_id, excluded.position)) \
+         insert into relay_cursors (name, tx_id, position) values ($1, $2, $3) \
          on conflict (name) do update set tx_id = excluded.tx_id, \
              position = excluded.position, updated_at = now() \
          where (relay_cursors.tx_id, relay_cursors.position) \
@@ -351,7 +349,6 @@ async fn save_cursor(
     .bind(&numbers)
     .bind(&tx_ids)
     .bind(&positions)
-    .bind(PROGRESS)
     .execute(lock)
     .await
     .context("storing the relay cursor")?;

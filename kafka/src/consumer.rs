@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::FutureExt as _;
+
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
@@ -33,10 +35,11 @@ pub fn subscribe(
     Ok(consumer)
 }
 
-/// Wait for the first record, then take what is already fetched and whatever else arrives
-/// within `linger`, up to `max`. With no linger an idle system hands each record over at
-/// once, and a busy one still gets large batches: records pile up in the fetch queue while
-/// the previous batch is applied. An empty batch means nothing arrived within `idle`.
+/// Wait for the first record, then take what is already fetched, up to `max`. When the
+/// first record was already waiting (records arrive faster than batches are applied), also
+/// take whatever else arrives within `linger`: a busy consumer applies fewer, larger
+/// batches, while on an idle system each record is handed over at once. An empty batch
+/// means nothing arrived within `idle`.
 pub async fn next_batch(
     consumer: &StreamConsumer,
     max: usize,
@@ -44,12 +47,23 @@ pub async fn next_batch(
     linger: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
     let mut batch = Vec::new();
-    match tokio::time::timeout(idle, consumer.recv()).await {
-        Err(_) => return Ok(batch),
-        Ok(message) => batch.push(message?.detach()),
-    }
-    let deadline = tokio::time::Instant::now() + linger;
+    let busy = match consumer.recv().now_or_never() {
+        Some(message) => {
+            batch.push(message?.detach());
+            true
+        }
+        None => match tokio::time::timeout(idle, consumer.recv()).await {
+            Err(_) => return Ok(batch),
+            Ok(message) => {
+                batch.push(message?.detach());
+                false
+            }
+        },
+    };
+    let deadline = tokio::time::Instant::now() + if busy { linger } else { Duration::ZERO };
     while batch.len() < max {
+        // A future polled once before its deadline: what is already fetched is taken even
+        // with no time left.
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Err(_) => break,
             Ok(Ok(message)) => batch.push(message.detach()),

@@ -13,7 +13,6 @@ use orderflow_kafka::consumer::{commit, next_batch, subscribe};
 use orderflow_kafka::dlq::dead_letter;
 use orderflow_kafka::topics::{dead_letter_topic, events_topic};
 use orderflow_kafka::{envelope, Backoff, KafkaArgs};
-use orderflow_store::signal::PROGRESS;
 use orderflow_store::StoredEvent;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message, OwnedMessage};
@@ -30,8 +29,8 @@ pub struct WorkerOptions {
     pub group_prefix: String,
     /// Records applied per transaction.
     pub batch_size: usize,
-    /// How long to gather a batch once its first record arrived, beyond what is already
-    /// fetched (0: hand it over at once).
+    /// How long a busy worker (its next record was already waiting) gathers a batch beyond
+    /// what is already fetched; an idle one hands a record over at once.
     pub linger: Duration,
 }
 
@@ -40,7 +39,7 @@ impl Default for WorkerOptions {
         Self {
             group_prefix: "orderflow.projector".into(),
             batch_size: 500,
-            linger: Duration::ZERO,
+            linger: Duration::from_millis(20),
         }
     }
 }
@@ -212,8 +211,8 @@ async fn handle(
 }
 
 /// Record, in the batch's transaction, the last event applied from each (stream type,
-/// partition) (records of a partition come in the relay's cursor order), and announce it on
-/// [`PROGRESS`] for readers waiting on a position.
+/// partition) (records of a partition come in the relay's cursor order): how far the view
+/// is, for readers waiting on a position.
 async fn record_progress(
     tx: &mut sqlx::PgConnection,
     projection: &dyn Projection,
@@ -245,17 +244,15 @@ async fn record_progress(
         recorded.push(event.recorded_at);
     }
     sqlx::query(
-        "with progress as ( \
-             insert into projection_progress \
-                 (projection, stream_type, partition, tx_id, position, recorded_at) \
-             select $1, * from unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], \
-                 $6::timestamptz[]) \
-             on conflict (projection, stream_type, partition) do update \
-             set tx_id = excluded.tx_id, position = excluded.position, \
-                 recorded_at = excluded.recorded_at, applied_at = now() \
-             where (projection_progress.tx_id, projection_progress.position) \
-                 < (excluded.tx_id, excluded.position)) \
-         select pg_notify($7, $1)",
+        "insert into projection_progress \
+             (projection, stream_type, partition, tx_id, position, recorded_at) \
+         select $1, * from unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], \
+             $6::timestamptz[]) \
+         on conflict (projection, stream_type, partition) do update \
+         set tx_id = excluded.tx_id, position = excluded.position, \
+             recorded_at = excluded.recorded_at, applied_at = now() \
+         where (projection_progress.tx_id, projection_progress.position) \
+             < (excluded.tx_id, excluded.position)",
     )
     .bind(projection.name())
     .bind(&stream_types)
@@ -263,7 +260,6 @@ async fn record_progress(
     .bind(&tx_ids)
     .bind(&positions)
     .bind(&recorded)
-    .bind(PROGRESS)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -2,9 +2,7 @@
 //! reads and `orderUpdated` subscriptions.
 //!
 //! One process holds one `LISTEN order_view_changed` connection (payload
-//! `{"orderId": "...", "version": N}`, sent by the projector in its apply transaction),
-//! which also listens on [`PROGRESS`] for the `X-Min-Position` waits of
-//! [`crate::progress`].
+//! `{"orderId": "...", "version": N}`, sent by the projector in its apply transaction).
 //! Because a projector may not notify and notifications are lost while the listener
 //! reconnects, one poller also re-reads the versions of the orders someone currently waits
 //! on, in one statement per interval however many wait.
@@ -25,8 +23,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 use uuid::Uuid;
-
-use orderflow_store::signal::PROGRESS;
 
 use crate::db::{Db, OrderRow};
 use crate::error::QueryError;
@@ -60,10 +56,6 @@ struct Inner {
     blocked_reads: AtomicUsize,
     /// Turns true when the service shuts down: subscriptions end.
     closing: watch::Sender<bool>,
-    /// Bumped on every [`PROGRESS`] notification (the relay published, a projector
-    /// applied) and on every reconnection of the listener: `X-Min-Position` waits look
-    /// again.
-    progress: watch::Sender<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -142,7 +134,6 @@ impl Freshness {
             max_watches,
             blocked_reads: AtomicUsize::new(0),
             closing,
-            progress: watch::Sender::new(0),
             tasks: Mutex::default(),
         });
         let listener = tokio::spawn(listen(db.pool().clone(), Arc::downgrade(&inner)));
@@ -188,12 +179,6 @@ impl Freshness {
     /// metrics).
     pub(crate) fn blocked_reads(&self) -> usize {
         self.inner.blocked_reads.load(Ordering::Relaxed)
-    }
-
-    /// A receiver that changes when the relay or a projector made progress (or may have,
-    /// unnoticed: the listener reconnected).
-    pub(crate) fn progress(&self) -> watch::Receiver<u64> {
-        self.inner.progress.subscribe()
     }
 
     /// Count a read that waits for the views to catch up (for as long as the guard lives).
@@ -342,25 +327,9 @@ async fn listen(pool: sqlx::PgPool, inner: Weak<Inner>) {
 
 async fn listen_once(pool: &sqlx::PgPool, inner: &Weak<Inner>) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen_all([ORDER_VIEW_CHANGED, PROGRESS]).await?;
-    let progressed = || match inner.upgrade() {
-        Some(inner) => {
-            inner.progress.send_modify(|generation| *generation += 1);
-            true
-        }
-        None => false,
-    };
-    // Whatever happened before this connection listened is unknown: look again.
-    if !progressed() {
-        return Ok(());
-    }
+    listener.listen(ORDER_VIEW_CHANGED).await?;
     loop {
         match listener.try_recv().await {
-            Ok(Some(notification)) if notification.channel() == PROGRESS => {
-                if !progressed() {
-                    return Ok(());
-                }
-            }
             Ok(Some(notification)) => {
                 match serde_json::from_str::<Change>(notification.payload()) {
                     Ok(change) => {
@@ -377,12 +346,7 @@ async fn listen_once(pool: &sqlx::PgPool, inner: &Weak<Inner>) -> Result<(), sql
                 }
             }
             // Reconnected: whatever was sent meanwhile is lost, the poller catches up.
-            Ok(None) => {
-                tracing::debug!("the order_view_changed listener reconnected");
-                if !progressed() {
-                    return Ok(());
-                }
-            }
+            Ok(None) => tracing::debug!("the order_view_changed listener reconnected"),
             Err(sqlx::Error::PoolClosed) => return Ok(()),
             Err(err) => return Err(err),
         }

@@ -10,13 +10,21 @@
 //! there when it is behind the relay's last one, else the relay's cursor. Positions are
 //! compared as gap-safe cursors `(tx_id, position)`: a transaction that committed later can
 //! hold a lower position.
+//!
+//! A read first looks once itself; one that has to wait joins the process's waits, for
+//! which one task reads the views' progress every [`POLL`] (10 ms), and only while any
+//! wait: no notification traffic on a busy system, one statement per interval however
+//! many wait.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_graphql::{ErrorExtensionValues, SimpleObject};
 use serde::Serialize;
 use sqlx::PgPool;
+use tokio::sync::{watch, Notify};
 use tokio::time::{timeout_at, Instant};
 
 use crate::error::{code, QueryError};
@@ -37,10 +45,6 @@ pub const VIEWS: [(&str, &[&str]); 4] = [
     ("product_view", &["product", "order"]),
     ("payment_view", &["payment"]),
 ];
-
-/// How often a wait looks again when no notification arrives (one was lost, or the
-/// listener is reconnecting).
-const FALLBACK_POLL: Duration = Duration::from_millis(100);
 
 /// The position a request asked to read after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,54 +159,143 @@ async fn through(pool: &PgPool) -> Result<Vec<(&'static str, Cursor)>, sqlx::Err
         .collect())
 }
 
-/// Wait until every view has applied everything up to `position`, at most `wait`.
-pub(crate) async fn wait_for(
-    pool: &PgPool,
-    freshness: &Freshness,
-    position: MinPosition,
-    wait: Duration,
-) -> Result<(), QueryError> {
-    let started = Instant::now();
-    let deadline = started + wait;
-    let target: Option<Cursor> = sqlx::query_as(
-        "select tx_id::text::bigint, position from events where position >= $1 \
-         order by position limit 1",
-    )
-    .bind(position.0)
-    .fetch_optional(pool)
-    .await?;
-    let Some(target) = target else {
-        return Err(QueryError::bad_input(format!(
-            "{MIN_POSITION_HEADER} {} is past the end of the event log",
-            position.0
-        )));
-    };
-    let mut progressed = freshness.progress();
-    let mut blocked = None;
-    loop {
-        // Marked seen before reading, so a change during the read wakes the next wait.
-        progressed.borrow_and_update();
+/// The views' progress, read by one task for every `X-Min-Position` wait in the process,
+/// every [`POLL`] while any waits (and not at all otherwise); cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    inner: Arc<ProgressInner>,
+}
+
+#[derive(Debug)]
+struct ProgressInner {
+    /// The latest reading: each view's `through` cursor (`None` before the first).
+    latest: watch::Sender<Option<Arc<Vec<(&'static str, Cursor)>>>>,
+    /// Waits going on; the poller reads while there are any.
+    waiting: AtomicUsize,
+    /// Wakes the poller when a wait begins.
+    begun: Notify,
+}
+
+/// How often the views' progress is read while someone waits on it.
+pub(crate) const POLL: Duration = Duration::from_millis(10);
+
+impl Progress {
+    /// Start the poller (it ends when the last clone is dropped). Must be called inside a
+    /// Tokio runtime.
+    pub(crate) fn start(pool: PgPool) -> Self {
+        let inner = Arc::new(ProgressInner {
+            latest: watch::Sender::new(None),
+            waiting: AtomicUsize::new(0),
+            begun: Notify::new(),
+        });
+        tokio::spawn(poll(pool, Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// Wait until every view has applied everything up to `position`, at most `wait`.
+    pub(crate) async fn wait_for(
+        &self,
+        pool: &PgPool,
+        freshness: &Freshness,
+        position: MinPosition,
+        wait: Duration,
+    ) -> Result<(), QueryError> {
+        let started = Instant::now();
+        let deadline = started + wait;
+        let target: Option<Cursor> = sqlx::query_as(
+            "select tx_id::text::bigint, position from events where position >= $1 \
+             order by position limit 1",
+        )
+        .bind(position.0)
+        .fetch_optional(pool)
+        .await?;
+        let Some(target) = target else {
+            return Err(QueryError::bad_input(format!(
+                "{MIN_POSITION_HEADER} {} is past the end of the event log",
+                position.0
+            )));
+        };
+        // Most reads come after the views caught up: one reading of our own answers them.
         let views = through(pool).await?;
-        if views.iter().all(|(_, through)| *through >= target) {
+        if reached(&views, target) {
             return Ok(());
         }
-        if Instant::now() >= deadline {
-            return Err(QueryError::StaleViews {
-                min_position: position.0,
-                views: views
-                    .into_iter()
-                    .filter(|(_, through)| *through < target)
-                    .map(|(view, (_, position))| ViewProgress {
-                        view,
-                        applied_through: position,
-                    })
-                    .collect(),
-                waited_ms: started.elapsed().as_millis(),
-            });
+        let _blocked = freshness.blocked();
+        let _waiting = Waiting::new(&self.inner);
+        let mut latest = self.inner.latest.subscribe();
+        // Only readings taken after this wait began count.
+        latest.mark_unchanged();
+        let mut views = views;
+        loop {
+            if timeout_at(deadline, latest.changed()).await.is_err() {
+                break;
+            }
+            if let Some(reading) = latest.borrow_and_update().clone() {
+                views = reading.to_vec();
+            }
+            if reached(&views, target) {
+                return Ok(());
+            }
         }
-        blocked.get_or_insert_with(|| freshness.blocked());
-        let poll = (Instant::now() + FALLBACK_POLL).min(deadline);
-        let _ = timeout_at(poll, progressed.changed()).await;
+        Err(QueryError::StaleViews {
+            min_position: position.0,
+            views: views
+                .into_iter()
+                .filter(|(_, through)| *through < target)
+                .map(|(view, (_, position))| ViewProgress {
+                    view,
+                    applied_through: position,
+                })
+                .collect(),
+            waited_ms: started.elapsed().as_millis(),
+        })
+    }
+}
+
+fn reached(views: &[(&'static str, Cursor)], target: Cursor) -> bool {
+    views.iter().all(|(_, through)| *through >= target)
+}
+
+/// Counts a wait for as long as it lives, and wakes the poller when it begins.
+struct Waiting<'a>(&'a ProgressInner);
+
+impl<'a> Waiting<'a> {
+    fn new(inner: &'a ProgressInner) -> Self {
+        inner.waiting.fetch_add(1, Ordering::SeqCst);
+        inner.begun.notify_one();
+        Self(inner)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Read the views' progress every [`POLL`] while anyone waits; sleep otherwise.
+async fn poll(pool: PgPool, inner: Weak<ProgressInner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        if strong.waiting.load(Ordering::SeqCst) == 0 {
+            // Looked at again now and then, so that dropping the service ends the task.
+            let _ = tokio::time::timeout(Duration::from_secs(1), strong.begun.notified()).await;
+            continue;
+        }
+        drop(strong);
+        match through(&pool).await {
+            Ok(views) => match inner.upgrade() {
+                Some(strong) => {
+                    strong.latest.send_replace(Some(Arc::new(views)));
+                }
+                None => return,
+            },
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(err) => tracing::warn!(%err, "reading the views' progress failed"),
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -246,13 +339,15 @@ impl async_graphql::extensions::Extension for ReadYourWrites {
     ) -> async_graphql::Response {
         if let Some(position) = ctx.data_opt::<MinPosition>() {
             let services = ctx.data_unchecked::<crate::schema::Services>();
-            let waited = wait_for(
-                services.db.pool(),
-                &services.freshness,
-                *position,
-                services.options.min_version_timeout,
-            )
-            .await;
+            let waited = services
+                .progress
+                .wait_for(
+                    services.db.pool(),
+                    &services.freshness,
+                    *position,
+                    services.options.min_version_timeout,
+                )
+                .await;
             if let Err(err) = waited {
                 // An error of the request, not of a place in the document.
                 let err = async_graphql::Error::from(err);

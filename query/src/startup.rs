@@ -56,6 +56,7 @@ impl QueryService {
             db: db.clone(),
             loader: DataLoader::new(db.clone(), tokio::spawn).delay(options.batch_delay),
             freshness: freshness.clone(),
+            progress: progress::Progress::start(pool.clone()),
             options,
         };
         Self {

@@ -9,7 +9,7 @@
 //! - [`append`]: loading a stream for a decision and appending with an expected version;
 //!   [`Write`], one command's whole write (events, claims, idempotency record) as one statement.
 //! - [`reader`]: the gap-safe global reader (`(tx_id, position)` cursor).
-//! - [`signal`]: `LISTEN`/`NOTIFY` wake-ups: events appended, views' progress.
+//! - [`signal`]: the `LISTEN`/`NOTIFY` wake-up of the relay after appends.
 //! - [`snapshot`]: snapshots of long streams, so loading them costs the same however long
 //!   they grow.
 //! - [`claims`]: values unique across streams (email, sku), claimed by a [`Write`].

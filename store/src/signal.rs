@@ -1,9 +1,6 @@
-//! Wake-ups between roles through PostgreSQL `LISTEN`/`NOTIFY`, so that nobody polls on an
-//! idle system and nothing waits a poll interval for fresh events.
-//!
-//! - [`EVENTS_APPENDED`]: events were committed; the relay wakes and publishes them.
-//! - [`PROGRESS`]: the relay published a page or a projector applied a batch; readers that
-//!   wait for a position (`X-Min-Position`) look again.
+//! The relay's wake-up through PostgreSQL `LISTEN`/`NOTIFY`: [`EVENTS_APPENDED`] tells it
+//! that events were committed, so that an idle relay neither polls nor makes fresh events
+//! wait a poll interval.
 //!
 //! Writers do not notify from the appending transaction: a transaction that notifies takes
 //! a database-wide lock from its pre-commit until its commit is flushed, so notifying
@@ -20,8 +17,6 @@ use tokio::sync::Notify;
 
 /// Notified after events were appended (no payload).
 pub const EVENTS_APPENDED: &str = "orderflow_events_appended";
-/// Notified when the relay published or a projector applied (payload: who).
-pub const PROGRESS: &str = "orderflow_progress";
 
 /// Shortest time between two notifications of one process: under load the relay is busy
 /// anyway, and this bounds what a burst of appends costs the database.

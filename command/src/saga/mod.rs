@@ -282,7 +282,7 @@ impl<G: PaymentGateway> Orchestrator<G> {
         let mut backoff = Backoff::default();
         while !*shutdown.borrow() {
             let batch = tokio::select! {
-                batch = next_batch(&consumer, 500, Duration::from_millis(500), Duration::ZERO) => batch,
+                batch = next_batch(&consumer, 500, Duration::from_millis(500), Duration::from_millis(5)) => batch,
                 _ = shutdown.changed() => break,
             };
             let batch = match batch {

@@ -42,6 +42,8 @@ pub(crate) struct Services {
     pub(crate) db: Db,
     pub(crate) loader: DataLoader<Db>,
     pub(crate) freshness: Freshness,
+    /// The views' progress, for `X-Min-Position`.
+    pub(crate) progress: crate::progress::Progress,
     pub(crate) options: QueryOptions,
 }
 
