@@ -5,6 +5,9 @@
 //!   (`__schema`, `__type`, ...) left out so GraphiQL's deep introspection query still works.
 //! - Complexity: async-graphql's own count (`limit_complexity`), its error given a code.
 //! - Time: each execution is bounded by the query timeout (subscriptions are not).
+//! - Read-your-writes: an operation of a request that carries `X-Min-Position` waits for
+//!   the views first ([`crate::progress::hold`]). One extension does all of this: every
+//!   extension adds a layer to the resolution of every field.
 //! - Documents: a document that passed the checks is kept, parsed, by its text (an LRU of
 //!   [`DOCUMENTS`]), so a repeated query is neither parsed nor checked again.
 //! - Persisted queries (Apollo's convention): a request whose `extensions.persistedQuery`
@@ -263,6 +266,10 @@ impl Extension for Limits {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
+        // Read-your-writes first: its wait has a bound of its own, shorter than the timeout.
+        if let Err(error) = crate::progress::hold(ctx).await {
+            return Response::from_errors(vec![error]);
+        }
         match tokio::time::timeout(self.query_timeout, next.run(ctx, operation_name)).await {
             Ok(response) => response,
             Err(_) => {

@@ -318,47 +318,33 @@ pub(crate) fn stale_extensions(
     );
 }
 
-/// The schema extension that holds a query until the views reached the request's
-/// [`MinPosition`] (from the HTTP header or the WebSocket `connection_init` payload).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ReadYourWrites;
-
-impl async_graphql::extensions::ExtensionFactory for ReadYourWrites {
-    fn create(&self) -> std::sync::Arc<dyn async_graphql::extensions::Extension> {
-        std::sync::Arc::new(ReadYourWrites)
-    }
-}
-
-#[async_graphql::async_trait::async_trait]
-impl async_graphql::extensions::Extension for ReadYourWrites {
-    async fn execute(
-        &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: async_graphql::extensions::NextExecute<'_>,
-    ) -> async_graphql::Response {
-        if let Some(position) = ctx.data_opt::<MinPosition>() {
-            let services = ctx.data_unchecked::<crate::schema::Services>();
-            let waited = services
-                .progress
-                .wait_for(
-                    services.db.pool(),
-                    &services.freshness,
-                    *position,
-                    services.options.min_version_timeout,
-                )
-                .await;
-            if let Err(err) = waited {
-                // An error of the request, not of a place in the document.
-                let err = async_graphql::Error::from(err);
-                let mut error = async_graphql::ServerError::new(err.message, None);
-                error.extensions = err.extensions;
-                error.source = err.source;
-                return async_graphql::Response::from_errors(vec![error]);
-            }
-        }
-        next.run(ctx, operation_name).await
-    }
+/// Hold an operation until the views reached the request's [`MinPosition`] (from the HTTP
+/// header or the WebSocket `connection_init` payload), if it has one: run by the
+/// [`Limits`](crate::limits) extension before the operation executes.
+pub(crate) async fn hold(
+    ctx: &async_graphql::extensions::ExtensionContext<'_>,
+) -> Result<(), async_graphql::ServerError> {
+    let Some(position) = ctx.data_opt::<MinPosition>() else {
+        return Ok(());
+    };
+    let services = ctx.data_unchecked::<crate::schema::Services>();
+    let waited = services
+        .progress
+        .wait_for(
+            services.db.pool(),
+            &services.freshness,
+            *position,
+            services.options.min_version_timeout,
+        )
+        .await;
+    waited.map_err(|err| {
+        // An error of the request, not of a place in the document.
+        let err = async_graphql::Error::from(err);
+        let mut error = async_graphql::ServerError::new(err.message, None);
+        error.extensions = err.extensions;
+        error.source = err.source;
+        error
+    })
 }
 
 /// The [`MinPosition`] of a WebSocket's `connection_init` payload (`{"X-Min-Position":

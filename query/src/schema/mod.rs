@@ -59,7 +59,6 @@ pub(crate) fn build(services: Services) -> AppSchema {
         .data(services)
         .limit_complexity(options.max_complexity)
         .extension(Limits::new(&options))
-        .extension(crate::progress::ReadYourWrites)
         .finish()
 }
 
