@@ -1,20 +1,17 @@
--- How far each view has applied, in the event log's own terms, for read-your-writes
--- (`X-Min-Position`) and staleness.
+-- How far each view has applied, for read-your-writes (`X-Min-Position`).
 --
--- The relay records, with its cursor and in the same transaction, the cursor of the last
--- event it published to each (stream type, partition). Each projector records, in the
--- transaction that applies a batch, the cursor of the last event it applied from each
--- (stream type, partition). Records of a partition are in cursor order, so a view has
--- applied every event up to cursor C once the relay's cursor is at or past C and, in every
--- partition the relay published to, the view's cursor is at or past C or at or past the
--- relay's last one there.
+-- The relay records, with its cursor and in the same statement, the next offset past the
+-- last record the broker acknowledged in each (stream type, partition). Each projector
+-- records, in the transaction that applies a batch, the next offset past the last record it
+-- consumed from each (stream type, partition), dead letters and duplicates included. Once
+-- the relay's cursor is at or past an event, the relay's offsets then cover it (whatever
+-- order retries put records in); a view has applied it once its offsets reach those.
 
 create table relay_partitions (
     relay       text        not null,
     stream_type text        not null,
     partition   int         not null,
-    tx_id       bigint      not null,
-    position    bigint      not null,
+    next_offset bigint      not null,
     updated_at  timestamptz not null default now(),
     primary key (relay, stream_type, partition)
 );
@@ -23,10 +20,9 @@ create table projection_progress (
     projection  text        not null,
     stream_type text        not null,
     partition   int         not null,
-    tx_id       bigint      not null,
-    position    bigint      not null,
-    -- When the last applied event was committed to the store, and when it was applied.
-    recorded_at timestamptz not null,
+    next_offset bigint      not null,
+    -- The position of the last event applied from the partition, and when.
+    position    bigint,
     applied_at  timestamptz not null default now(),
     primary key (projection, stream_type, partition)
 );

@@ -10,8 +10,9 @@
 //! An idle relay sleeps until a writer announces new events on
 //! [`EVENTS_APPENDED`](orderflow_store::signal::EVENTS_APPENDED), and looks anyway every
 //! `idle_poll` in case an announcement was lost. With its cursor it records, per
-//! (stream type, partition), the last event it published there: how readers learn that a
-//! view has applied everything up to a position (see `migrations/0008_read_progress.sql`).
+//! (stream type, partition), the offset past the last record the broker acknowledged
+//! there: how readers learn that a view has applied everything up to a position (see
+//! `migrations/0008_read_progress.sql`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -144,6 +145,7 @@ async fn publish_loop(
     let mut acked = load_cursor(pool, &options.name).await?;
     let mut sent = acked;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut look_soon_until = tokio::time::Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), options.max_backoff);
     loop {
         if *shutdown.borrow() {
@@ -216,9 +218,19 @@ async fn publish_loop(
             .execute(&mut *lock)
             .await
             .context("the relay lock connection was lost")?;
+        // An announced event may not be readable yet: the reader stops below the oldest
+        // transaction still running anywhere. For a while after an announcement, look
+        // again soon rather than after a whole `idle_poll`.
+        let pause = if tokio::time::Instant::now() < look_soon_until {
+            SOON
+        } else {
+            options.idle_poll
+        };
         tokio::select! {
-            _ = tokio::time::sleep(options.idle_poll) => {}
-            () = appended.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+            () = appended.notified() => {
+                look_soon_until = tokio::time::Instant::now() + LOOK_SOON_FOR;
+            }
             changed = shutdown.changed() => {
                 // With its sender gone, shutdown can no longer be asked for: stop rather
                 // than poll without pause.
@@ -230,12 +242,16 @@ async fn publish_loop(
     }
 }
 
+/// How long after an announcement an idle relay keeps looking every [`SOON`].
+const LOOK_SOON_FOR: Duration = Duration::from_millis(100);
+const SOON: Duration = Duration::from_millis(5);
+
 /// A page handed to the producer and not yet acknowledged.
 struct InFlight {
     page: Vec<StoredEvent>,
     /// The cursor just past the page.
     next: Cursor,
-    acknowledged: futures::future::BoxFuture<'static, Result<Vec<i32>, KafkaError>>,
+    acknowledged: futures::future::BoxFuture<'static, Result<Vec<(i32, i64)>, KafkaError>>,
 }
 
 /// Where relay `name` has published up to.
@@ -293,49 +309,44 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The last event of `page` (in publishing order) per (stream type, partition), given the
-/// partition each landed in.
+/// The offset past the last record of `page` per (stream type, partition), given the
+/// partition and offset each landed at.
 fn last_per_partition<'a>(
     page: &'a [StoredEvent],
-    partitions: &[i32],
-) -> BTreeMap<(&'a str, i32), Cursor> {
-    page.iter()
-        .zip(partitions)
-        .map(|(event, partition)| {
-            (
-                (event.stream_type.as_str(), *partition),
-                Cursor::after(event),
-            )
-        })
-        .collect()
+    landed: &[(i32, i64)],
+) -> BTreeMap<(&'a str, i32), i64> {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for (event, (partition, offset)) in page.iter().zip(landed) {
+        let entry = next
+            .entry((event.stream_type.as_str(), *partition))
+            .or_insert(0);
+        *entry = (*entry).max(offset + 1);
+    }
+    next
 }
 
 /// Cursors only move forward, whatever a relay that lost its lock late still writes. The
-/// per-partition cursors are written in the same transaction, so a reader that sees the
-/// cursor sees every partition published to before it.
+/// partitions' offsets are written by the same statement, so a reader that sees the cursor
+/// sees the offsets of everything published before it.
 async fn save_cursor(
     lock: &mut PgConnection,
     name: &str,
     cursor: Cursor,
-    partitions: &BTreeMap<(&str, i32), Cursor>,
+    partitions: &BTreeMap<(&str, i32), i64>,
 ) -> anyhow::Result<()> {
-    let (mut stream_types, mut numbers, mut tx_ids, mut positions) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((stream_type, partition), last) in partitions {
+    let (mut stream_types, mut numbers, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+    for ((stream_type, partition), next_offset) in partitions {
         stream_types.push(*stream_type);
         numbers.push(*partition);
-        tx_ids.push(last.tx_id);
-        positions.push(last.position);
+        offsets.push(*next_offset);
     }
     // One statement: one round trip, and atomic.
     sqlx::query(
         "with partitions as ( \
-             insert into relay_partitions (relay, stream_type, partition, tx_id, position) \
-             select $1, * from unnest($4::text[], $5::int[], $6::bigint[], $7::bigint[]) \
+             insert into relay_partitions (relay, stream_type, partition, next_offset) \
+             select $1, * from unnest($4::text[], $5::int[], $6::bigint[]) \
              on conflict (relay, stream_type, partition) do update \
-             set tx_id = excluded.tx_id, position = excluded.position, updated_at = now() \
-             where (relay_partitions.tx_id, relay_partitions.position) \
-                 < (excluded.tx_id, excluded.position)) \
+             set next_offset = excluded.next_offset, updated_at = now()) \
          insert into relay_cursors (name, tx_id, position) values ($1, $2, $3) \
          on conflict (name) do update set tx_id = excluded.tx_id, \
              position = excluded.position, updated_at = now() \
@@ -347,8 +358,7 @@ async fn save_cursor(
     .bind(cursor.position)
     .bind(&stream_types)
     .bind(&numbers)
-    .bind(&tx_ids)
-    .bind(&positions)
+    .bind(&offsets)
     .execute(lock)
     .await
     .context("storing the relay cursor")?;

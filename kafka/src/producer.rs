@@ -20,9 +20,9 @@ pub struct Sending {
 }
 
 impl Sending {
-    /// Wait until the broker has acknowledged every event of the page: the partition
-    /// each landed in, in the page's order.
-    pub async fn acknowledged(self) -> Result<Vec<i32>, KafkaError> {
+    /// Wait until the broker has acknowledged every event of the page: the partition and
+    /// offset each landed at, in the page's order.
+    pub async fn acknowledged(self) -> Result<Vec<(i32, i64)>, KafkaError> {
         let results = try_join_all(self.deliveries)
             .await
             .map_err(|_| KafkaError::Canceled)?;
@@ -30,7 +30,7 @@ impl Sending {
             .into_iter()
             .map(|result| {
                 result
-                    .map(|delivery| delivery.partition)
+                    .map(|delivery| (delivery.partition, delivery.offset))
                     .map_err(|(err, _)| err)
             })
             .collect()
@@ -80,8 +80,9 @@ impl EventPublisher {
     }
 
     /// Publish `events` in order (key = stream id) and wait until the broker has
-    /// acknowledged every one of them; the answer is the partition each landed in.
-    pub async fn publish(&self, events: &[StoredEvent]) -> Result<Vec<i32>, KafkaError> {
+    /// acknowledged every one of them; the answer is the partition and offset each landed
+    /// at.
+    pub async fn publish(&self, events: &[StoredEvent]) -> Result<Vec<(i32, i64)>, KafkaError> {
         self.send(events).await?.acknowledged().await
     }
 

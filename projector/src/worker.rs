@@ -89,6 +89,14 @@ pub async fn run_one(
         .map(|stream_type| events_topic(&kafka.topic_prefix, stream_type))
         .collect();
     let mut consumer = subscribe(&kafka, &group, &topics).context("subscribing")?;
+    let names = Topics {
+        prefix: kafka.topic_prefix.clone(),
+        stream_types: topics
+            .iter()
+            .cloned()
+            .zip(projection.stream_types().iter().copied())
+            .collect(),
+    };
     let dead_letters: FutureProducer = kafka
         .client_config()
         .set("enable.idempotence", "true")
@@ -120,7 +128,7 @@ pub async fn run_one(
             &dead_letters,
             projection,
             &group,
-            &kafka.topic_prefix,
+            &names,
             &batch,
         )
         .await
@@ -142,13 +150,19 @@ pub async fn run_one(
     Ok(())
 }
 
+/// The topic prefix, and the stream type each consumed topic carries.
+struct Topics {
+    prefix: String,
+    stream_types: HashMap<String, &'static str>,
+}
+
 async fn handle(
     pool: &PgPool,
     consumer: &StreamConsumer,
     dead_letters: &FutureProducer,
     projection: &dyn Projection,
     group: &str,
-    prefix: &str,
+    topics: &Topics,
     batch: &[OwnedMessage],
 ) -> anyhow::Result<()> {
     let mut events: Vec<StoredEvent> = Vec::with_capacity(batch.len());
@@ -191,9 +205,16 @@ async fn handle(
         .announce(&mut tx, &events)
         .await
         .context("announcing the batch's changes")?;
-    record_progress(&mut tx, projection, &events, &by_event)
-        .await
-        .context("recording the batch's progress")?;
+    record_progress(
+        &mut tx,
+        projection,
+        &topics.stream_types,
+        batch,
+        &events,
+        &by_event,
+    )
+    .await
+    .context("recording the batch's progress")?;
     // Dead letters go out before the commit: if sending fails, the batch is retried and
     // nothing is lost (a dead letter may be sent twice).
     for rejection in &rejected {
@@ -202,7 +223,7 @@ async fn handle(
             Some(message) => dead_letter(dead_letters, message, group, &rejection.error)
                 .await
                 .context("dead-lettering")?,
-            None => dead_letter_from_store(pool, dead_letters, prefix, rejection).await?,
+            None => dead_letter_from_store(pool, dead_letters, &topics.prefix, rejection).await?,
         }
     }
     tx.commit().await.context("committing the batch")?;
@@ -210,56 +231,61 @@ async fn handle(
     Ok(())
 }
 
-/// Record, in the batch's transaction, the last event applied from each (stream type,
-/// partition) (records of a partition come in the relay's cursor order): how far the view
-/// is, for readers waiting on a position.
+/// Record, in the batch's transaction, the offset past the last record consumed from each
+/// (stream type, partition), dead letters and duplicates included, with the position of the
+/// last event applied there: how far the view is, for readers waiting on a position.
 async fn record_progress(
     tx: &mut sqlx::PgConnection,
     projection: &dyn Projection,
+    stream_types: &HashMap<String, &'static str>,
+    batch: &[OwnedMessage],
     events: &[StoredEvent],
     by_event: &HashMap<(Uuid, i32), &OwnedMessage>,
 ) -> Result<(), sqlx::Error> {
-    let mut last: BTreeMap<(&str, i32), &StoredEvent> = BTreeMap::new();
-    for event in events {
-        let Some(message) = by_event.get(&(event.stream_id, event.version)) else {
+    // (stream type, partition) → (next offset, last position applied).
+    let mut next: BTreeMap<(&str, i32), (i64, Option<i64>)> = BTreeMap::new();
+    for message in batch {
+        let Some(stream_type) = stream_types.get(message.topic()) else {
             continue;
         };
-        let entry = last
-            .entry((event.stream_type.as_str(), message.partition()))
-            .or_insert(event);
-        if (event.tx_id, event.position) > (entry.tx_id, entry.position) {
-            *entry = event;
+        let entry = next
+            .entry((stream_type, message.partition()))
+            .or_insert((0, None));
+        entry.0 = entry.0.max(message.offset() + 1);
+    }
+    for event in events {
+        if let Some(message) = by_event.get(&(event.stream_id, event.version)) {
+            if let Some(entry) = next.get_mut(&(event.stream_type.as_str(), message.partition())) {
+                entry.1 = entry.1.max(Some(event.position));
+            }
         }
     }
-    if last.is_empty() {
+    if next.is_empty() {
         return Ok(());
     }
-    let (mut stream_types, mut partitions, mut tx_ids, mut positions, mut recorded) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((stream_type, partition), event) in &last {
-        stream_types.push(*stream_type);
+    let (mut types, mut partitions, mut offsets, mut positions) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((stream_type, partition), (offset, position)) in &next {
+        types.push(*stream_type);
         partitions.push(*partition);
-        tx_ids.push(event.tx_id);
-        positions.push(event.position);
-        recorded.push(event.recorded_at);
+        offsets.push(*offset);
+        positions.push(*position);
     }
+    // Overwritten, not maxed: records delivered again after a rebalance move the offset
+    // back, which only makes a reader wait longer.
     sqlx::query(
-        "insert into projection_progress \
-             (projection, stream_type, partition, tx_id, position, recorded_at) \
-         select $1, * from unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], \
-             $6::timestamptz[]) \
+        "insert into projection_progress (projection, stream_type, partition, next_offset, position) \
+         select $1, * from unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) \
          on conflict (projection, stream_type, partition) do update \
-         set tx_id = excluded.tx_id, position = excluded.position, \
-             recorded_at = excluded.recorded_at, applied_at = now() \
-         where (projection_progress.tx_id, projection_progress.position) \
-             < (excluded.tx_id, excluded.position)",
+         set next_offset = excluded.next_offset, \
+             position = coalesce(excluded.position, projection_progress.position), \
+             applied_at = now()",
     )
     .bind(projection.name())
-    .bind(&stream_types)
+    .bind(&types)
     .bind(&partitions)
-    .bind(&tx_ids)
+    .bind(&offsets)
     .bind(&positions)
-    .bind(&recorded)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -88,6 +88,10 @@ pub struct QueryArgs {
         value_parser = parse_duration
     )]
     pub batch_delay: Duration,
+    /// The relay whose cursor `X-Min-Position` reads are measured against: the
+    /// `--relay-name` of the relay publishing to the projectors' topics.
+    #[arg(long, env = "ORDERFLOW_RELAY_NAME", default_value = "default")]
+    pub relay_name: String,
 }
 
 impl QueryArgs {
@@ -102,6 +106,7 @@ impl QueryArgs {
             poll_interval: self.poll_interval,
             max_watches: self.max_watches,
             batch_delay: self.batch_delay,
+            relay_name: self.relay_name.clone(),
         };
         options.validate()?;
         Ok(options)
@@ -119,6 +124,7 @@ pub struct QueryOptions {
     pub poll_interval: Duration,
     pub max_watches: usize,
     pub batch_delay: Duration,
+    pub relay_name: String,
 }
 
 impl Default for QueryOptions {
@@ -132,6 +138,7 @@ impl Default for QueryOptions {
             poll_interval: Duration::from_millis(100),
             max_watches: 10_000,
             batch_delay: Duration::from_millis(2),
+            relay_name: "default".to_owned(),
         }
     }
 }

@@ -8,8 +8,9 @@
 //! - Read-your-writes: an operation of a request that carries `X-Min-Position` waits for
 //!   the views first ([`crate::progress::hold`]). One extension does all of this: every
 //!   extension adds a layer to the resolution of every field.
-//! - Documents: a document that passed the checks is kept, parsed, by its text (an LRU of
-//!   [`DOCUMENTS`]), so a repeated query is neither parsed nor checked again.
+//! - Documents: a document that passed the checks and validation is kept, parsed, by its
+//!   text (an LRU of [`DOCUMENTS`] of at most [`MAX_KEPT_DOCUMENT`] bytes), so a repeated
+//!   query is not parsed again; validation runs every time (it depends on the variables).
 //! - Persisted queries (Apollo's convention): a request whose `extensions.persistedQuery`
 //!   carries `sha256Hash` and a document registers the document under that hash (when they
 //!   match); one that carries the hash alone runs the registered document, or fails with
@@ -54,8 +55,11 @@ pub(crate) struct Limits {
     max_depth: usize,
     max_complexity: usize,
     query_timeout: Duration,
-    /// Document text → the checked, parsed document.
-    parsed: Arc<Mutex<LruCache<String, ExecutableDocument>>>,
+    /// Document text → the parsed document, once it passed every check and validation.
+    parsed: Arc<Mutex<LruCache<String, Arc<ExecutableDocument>>>>,
+    /// This request's document, parsed and checked, kept once it also passes validation
+    /// (each request has its own).
+    pending: Arc<Mutex<Option<(String, Arc<ExecutableDocument>)>>>,
     /// SHA-256 (hex) → document text, registered by persisted-query requests.
     persisted: Arc<Mutex<LruCache<String, String>>>,
 }
@@ -69,6 +73,7 @@ impl Limits {
             query_timeout: options.query_timeout,
             parsed: Arc::new(Mutex::new(LruCache::new(capacity))),
             persisted: Arc::new(Mutex::new(LruCache::new(capacity))),
+            pending: Arc::default(),
         }
     }
 
@@ -82,17 +87,15 @@ impl Limits {
                 fields.get("version"),
                 fields.get("sha256Hash"),
             ) {
-                (Some(async_graphql::Value::Number(version)), Some(async_graphql::Value::String(hash)))
-                    if version.as_u64() == Some(1) =>
-                {
-                    hash.to_ascii_lowercase()
-                }
-                _ => None.ok_or_else(|| {
-                    server_error(
-                        code::BAD_USER_INPUT,
-                        "extensions.persistedQuery must be {\"version\": 1, \"sha256Hash\": \"<hex>\"}".to_owned(),
-                    )
-                })?,
+                (
+                    Some(async_graphql::Value::Number(version)),
+                    Some(async_graphql::Value::String(hash)),
+                ) if version.as_u64() == Some(1) => hash.to_ascii_lowercase(),
+                _ => return Err(server_error(
+                    code::BAD_USER_INPUT,
+                    "extensions.persistedQuery must be {\"version\": 1, \"sha256Hash\": \"<hex>\"}"
+                        .to_owned(),
+                )),
             },
             _ => {
                 return Err(server_error(
@@ -138,7 +141,10 @@ impl Limits {
 
 impl ExtensionFactory for Limits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(self.clone())
+        Arc::new(Self {
+            pending: Arc::default(),
+            ..self.clone()
+        })
     }
 }
 
@@ -181,8 +187,14 @@ impl Extension for Limits {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        if let Some(document) = self.parsed.lock().expect("not poisoned").get(query) {
-            return Ok(document.clone());
+        let kept = self
+            .parsed
+            .lock()
+            .expect("not poisoned")
+            .get(query)
+            .cloned();
+        if let Some(document) = kept {
+            return Ok(ExecutableDocument::clone(&document));
         }
         // The parser recurses on nested values; refuse deep brackets before it overflows.
         let nesting = bracket_nesting(query);
@@ -230,10 +242,8 @@ impl Extension for Limits {
             err
         })?;
         if query.len() <= MAX_KEPT_DOCUMENT {
-            self.parsed
-                .lock()
-                .expect("not poisoned")
-                .put(query.to_owned(), document.clone());
+            *self.pending.lock().expect("not poisoned") =
+                Some((query.to_owned(), Arc::new(document.clone())));
         }
         Ok(document)
     }
@@ -243,7 +253,17 @@ impl Extension for Limits {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        next.run(ctx).await.map_err(|mut errors| {
+        let validated = next.run(ctx).await;
+        // Only a document that passed validation too is kept.
+        if validated.is_ok() {
+            if let Some((query, document)) = self.pending.lock().expect("not poisoned").take() {
+                self.parsed
+                    .lock()
+                    .expect("not poisoned")
+                    .put(query, document);
+            }
+        }
+        validated.map_err(|mut errors| {
             for err in &mut errors {
                 if err.message == TOO_COMPLEX {
                     err.message = format!(

@@ -2,19 +2,19 @@
 //! a command answered with) is answered once every view has applied every event it
 //! consumes up to P, or fails with the code STALE and how far each view is.
 //!
-//! How far a view is comes from two tables (`migrations/0008_read_progress.sql`): the
-//! relay's cursor with the last event it published to each (stream type, partition), and
-//! each projection's last applied event per (stream type, partition). Records of a
-//! partition are in the relay's cursor order, so a view has applied everything up to the
-//! cursor `through` = the lowest, over the partitions of its stream types, of its own cursor
-//! there when it is behind the relay's last one, else the relay's cursor. Positions are
-//! compared as gap-safe cursors `(tx_id, position)`: a transaction that committed later can
-//! hold a lower position.
+//! How far a view is comes from two tables (`migrations/0008_read_progress.sql`): with its
+//! cursor, the relay records the offset past the last record the broker acknowledged in
+//! each (stream type, partition); each projector records the offset past the last record
+//! it consumed from each. Once the relay's cursor is at or past the event at P (its
+//! gap-safe `(tx_id, position)` cursor), the relay's offsets at that moment cover every
+//! event up to P, whatever order retries put records in; a view has applied them once its
+//! offsets reach those. Records a view dead-lettered count as consumed.
 //!
 //! A read first looks once itself; one that has to wait joins the process's waits, for
-//! which one task reads the views' progress every [`POLL`] (10 ms), and only while any
-//! wait: no notification traffic on a busy system, one statement per interval however
-//! many wait.
+//! which one task reads the progress every [`POLL`] (10 ms), and only while any wait: no
+//! notification traffic on a busy system, one statement per interval however many wait.
+//! These waits are bounded by `--min-version-timeout`; they do not count against
+//! `--max-watches`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,20 +22,17 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_graphql::{ErrorExtensionValues, SimpleObject};
-use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use tokio::time::{timeout_at, Instant};
 
 use crate::error::{code, QueryError};
 use crate::freshness::Freshness;
+use crate::schema::money::Long;
 
 /// The HTTP header (and `connection_init` payload key over WebSocket) that asks for
 /// read-your-writes across views.
 pub const MIN_POSITION_HEADER: &str = "X-Min-Position";
-
-/// The relay whose cursor positions are read against (`orderflow relay --relay-name`).
-pub const RELAY: &str = "default";
 
 /// Each view the service reads and the stream types its projection consumes. The
 /// projector's own list is the source; a test holds the two equal.
@@ -64,99 +61,138 @@ impl MinPosition {
 }
 
 /// How far one view has applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, SimpleObject)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
 #[graphql(name = "ViewProgress")]
 pub struct ViewProgress {
     /// The view (its table).
     pub view: &'static str,
-    /// The view has applied every event it consumes up to this position of the event log
-    /// (0: none yet).
-    pub applied_through: i64,
+    /// Records of the view's topics that the relay has published and the view has not
+    /// consumed yet (in a STALE error: of those the read needs).
+    pub behind: Long,
+    /// The global position of the last event the view applied, if any.
+    pub last_applied_position: Option<Long>,
 }
 
 /// A gap-safe cursor: `(tx_id, position)` orders events as they were committed.
 type Cursor = (i64, i64);
 
-/// How far each view has applied, and the relay's cursor.
-pub(crate) async fn progress(pool: &PgPool) -> Result<Vec<ViewProgress>, sqlx::Error> {
-    Ok(through(pool)
-        .await?
-        .into_iter()
-        .map(|(view, (_, position))| ViewProgress {
-            view,
-            applied_through: position,
-        })
-        .collect())
+/// One reading, from one statement (one snapshot): the relay's cursor, the offsets it
+/// published to, and each projection's offsets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Reading {
+    relay: Cursor,
+    /// (stream type, partition) → next offset the relay has published to.
+    published: HashMap<(String, i32), i64>,
+    /// (projection, stream type, partition) → (next offset consumed, last position applied).
+    consumed: HashMap<(String, String, i32), (i64, Option<i64>)>,
 }
 
-/// The relay's cursor with a partition it published to and one projection's cursor there.
+/// The relay's cursor with a partition it published to and one projection's offset there.
 #[derive(sqlx::FromRow)]
-struct PartitionRow {
+struct ReadingRow {
     relay_tx_id: i64,
     relay_position: i64,
     stream_type: Option<String>,
     partition: Option<i32>,
-    tx_id: Option<i64>,
-    position: Option<i64>,
+    next_offset: Option<i64>,
     projection: Option<String>,
-    applied_tx_id: Option<i64>,
+    consumed: Option<i64>,
     applied_position: Option<i64>,
 }
 
-/// Each view's `through` cursor.
-async fn through(pool: &PgPool) -> Result<Vec<(&'static str, Cursor)>, sqlx::Error> {
-    // The relay's cursor, its partitions and each projection's cursor there (null: none
-    // applied), read in one statement: from one snapshot, so the cursor and the partitions
-    // it covers agree.
-    let rows: Vec<PartitionRow> = sqlx::query_as(
-        "select c.tx_id as relay_tx_id, c.position as relay_position, \
-                r.stream_type, r.partition, r.tx_id, r.position, \
-                p.projection, p.tx_id as applied_tx_id, p.position as applied_position \
-         from relay_cursors c \
-         left join relay_partitions r on r.relay = c.name \
-         left join projection_progress p \
-             on p.stream_type = r.stream_type and p.partition = r.partition \
-         where c.name = $1",
-    )
-    .bind(RELAY)
-    .fetch_all(pool)
-    .await?;
-    let relay: Cursor = rows
-        .first()
-        .map_or((0, 0), |row| (row.relay_tx_id, row.relay_position));
-    // (stream type, partition) → (the relay's last there, each projection's cursor there).
-    let mut partitions: HashMap<(String, i32), (Cursor, HashMap<String, Cursor>)> = HashMap::new();
-    for row in rows {
-        let (Some(stream_type), Some(partition), Some(tx_id), Some(position)) =
-            (row.stream_type, row.partition, row.tx_id, row.position)
-        else {
-            continue;
-        };
-        let entry = partitions
-            .entry((stream_type, partition))
-            .or_insert_with(|| ((tx_id, position), HashMap::new()));
-        if let (Some(projection), Some(applied_tx), Some(applied_position)) =
-            (row.projection, row.applied_tx_id, row.applied_position)
-        {
-            entry.1.insert(projection, (applied_tx, applied_position));
+impl Reading {
+    async fn take(pool: &PgPool, relay: &str) -> Result<Self, sqlx::Error> {
+        let rows: Vec<ReadingRow> = sqlx::query_as(
+            "select c.tx_id as relay_tx_id, c.position as relay_position, \
+                    r.stream_type, r.partition, r.next_offset, \
+                    p.projection, p.next_offset as consumed, p.position as applied_position \
+             from relay_cursors c \
+             left join relay_partitions r on r.relay = c.name \
+             left join projection_progress p \
+                 on p.stream_type = r.stream_type and p.partition = r.partition \
+             where c.name = $1",
+        )
+        .bind(relay)
+        .fetch_all(pool)
+        .await?;
+        let mut reading = Reading::default();
+        for row in rows {
+            reading.relay = (row.relay_tx_id, row.relay_position);
+            let (Some(stream_type), Some(partition), Some(next_offset)) =
+                (row.stream_type, row.partition, row.next_offset)
+            else {
+                continue;
+            };
+            if let (Some(projection), Some(consumed)) = (row.projection, row.consumed) {
+                reading.consumed.insert(
+                    (projection, stream_type.clone(), partition),
+                    (consumed, row.applied_position),
+                );
+            }
+            reading
+                .published
+                .insert((stream_type, partition), next_offset);
         }
+        Ok(reading)
     }
-    Ok(VIEWS
-        .iter()
-        .map(|(view, stream_types)| {
-            let through = partitions
-                .iter()
-                .filter(|((stream_type, _), _)| stream_types.contains(&stream_type.as_str()))
-                .map(|(_, (last, applied))| match applied.get(*view) {
-                    Some(applied) if applied >= last => relay,
-                    Some(applied) => *applied,
-                    None => (0, 0),
-                })
-                .fold(relay, std::cmp::min);
-            (*view, through)
+
+    /// The offsets each view must reach to have applied everything up to `target`, once
+    /// the relay has published it.
+    fn required(&self, target: Cursor) -> Option<Required> {
+        (self.relay >= target).then(|| Required {
+            offsets: self.published.clone(),
         })
-        .collect())
+    }
+
+    /// How far `view` is from `offsets`: the records it has still to consume.
+    fn behind(
+        &self,
+        view: &str,
+        stream_types: &[&str],
+        offsets: &HashMap<(String, i32), i64>,
+    ) -> i64 {
+        offsets
+            .iter()
+            .filter(|((stream_type, _), _)| stream_types.contains(&stream_type.as_str()))
+            .map(|((stream_type, partition), needed)| {
+                let consumed = self
+                    .consumed
+                    .get(&(view.to_owned(), stream_type.clone(), *partition))
+                    .map_or(0, |(offset, _)| *offset);
+                (needed - consumed).max(0)
+            })
+            .sum()
+    }
+
+    /// Each view's progress against what the relay has published.
+    fn views(&self, offsets: &HashMap<(String, i32), i64>) -> Vec<ViewProgress> {
+        VIEWS
+            .iter()
+            .map(|(view, stream_types)| ViewProgress {
+                view,
+                behind: Long(self.behind(view, stream_types, offsets)),
+                last_applied_position: self
+                    .consumed
+                    .iter()
+                    .filter(|((projection, _, _), _)| projection == view)
+                    .filter_map(|(_, (_, position))| *position)
+                    .max()
+                    .map(Long),
+            })
+            .collect()
+    }
+}
+
+/// What a wait needs: the relay's offsets once it had published the target.
+#[derive(Debug)]
+struct Required {
+    offsets: HashMap<(String, i32), i64>,
+}
+
+/// How far each view has applied what the relay has published.
+pub(crate) async fn progress(pool: &PgPool, relay: &str) -> Result<Vec<ViewProgress>, sqlx::Error> {
+    let reading = Reading::take(pool, relay).await?;
+    Ok(reading.views(&reading.published))
 }
 
 /// The views' progress, read by one task for every `X-Min-Position` wait in the process,
@@ -168,8 +204,10 @@ pub(crate) struct Progress {
 
 #[derive(Debug)]
 struct ProgressInner {
-    /// The latest reading: each view's `through` cursor (`None` before the first).
-    latest: watch::Sender<Option<Arc<Vec<(&'static str, Cursor)>>>>,
+    /// The latest reading (`None` before the first).
+    latest: watch::Sender<Option<Arc<Reading>>>,
+    /// The relay whose cursor positions are read against.
+    relay: String,
     /// Waits going on; the poller reads while there are any.
     waiting: AtomicUsize,
     /// Wakes the poller when a wait begins.
@@ -182,9 +220,10 @@ pub(crate) const POLL: Duration = Duration::from_millis(10);
 impl Progress {
     /// Start the poller (it ends when the last clone is dropped). Must be called inside a
     /// Tokio runtime.
-    pub(crate) fn start(pool: PgPool) -> Self {
+    pub(crate) fn start(pool: PgPool, relay: String) -> Self {
         let inner = Arc::new(ProgressInner {
             latest: watch::Sender::new(None),
+            relay,
             waiting: AtomicUsize::new(0),
             begun: Notify::new(),
         });
@@ -216,8 +255,12 @@ impl Progress {
             )));
         };
         // Most reads come after the views caught up: one reading of our own answers them.
-        let views = through(pool).await?;
-        if reached(&views, target) {
+        let mut reading = Arc::new(Reading::take(pool, &self.inner.relay).await?);
+        let mut required = reading.required(target);
+        if required
+            .as_ref()
+            .is_some_and(|required| reached(&reading, required))
+        {
             return Ok(());
         }
         let _blocked = freshness.blocked();
@@ -225,35 +268,42 @@ impl Progress {
         let mut latest = self.inner.latest.subscribe();
         // Only readings taken after this wait began count.
         latest.mark_unchanged();
-        let mut views = views;
         loop {
             if timeout_at(deadline, latest.changed()).await.is_err() {
                 break;
             }
-            if let Some(reading) = latest.borrow_and_update().clone() {
-                views = reading.to_vec();
+            if let Some(newer) = latest.borrow_and_update().clone() {
+                reading = newer;
             }
-            if reached(&views, target) {
+            if required.is_none() {
+                required = reading.required(target);
+            }
+            if required
+                .as_ref()
+                .is_some_and(|required| reached(&reading, required))
+            {
                 return Ok(());
             }
         }
+        // Before the relay published the target, every view is measured against all the
+        // relay has published so far.
+        let offsets = required.map_or_else(|| reading.published.clone(), |r| r.offsets);
         Err(QueryError::StaleViews {
             min_position: position.0,
-            views: views
+            views: reading
+                .views(&offsets)
                 .into_iter()
-                .filter(|(_, through)| *through < target)
-                .map(|(view, (_, position))| ViewProgress {
-                    view,
-                    applied_through: position,
-                })
+                .filter(|view| view.behind.0 > 0 || reading.relay < target)
                 .collect(),
             waited_ms: started.elapsed().as_millis(),
         })
     }
 }
 
-fn reached(views: &[(&'static str, Cursor)], target: Cursor) -> bool {
-    views.iter().all(|(_, through)| *through >= target)
+fn reached(reading: &Reading, required: &Required) -> bool {
+    VIEWS
+        .iter()
+        .all(|(view, stream_types)| reading.behind(view, stream_types, &required.offsets) == 0)
 }
 
 /// Counts a wait for as long as it lives, and wakes the poller when it begins.
@@ -285,10 +335,20 @@ async fn poll(pool: PgPool, inner: Weak<ProgressInner>) {
             continue;
         }
         drop(strong);
-        match through(&pool).await {
-            Ok(views) => match inner.upgrade() {
+        let Some(relay) = inner.upgrade().map(|strong| strong.relay.clone()) else {
+            return;
+        };
+        match Reading::take(&pool, &relay).await {
+            Ok(reading) => match inner.upgrade() {
                 Some(strong) => {
-                    strong.latest.send_replace(Some(Arc::new(views)));
+                    // Waiters wake only when something moved.
+                    strong.latest.send_if_modified(|latest| {
+                        let moved = latest.as_deref() != Some(&reading);
+                        if moved {
+                            *latest = Some(Arc::new(reading));
+                        }
+                        moved
+                    });
                 }
                 None => return,
             },
@@ -312,7 +372,17 @@ pub(crate) fn stale_extensions(
         async_graphql::Value::List(
             views
                 .iter()
-                .map(|view| async_graphql::to_value(view).unwrap_or(async_graphql::Value::Null))
+                .map(|view| {
+                    let mut fields = async_graphql::indexmap::IndexMap::new();
+                    fields.insert(async_graphql::Name::new("view"), view.view.into());
+                    fields.insert(async_graphql::Name::new("behind"), view.behind.0.into());
+                    fields.insert(
+                        async_graphql::Name::new("lastAppliedPosition"),
+                        view.last_applied_position
+                            .map_or(async_graphql::Value::Null, |p| p.0.into()),
+                    );
+                    async_graphql::Value::Object(fields)
+                })
                 .collect(),
         ),
     );
@@ -361,7 +431,7 @@ pub(crate) fn from_connection_init(
         return Ok(None);
     };
     match value {
-        serde_json::Value::Number(number) => MinPosition::parse(&number.to_string()).map(Some),
+        serde_json::Value::Null => Ok(None),
         serde_json::Value::String(text) => MinPosition::parse(text).map(Some),
         other => MinPosition::parse(&other.to_string()).map(Some),
     }

@@ -56,7 +56,7 @@ impl QueryService {
             db: db.clone(),
             loader: DataLoader::new(db.clone(), tokio::spawn).delay(options.batch_delay),
             freshness: freshness.clone(),
-            progress: progress::Progress::start(pool.clone()),
+            progress: progress::Progress::start(pool.clone(), options.relay_name.clone()),
             options,
         };
         Self {
@@ -201,7 +201,8 @@ fn bad_user_input(message: &str) -> Response {
 }
 
 /// GraphQL over WebSocket (`graphql-transport-ws` or `graphql-ws`); the `connection_init`
-/// payload may carry `X-Min-Position`, which then holds every operation of the connection.
+/// payload may carry `X-Min-Position`, which then holds every query of the connection
+/// (subscriptions start at once: they send the current state and every change after it).
 async fn websocket(
     State(state): State<AppState>,
     protocol: GraphQLProtocol,

@@ -8,7 +8,7 @@ use crate::error::QueryError;
 
 /// A 64-bit signed integer, written as a JSON number (exact up to 2^53 in JavaScript).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Long(pub(crate) i64);
+pub struct Long(pub i64);
 
 /// A 64-bit signed integer, written as a JSON number (exact up to 2^53 in JavaScript).
 #[Scalar(name = "Long")]

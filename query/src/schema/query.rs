@@ -56,13 +56,15 @@ impl QueryRoot {
         Ok(row.map(Order))
     }
 
-    /// How far each view has applied the event log: a view has applied every event it
-    /// consumes up to `appliedThrough`. What `X-Min-Position` waits for.
+    /// How far each view has applied what the relay has published: what `X-Min-Position`
+    /// waits for.
     async fn view_progress(&self, ctx: &Context<'_>) -> Result<Vec<ViewProgress>> {
         let services = services(ctx);
-        Ok(crate::progress::progress(services.db.pool())
-            .await
-            .map_err(QueryError::from)?)
+        Ok(
+            crate::progress::progress(services.db.pool(), &services.options.relay_name)
+                .await
+                .map_err(QueryError::from)?,
+        )
     }
 
     /// Orders, newest first.
