@@ -49,6 +49,9 @@ pub(crate) const DOCUMENTS: usize = 1024;
 /// Longest document kept (parsed, or by hash); longer ones are parsed every time.
 pub(crate) const MAX_KEPT_DOCUMENT: usize = 16 * 1024;
 
+/// A document's text and its parsed form.
+type Kept = (String, Arc<ExecutableDocument>);
+
 /// Creates the per-request [`Extension`]; the document caches are shared by all.
 #[derive(Clone)]
 pub(crate) struct Limits {
@@ -59,7 +62,7 @@ pub(crate) struct Limits {
     parsed: Arc<Mutex<LruCache<String, Arc<ExecutableDocument>>>>,
     /// This request's document, parsed and checked, kept once it also passes validation
     /// (each request has its own).
-    pending: Arc<Mutex<Option<(String, Arc<ExecutableDocument>)>>>,
+    pending: Arc<Mutex<Option<Kept>>>,
     /// SHA-256 (hex) → document text, registered by persisted-query requests.
     persisted: Arc<Mutex<LruCache<String, String>>>,
 }
