@@ -6,6 +6,11 @@
 -- consumed from each (stream type, partition), dead letters and duplicates included. Once
 -- the relay's cursor is at or past an event, the relay's offsets then cover it (whatever
 -- order retries put records in); a view has applied it once its offsets reach those.
+--
+-- On a deployment upgraded to this, the relay fills `relay_partitions` as it publishes:
+-- a partition published to only before the upgrade has no row until it is published to
+-- again, and a view's lag there is not seen meanwhile. (The broker's high watermarks would
+-- seed it, but tansu, the broker the tests run on, under-reports them.)
 
 create table relay_partitions (
     relay       text        not null,

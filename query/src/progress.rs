@@ -1,6 +1,7 @@
 //! Read-your-writes across views: a request that carries `X-Min-Position: P` (the position
 //! a command answered with) is answered once every view has applied every event it
-//! consumes up to P, or fails with the code STALE and how far each view is.
+//! consumes up to P in commit order (the event at P and every event committed before it),
+//! or fails with the code STALE and how far each view is.
 //!
 //! How far a view is comes from two tables (`migrations/0008_read_progress.sql`): with its
 //! cursor, the relay records the offset past the last record the broker acknowledged in
