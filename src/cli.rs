@@ -375,6 +375,14 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
                 mock.create_topic(&topic, kafka.topic_partitions, 1)
                     .with_context(|| format!("creating topic {topic}"))?;
             }
+            // The in-process broker starts empty: offsets recorded against an earlier one
+            // mean nothing now (they are how `X-Min-Position` reads know a view's progress).
+            for table in ["relay_partitions", "projection_progress"] {
+                sqlx::query(&format!("delete from {table}"))
+                    .execute(&pool)
+                    .await
+                    .with_context(|| format!("clearing {table}"))?;
+            }
         }
         None => create_topics(&kafka).await?,
     }

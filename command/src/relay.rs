@@ -181,6 +181,12 @@ async fn publish_loop(
         if failed.is_none() {
             if let Some(oldest) = in_flight.pop_front() {
                 match oldest.acknowledged.await {
+                    // A retried record the broker already had may come back without its
+                    // offset; send the page again for offsets readers can rely on.
+                    Ok(landed) if landed.iter().any(|(_, offset)| *offset < 0) => {
+                        tracing::warn!("the broker acknowledged a page without its offsets");
+                        failed = Some(KafkaError::Canceled);
+                    }
                     Ok(partitions) => {
                         // Through the lock's own connection: if the lock is gone, so is the
                         // write.
@@ -346,7 +352,8 @@ async fn save_cursor(
              insert into relay_partitions (relay, stream_type, partition, next_offset) \
              select $1, * from unnest($4::text[], $5::int[], $6::bigint[]) \
              on conflict (relay, stream_type, partition) do update \
-             set next_offset = excluded.next_offset, updated_at = now()) \
+             set next_offset = greatest(relay_partitions.next_offset, excluded.next_offset), \
+                 updated_at = now()) \
          insert into relay_cursors (name, tx_id, position) values ($1, $2, $3) \
          on conflict (name) do update set tx_id = excluded.tx_id, \
              position = excluded.position, updated_at = now() \

@@ -271,14 +271,15 @@ async fn record_progress(
         offsets.push(*offset);
         positions.push(*position);
     }
-    // Overwritten, not maxed: records delivered again after a rebalance move the offset
-    // back, which only makes a reader wait longer.
+    // Only forward: an instance that lost the partition may still commit an older batch.
+    // (Offsets belong to one lifetime of the topics: `orderflow dev`, whose in-process
+    // broker keeps nothing, clears these rows at start.)
     sqlx::query(
         "insert into projection_progress (projection, stream_type, partition, next_offset, position) \
          select $1, * from unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) \
          on conflict (projection, stream_type, partition) do update \
-         set next_offset = excluded.next_offset, \
-             position = coalesce(excluded.position, projection_progress.position), \
+         set next_offset = greatest(projection_progress.next_offset, excluded.next_offset), \
+             position = greatest(excluded.position, projection_progress.position), \
              applied_at = now()",
     )
     .bind(projection.name())

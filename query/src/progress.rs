@@ -1,7 +1,8 @@
 //! Read-your-writes across views: a request that carries `X-Min-Position: P` (the position
 //! a command answered with) is answered once every view has applied every event it
-//! consumes up to P in commit order (the event at P and every event committed before it),
-//! or fails with the code STALE and how far each view is.
+//! consumes up to P in the relay's commit order (the event at P and every event whose
+//! gap-safe cursor sorts before it, which includes a client's own earlier writes), or fails
+//! with the code STALE and how far each view is.
 //!
 //! How far a view is comes from two tables (`migrations/0008_read_progress.sql`): with its
 //! cursor, the relay records the offset past the last record the broker acknowledged in
@@ -267,12 +268,15 @@ impl Progress {
         let _blocked = freshness.blocked();
         let _waiting = Waiting::new(&self.inner);
         let mut latest = self.inner.latest.subscribe();
-        // Only readings taken after this wait began count.
-        latest.mark_unchanged();
+        // Any reading is a consistent snapshot and the relay only moves forward, so the
+        // poller's latest counts too, even one taken before this wait began: a reading
+        // published while ours was taken would otherwise be missed.
+        let mut first = true;
         loop {
-            if timeout_at(deadline, latest.changed()).await.is_err() {
+            if !first && timeout_at(deadline, latest.changed()).await.is_err() {
                 break;
             }
+            first = false;
             if let Some(newer) = latest.borrow_and_update().clone() {
                 reading = newer;
             }

@@ -97,7 +97,8 @@ impl QueryService {
         self.db.statements()
     }
 
-    /// `minVersion` reads waiting right now for the projectors to catch up.
+    /// `minVersion` and `X-Min-Position` reads waiting right now for the projectors to
+    /// catch up.
     pub fn waiting_reads(&self) -> usize {
         self.freshness.blocked_reads()
     }
