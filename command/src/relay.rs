@@ -281,7 +281,13 @@ pub async fn load_cursor(pool: &PgPool, name: &str) -> anyhow::Result<Cursor> {
 async fn listen(pool: PgPool, appended: std::sync::Weak<Notify>) {
     let mut listener = loop {
         let connected = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
+            // A pool of its own: a listener holds its connection for good, and must not
+            // take one from the pool that reads and publishes.
+            let own = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with((*pool.connect_options()).clone())
+                .await?;
+            let mut listener = PgListener::connect_with(&own).await?;
             listener.listen(EVENTS_APPENDED).await?;
             Ok::<_, sqlx::Error>(listener)
         };

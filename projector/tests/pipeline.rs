@@ -100,10 +100,29 @@ async fn wait_until_caught_up(pool: &PgPool) {
         if behind == 0 {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "projections still behind on {behind} streams"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            // Say where: which projection lags on which stream, and what the relay did.
+            let mut detail = Vec::new();
+            for &projection in PROJECTIONS {
+                let sql = format!(
+                    "select s.stream_id::text, s.version, c.version from (select stream_id, \
+                     max(version) as version from events where stream_type = any($1) \
+                     group by stream_id) s left join {projection}_checkpoints c using (stream_id) \
+                     where c.version is distinct from s.version"
+                );
+                let types: Vec<&str> = projection.stream_types().to_vec();
+                let rows: Vec<(String, i32, Option<i32>)> = sqlx::query_as(&sql)
+                    .bind(&types)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+                detail.push(format!("{projection}: {rows:?}"));
+            }
+            let backlog = orderflow_command::relay::backlog(pool, "default")
+                .await
+                .unwrap();
+            panic!("projections still behind on {behind} streams (relay backlog {backlog}): {detail:?}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
