@@ -351,6 +351,32 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Resu
         .with_context(|| format!("no streamId in {text}"))
 }
 
+/// Wait until `url`'s `/ready` answers 2xx, failing if `child` (`what`) exits first or
+/// `within` passes.
+pub(crate) async fn wait_ready(
+    child: &mut Child,
+    what: &str,
+    url: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(response) = client.get(format!("{url}/ready")).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited during start: {status}");
+        }
+        if Instant::now() > deadline {
+            bail!("{what} was not ready within {} s", within.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A private PostgreSQL (default, durable settings) and an `orderflow command` child.
 struct OwnPlatform {
     pg: PrivatePostgres,
@@ -381,22 +407,13 @@ impl OwnPlatform {
             .spawn()
             .context("starting orderflow command")?;
         let url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(response) = client.get(format!("{url}/ready")).send().await {
-                if response.status().is_success() {
-                    break;
-                }
-            }
-            if let Some(status) = server.try_wait()? {
-                bail!("orderflow command exited during start: {status}");
-            }
-            if Instant::now() > deadline {
-                bail!("orderflow command was not ready within a minute");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ready(
+            &mut server,
+            "orderflow command",
+            &url,
+            Duration::from_secs(60),
+        )
+        .await?;
         eprintln!("command service ready at {url}");
         Ok(Self {
             pg,

@@ -24,7 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::bench::percentile;
+use crate::bench::{percentile, wait_ready};
 
 /// Where the platform is: running services, or `orderflow dev` started by the bench.
 #[derive(Debug, clap::Args)]
@@ -173,23 +173,8 @@ impl DevChild {
         let mut process = dev.spawn().context("starting orderflow dev")?;
         let command = format!("http://127.0.0.1:{command_port}");
         let query = format!("http://127.0.0.1:{query_port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
         for url in [&command, &query] {
-            loop {
-                if let Ok(response) = client.get(format!("{url}/ready")).send().await {
-                    if response.status().is_success() {
-                        break;
-                    }
-                }
-                if let Some(status) = process.try_wait()? {
-                    bail!("orderflow dev exited during start: {status}");
-                }
-                if Instant::now() > deadline {
-                    bail!("orderflow dev was not ready within two minutes");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait_ready(&mut process, "orderflow dev", url, Duration::from_secs(120)).await?;
         }
         eprintln!("platform ready: commands {command}, queries {query}");
         Ok(Self {

@@ -6,17 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, only_error, spawn, spawn_with, TestApp, DEADLINE};
+use common::{eventually, only_error, spawn, spawn_with, Socket, TestApp, DEADLINE};
 use futures::{SinkExt as _, StreamExt as _};
 use orderflow_query::{QueryOptions, ORDER_VIEW_CHANGED};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 const AT_LEAST: &str = r#"query($id: ID!, $min: Int) {
@@ -169,23 +165,8 @@ async fn a_min_version_not_reached_within_the_bound_is_stale(pool: PgPool) {
     assert_eq!(app.service.waiting_reads(), 0);
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 async fn connect(app: &TestApp) -> Socket {
-    let mut request = format!("ws://{}/graphql/ws", app.query)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut socket, response) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("the WebSocket opens");
-    assert_eq!(
-        response.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
+    let mut socket = app.open_socket().await;
     send(
         &mut socket,
         json!({"type": "connection_init", "payload": {}}),

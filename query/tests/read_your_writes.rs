@@ -20,8 +20,6 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 const COMPOSED: &str = r#"query($id: ID!) {
@@ -344,14 +342,7 @@ async fn a_websocket_connection_init_position_holds_its_queries(pool: PgPool) {
         json!({"name": "Grace", "email": "grace@example.com"}),
     )
     .await;
-    let mut request = format!("ws://{}/graphql/ws", app.query)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut socket = app.open_socket().await;
     let init =
         json!({"type": "connection_init", "payload": {MIN_POSITION_HEADER: position(&user)}});
     socket
@@ -387,14 +378,7 @@ async fn a_websocket_connection_init_position_holds_its_queries(pool: PgPool) {
     assert_eq!(answer, json!({"data": {"user": {"name": "Grace"}}}));
 
     // A malformed position in connection_init refuses the connection.
-    let mut request = format!("ws://{}/graphql/ws", app.query)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut socket = app.open_socket().await;
     let init = json!({"type": "connection_init", "payload": {MIN_POSITION_HEADER: "soon"}});
     socket
         .send(Message::Text(init.to_string().into()))

@@ -17,8 +17,11 @@ use orderflow_store::{Cursor, EventMetadata, NewEvent};
 use reqwest::Client;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 /// Long enough for a slow CI machine, short enough to fail a hung test quickly.
@@ -76,7 +79,29 @@ where
     }
 }
 
+/// A GraphQL WebSocket to the query service.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
 impl TestApp {
+    /// A WebSocket to `/graphql/ws` speaking `graphql-transport-ws`, before `connection_init`.
+    pub async fn open_socket(&self) -> Socket {
+        let mut request = format!("ws://{}/graphql/ws", self.query)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("graphql-transport-ws"),
+        );
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the WebSocket opens");
+        assert_eq!(
+            response.headers()["sec-websocket-protocol"],
+            "graphql-transport-ws"
+        );
+        socket
+    }
+
     pub fn query_url(&self, path: &str) -> String {
         format!("http://{}{}", self.query, path)
     }
