@@ -24,11 +24,17 @@ use crate::devdb::{self, PrivatePostgres};
 #[derive(Debug, Parser)]
 #[command(version, about, propagate_version = true)]
 struct Cli {
-    /// Log as JSON lines (for log shippers) instead of human-readable text.
-    #[arg(long, env = "ORDERFLOW_LOG_JSON", global = true)]
-    log_json: bool,
+    /// `text` for people (coloured only on a terminal), `json` lines for log shippers.
+    #[arg(long, env = "ORDERFLOW_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +62,9 @@ enum Role {
     /// Run the whole platform in one process, starting a private PostgreSQL when no
     /// database URL is given.
     Dev(DevArgs),
+    /// Consumer lag of every orderflow consumer group: offsets, lag in records and seconds,
+    /// status and time to drain (with a database URL, relay backlog and staleness too).
+    Lag(crate::lag::LagCli),
     /// Load generators that print figures (throughput, latency percentiles).
     #[command(subcommand)]
     Bench(crate::bench::Bench),
@@ -128,7 +137,7 @@ struct DevArgs {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json);
+    init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -145,18 +154,20 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => builder.json().init(),
+        // Colour escapes only where a terminal renders them, not into files or pipes.
+        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
     }
 }
 
 async fn run(role: Role) -> anyhow::Result<()> {
+    orderflow_store::telemetry::install();
     match role {
         Role::Migrate(database) => {
             database
@@ -180,25 +191,58 @@ async fn run(role: Role) -> anyhow::Result<()> {
         Role::Relay(args) => {
             let pool = connect(&args.database).await?;
             create_topics(&args.kafka).await?;
-            orderflow_command::relay::run(
-                pool,
-                args.kafka.clone(),
-                args.options(),
-                shutdown_watch(),
-            )
-            .await
+            let shutdown = shutdown_watch();
+            let options = args.options();
+            let (figures_pool, relay) = (pool.clone(), options.name.clone());
+            let figures: crate::ops::Figures = std::sync::Arc::new(move || {
+                let (pool, relay) = (figures_pool.clone(), relay.clone());
+                Box::pin(async move { relay_figures(&pool, &relay).await })
+            });
+            let ops = crate::ops::serve(
+                args.ops_listen,
+                "relay",
+                pool.clone(),
+                options.readiness.clone(),
+                None,
+                Some(figures),
+                shutdown.clone(),
+            );
+            let relay = orderflow_command::relay::run(pool, args.kafka.clone(), options, shutdown);
+            tokio::try_join!(relay, ops).map(|_| ())
         }
         Role::Projector(args) => {
             let pool = connect(&args.database).await?;
             create_topics(&args.kafka).await?;
-            orderflow_projector::worker::run(
+            let shutdown = shutdown_watch();
+            let options = args.options();
+            let groups = crate::ops::projector_groups(
+                &args.kafka.topic_prefix,
+                &options.group_prefix,
+                &args.selected(),
+            );
+            let monitor = orderflow_kafka::lag::LagMonitor::spawn(
+                &args.kafka,
+                &args.lag,
+                groups,
+                shutdown.clone(),
+            );
+            let ops = crate::ops::serve(
+                args.ops_listen,
+                "projector",
+                pool.clone(),
+                options.readiness.clone(),
+                Some(monitor),
+                None,
+                shutdown.clone(),
+            );
+            let workers = orderflow_projector::worker::run(
                 pool,
                 args.kafka.clone(),
                 args.selected(),
-                args.options(),
-                shutdown_watch(),
-            )
-            .await
+                options,
+                shutdown,
+            );
+            tokio::try_join!(workers, ops).map(|_| ())
         }
         Role::Saga(SagaCli {
             action:
@@ -216,9 +260,31 @@ async fn run(role: Role) -> anyhow::Result<()> {
             args.saga.validate().map_err(anyhow::Error::msg)?;
             let pool = connect(&args.database).await?;
             create_topics(&args.kafka).await?;
-            orchestrator(&pool, &args.saga, &args.gateway)?
-                .run(args.kafka.clone(), shutdown_watch())
-                .await
+            let shutdown = shutdown_watch();
+            let orchestrator = orchestrator(&pool, &args.saga, &args.gateway)?;
+            let group =
+                crate::ops::saga_group(&args.kafka.topic_prefix, &args.saga.options().group);
+            let monitor = orderflow_kafka::lag::LagMonitor::spawn(
+                &args.kafka,
+                &args.lag,
+                vec![group],
+                shutdown.clone(),
+            );
+            let figures_pool = pool.clone();
+            let figures: crate::ops::Figures = std::sync::Arc::new(move || {
+                let pool = figures_pool.clone();
+                Box::pin(async move { saga_figures(&pool).await })
+            });
+            let ops = crate::ops::serve(
+                args.ops_listen,
+                "saga",
+                pool.clone(),
+                Default::default(),
+                Some(monitor),
+                Some(figures),
+                shutdown.clone(),
+            );
+            tokio::try_join!(orchestrator.run(args.kafka.clone(), shutdown), ops).map(|_| ())
         }
         Role::Replay(args) => {
             let pool = connect(&args.database).await?;
@@ -236,15 +302,43 @@ async fn run(role: Role) -> anyhow::Result<()> {
             Ok(())
         }
         Role::Query(args) => {
-            let options = args.options()?;
+            let mut options = args.options()?;
+            let groups = crate::ops::platform_groups(&args.kafka.topic_prefix, &args.group_prefix);
+            options.lag = Some(orderflow_kafka::lag::LagMonitor::spawn(
+                &args.kafka,
+                &args.lag,
+                groups,
+                shutdown_watch(),
+            ));
             let pool = connect(&args.database).await?;
             let listener = bind(args.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "query service listening");
             orderflow_query::serve(listener, pool, options, shutdown_signal()).await
         }
         Role::Dev(args) => dev(args).await,
+        Role::Lag(cli) => crate::lag::run(cli).await,
         Role::Bench(bench) => crate::bench::run(bench).await,
     }
+}
+
+/// The relay's backlog as Prometheus gauges, for the relay's `/metrics`.
+async fn relay_figures(pool: &sqlx::PgPool, relay: &str) -> String {
+    let mut out = String::new();
+    match orderflow_query::ops::EsFigures::relay(pool, relay).await {
+        Ok(status) => orderflow_query::ops::render_relay(&status, &mut out),
+        Err(err) => tracing::warn!(%err, "cannot read the relay backlog for /metrics"),
+    }
+    out
+}
+
+/// Sagas by state as Prometheus gauges, for the orchestrator's `/metrics`.
+async fn saga_figures(pool: &sqlx::PgPool) -> String {
+    let mut out = String::new();
+    match orderflow_query::ops::EsFigures::sagas(pool).await {
+        Ok(sagas) => orderflow_query::ops::render_sagas(&sagas, &mut out),
+        Err(err) => tracing::warn!(%err, "cannot read saga counts for /metrics"),
+    }
+    out
 }
 
 /// The orchestrator with the simulated payment provider.
@@ -420,10 +514,19 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
     .await
     .context("connecting the query service")?;
     let mut stop = shutdown.clone();
+    let monitor = orderflow_kafka::lag::LagMonitor::spawn(
+        &kafka,
+        &Default::default(),
+        crate::ops::platform_groups(&kafka.topic_prefix, &WorkerOptions::default().group_prefix),
+        shutdown.clone(),
+    );
     roles.spawn(orderflow_query::serve(
         query_listener,
         query_pool,
-        QueryOptions::default(),
+        QueryOptions {
+            lag: Some(monitor),
+            ..QueryOptions::default()
+        },
         async move {
             let _ = stop.wait_for(|stop| *stop).await;
         },
@@ -445,6 +548,7 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
     println!("orderflow dev is running (Ctrl-C stops everything)");
     println!("  command API   http://{api}/api   (OpenAPI: http://{api}/api/openapi.json)");
     println!("  GraphQL       http://{graphql}/graphql   (playground: http://{graphql}/)");
+    println!("  operations    http://{graphql}/ops   (metrics: http://{graphql}/metrics, http://{api}/metrics)");
     println!("  database      {database_url}");
     println!("  kafka         {brokers}{kafka_note}");
     println!();
@@ -463,7 +567,7 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
 }
 
 /// A watch that flips to `true` on Ctrl-C or SIGTERM.
-fn shutdown_watch() -> watch::Receiver<bool> {
+pub(crate) fn shutdown_watch() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

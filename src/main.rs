@@ -5,6 +5,8 @@ mod bench_reads;
 mod bench_saga;
 mod cli;
 mod devdb;
+mod lag;
+mod ops;
 
 fn main() -> std::process::ExitCode {
     cli::main()

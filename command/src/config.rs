@@ -51,6 +51,9 @@ pub struct RelayArgs {
         default_value_t = 1000
     )]
     pub batch_size: i64,
+    /// Address of `/health`, `/ready` (with the reasons when not ready) and `/metrics`.
+    #[arg(long, env = "ORDERFLOW_OPS_LISTEN", default_value = "127.0.0.1:9471")]
+    pub ops_listen: std::net::SocketAddr,
 }
 
 impl RelayArgs {
@@ -74,6 +77,11 @@ pub struct SagaArgs {
     pub saga: SagaFlags,
     #[command(flatten)]
     pub gateway: crate::saga::gateway::SimulatorArgs,
+    #[command(flatten)]
+    pub lag: orderflow_kafka::lag::LagArgs,
+    /// Address of `/health`, `/ready` (with the reasons when not ready) and `/metrics`.
+    #[arg(long, env = "ORDERFLOW_OPS_LISTEN", default_value = "127.0.0.1:9473")]
+    pub ops_listen: std::net::SocketAddr,
 }
 
 /// How sagas run; shared by `orderflow saga` and `orderflow dev`.

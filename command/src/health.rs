@@ -12,6 +12,20 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus metrics of this process: request latency per route, events appended.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            orderflow_store::telemetry::CONTENT_TYPE,
+        )],
+        orderflow_store::telemetry::render(),
+    )
 }
 
 /// The process is up.

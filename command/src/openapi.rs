@@ -17,7 +17,7 @@ use crate::{health, orders, products, sagas, streams, users};
         orders::create, orders::add_item, orders::update_quantity, orders::remove_item,
         orders::place, orders::cancel,
         sagas::list, sagas::show, sagas::retry,
-        streams::read, health::health, health::ready,
+        streams::read, health::health, health::ready, health::metrics,
     ),
     tags(
         (name = "users"), (name = "products"), (name = "orders"),

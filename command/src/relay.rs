@@ -49,6 +49,8 @@ pub struct RelayOptions {
     pub max_backoff: Duration,
     /// How long one page may wait for the broker before it counts as failed and is retried.
     pub delivery_timeout: Duration,
+    /// Where the relay says why it is not ready (the broker failing, the database lost).
+    pub readiness: orderflow_store::telemetry::Readiness,
 }
 
 impl Default for RelayOptions {
@@ -61,6 +63,7 @@ impl Default for RelayOptions {
             standby_poll: Duration::from_secs(1),
             max_backoff: Duration::from_secs(5),
             delivery_timeout: Duration::from_secs(15),
+            readiness: Default::default(),
         }
     }
 }
@@ -79,7 +82,9 @@ pub async fn run(
         match run_once(&pool, &kafka, &options, &mut shutdown, &mut backoff).await {
             Ok(()) => return Ok(()),
             Err(err) => {
-                tracing::warn!(error = %format!("{err:#}"), "the relay stopped; starting over");
+                let why = format!("{err:#}");
+                tracing::warn!(error = %why, "the relay stopped; starting over");
+                options.readiness.problem("relay", why);
             }
         }
         if backoff.wait(&mut shutdown).await {
@@ -121,6 +126,7 @@ async fn run_once(
         }
     }
     tracing::info!(name = %options.name, "relay is active");
+    options.readiness.ok("relay");
     let result = publish_loop(&mut lock, pool, kafka, options, shutdown, restarts).await;
     let _ = lock.close().await;
     result
@@ -193,6 +199,9 @@ async fn publish_loop(
                         let partitions = last_per_partition(&oldest.page, &partitions);
                         save_cursor(lock, &options.name, oldest.next, &partitions).await?;
                         tracing::debug!(events = oldest.page.len(), next = ?oldest.next, "published");
+                        metrics::counter!("orderflow_relay_published_total")
+                            .increment(oldest.page.len() as u64);
+                        options.readiness.ok("broker");
                         acked = oldest.next;
                         backoff.reset();
                         restarts.reset();
@@ -206,6 +215,9 @@ async fn publish_loop(
             // Whatever is still in flight is sent again from the last acknowledged page on
             // (consumers dedupe what arrives twice).
             tracing::warn!(%err, "publishing failed; the events wait in the store");
+            options
+                .readiness
+                .problem("broker", format!("publishing failed: {err}"));
             in_flight.clear();
             sent = acked;
             if backoff.wait(shutdown).await {

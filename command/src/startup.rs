@@ -48,6 +48,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(log_unexpected))
+        .layer(middleware::from_fn(|request, next| {
+            orderflow_store::telemetry::track_http("command", request, next)
+        }))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn(correlation_id))
         .with_state(state)

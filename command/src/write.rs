@@ -497,6 +497,11 @@ impl Writer {
             let lost = match write.execute(&mut conn).await {
                 Ok(Written::Appended(appended)) => {
                     self.appended.appended();
+                    metrics::counter!(
+                        "orderflow_events_appended_total",
+                        "stream_type" => C::Target::STREAM_TYPE,
+                    )
+                    .increment(events.len() as u64);
                     let loaded = Arc::new(Loaded {
                         state: after,
                         version: appended.version,

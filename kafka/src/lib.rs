@@ -9,6 +9,8 @@
 //! - [`producer`]: the idempotent publisher the relay uses.
 //! - [`consumer`]: batched consumption with offsets committed after the work is durable.
 //! - [`dlq`]: dead-letter records carrying the original plus the error.
+//! - [`lag`]: the consumer-lag monitor (offsets, lag in records and seconds, Burrow-style
+//!   status, time to drain) behind `/metrics`, `/ops`, GraphQL and `orderflow lag`.
 //! - [`backoff`]: doubling pauses for loops that retry the broker or the database.
 //! - `testing` (feature `testing`, for tests): topics of a test's own on a shared broker,
 //!   deleted afterwards.
@@ -18,6 +20,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod envelope;
+pub mod lag;
 pub mod producer;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -32,6 +32,11 @@ pub struct ProjectorArgs {
         default_value_t = 500
     )]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub lag: orderflow_kafka::lag::LagArgs,
+    /// Address of `/health`, `/ready` (with the reasons when not ready) and `/metrics`.
+    #[arg(long, env = "ORDERFLOW_OPS_LISTEN", default_value = "127.0.0.1:9472")]
+    pub ops_listen: std::net::SocketAddr,
 }
 
 impl ProjectorArgs {

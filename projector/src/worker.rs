@@ -32,6 +32,8 @@ pub struct WorkerOptions {
     /// How long a busy worker (its next record was already waiting) gathers a batch beyond
     /// what is already fetched; an idle one hands a record over at once.
     pub linger: Duration,
+    /// Where workers say why they are not ready (consuming or applying fails).
+    pub readiness: orderflow_store::telemetry::Readiness,
 }
 
 impl Default for WorkerOptions {
@@ -40,6 +42,7 @@ impl Default for WorkerOptions {
             group_prefix: "orderflow.projector".into(),
             batch_size: 500,
             linger: Duration::from_millis(20),
+            readiness: Default::default(),
         }
     }
 }
@@ -113,6 +116,9 @@ pub async fn run_one(
             Ok(batch) => batch,
             Err(err) => {
                 tracing::warn!(%projection, %err, "consuming failed; retrying");
+                options
+                    .readiness
+                    .problem(projection.name(), format!("consuming failed: {err}"));
                 if backoff.wait(&mut shutdown).await {
                     break;
                 }
@@ -133,8 +139,15 @@ pub async fn run_one(
         )
         .await
         {
-            Ok(()) => backoff.reset(),
+            Ok(()) => {
+                backoff.reset();
+                options.readiness.ok(projection.name());
+            }
             Err(err) => {
+                options.readiness.problem(
+                    projection.name(),
+                    format!("applying a batch failed: {err:#}"),
+                );
                 // Nothing was committed. A fresh subscription starts again from the group's
                 // committed offsets, whatever rebalance happened meanwhile.
                 tracing::error!(%projection, error = %format!("{err:#}"), "a batch failed; retrying");
@@ -228,6 +241,21 @@ async fn handle(
     }
     tx.commit().await.context("committing the batch")?;
     commit(consumer, batch).context("committing offsets")?;
+    let name = projection.name();
+    metrics::counter!("orderflow_projector_applied_total", "projection" => name)
+        .increment(events.len() as u64);
+    let latency =
+        metrics::histogram!("orderflow_projection_apply_latency_seconds", "projection" => name);
+    let now = chrono::Utc::now();
+    for event in &events {
+        latency.record(
+            (now - event.recorded_at)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0) as f64
+                / 1e6,
+        );
+    }
     Ok(())
 }
 

@@ -92,6 +92,19 @@ pub struct QueryArgs {
     /// `--relay-name` of the relay publishing to the projectors' topics.
     #[arg(long, env = "ORDERFLOW_RELAY_NAME", default_value = "default")]
     pub relay_name: String,
+    /// The broker whose consumer groups the lag monitor watches (`/ops`, `/metrics`, the
+    /// `consumerGroups` field).
+    #[command(flatten)]
+    pub kafka: orderflow_kafka::KafkaArgs,
+    #[command(flatten)]
+    pub lag: orderflow_kafka::lag::LagArgs,
+    /// Projector consumer groups are `<prefix>.<projection>`: the groups the monitor watches.
+    #[arg(
+        long,
+        env = "ORDERFLOW_GROUP_PREFIX",
+        default_value = "orderflow.projector"
+    )]
+    pub group_prefix: String,
 }
 
 impl QueryArgs {
@@ -107,6 +120,7 @@ impl QueryArgs {
             max_watches: self.max_watches,
             batch_delay: self.batch_delay,
             relay_name: self.relay_name.clone(),
+            lag: None,
         };
         options.validate()?;
         Ok(options)
@@ -114,7 +128,7 @@ impl QueryArgs {
 }
 
 /// What the service enforces; see [`QueryArgs`] for why each exists.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct QueryOptions {
     pub min_version_timeout: Duration,
     pub query_timeout: Duration,
@@ -125,6 +139,9 @@ pub struct QueryOptions {
     pub max_watches: usize,
     pub batch_delay: Duration,
     pub relay_name: String,
+    /// The consumer-lag monitor behind the ops fields, `/ops` and `/metrics`; without one
+    /// they show the event store's figures only.
+    pub lag: Option<orderflow_kafka::lag::LagMonitor>,
 }
 
 impl Default for QueryOptions {
@@ -139,6 +156,7 @@ impl Default for QueryOptions {
             max_watches: 10_000,
             batch_delay: Duration::from_millis(2),
             relay_name: "default".to_owned(),
+            lag: None,
         }
     }
 }
@@ -193,7 +211,11 @@ mod tests {
     #[test]
     fn the_defaults_match_the_documented_options() {
         let cli = Cli::parse_from(["query", "--database-url", "postgres://localhost/x"]);
-        assert_eq!(cli.query.options().unwrap(), QueryOptions::default());
+        // Debug output compares every field (the lag monitor is started by the caller).
+        assert_eq!(
+            format!("{:?}", cli.query.options().unwrap()),
+            format!("{:?}", QueryOptions::default())
+        );
         assert_eq!(cli.query.listen, "127.0.0.1:8080".parse().unwrap());
     }
 

@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod error;
+pub mod ops;
 pub mod playground;
 pub mod progress;
 pub mod startup;
@@ -37,5 +38,6 @@ mod schema;
 
 pub use config::{QueryArgs, QueryOptions};
 pub use freshness::ORDER_VIEW_CHANGED;
+pub use schema::money::Long;
 pub use schema::sdl as schema_sdl;
 pub use startup::{router, serve, QueryService};

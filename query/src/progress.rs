@@ -185,6 +185,43 @@ impl Reading {
     }
 }
 
+impl Reading {
+    /// For a view that is behind, the lowest position it applied in any partition where it
+    /// is behind (0 where it applied nothing): its oldest unapplied event comes after that.
+    /// `None` when the view is caught up.
+    fn lagging_floor(&self, view: &str, stream_types: &[&str]) -> Option<i64> {
+        self.published
+            .iter()
+            .filter(|((stream_type, _), _)| stream_types.contains(&stream_type.as_str()))
+            .filter_map(|((stream_type, partition), needed)| {
+                let consumed =
+                    self.consumed
+                        .get(&(view.to_owned(), stream_type.clone(), *partition));
+                let (offset, position) = consumed.map_or((0, None), |(o, p)| (*o, *p));
+                (offset < *needed).then_some(position.unwrap_or(0))
+            })
+            .min()
+    }
+}
+
+/// Each view's progress and, when it is behind, the position its oldest unapplied event
+/// comes after (for staleness).
+pub(crate) async fn lagging_floors(
+    pool: &PgPool,
+    relay: &str,
+) -> Result<Vec<(ViewProgress, Option<i64>)>, sqlx::Error> {
+    let reading = Reading::take(pool, relay).await?;
+    Ok(reading
+        .views(&reading.published)
+        .into_iter()
+        .zip(VIEWS.iter())
+        .map(|(view, (name, stream_types))| {
+            let floor = reading.lagging_floor(name, stream_types);
+            (view, floor)
+        })
+        .collect())
+}
+
 /// What a wait needs: the relay's offsets once it had published the target.
 #[derive(Debug)]
 struct Required {

@@ -45,11 +45,14 @@ pub struct QueryService {
     db: Db,
     freshness: Freshness,
     pool: PgPool,
+    relay: String,
+    lag: Option<orderflow_kafka::lag::LagMonitor>,
 }
 
 impl QueryService {
     /// Must be called inside a Tokio runtime: it starts the `order_view_changed` listener.
     pub fn new(pool: PgPool, options: QueryOptions) -> Self {
+        let (options_relay, options_lag) = (options.relay_name.clone(), options.lag.clone());
         let db = Db::new(pool.clone());
         let freshness = Freshness::start(db.clone(), options.poll_interval, options.max_watches);
         let services = Services {
@@ -57,6 +60,14 @@ impl QueryService {
             loader: DataLoader::new(db.clone(), tokio::spawn).delay(options.batch_delay),
             freshness: freshness.clone(),
             progress: progress::Progress::start(pool.clone(), options.relay_name.clone()),
+            ops_history: match &options.lag {
+                Some(monitor) => crate::ops::OpsHistory::start(
+                    pool.clone(),
+                    options.relay_name.clone(),
+                    monitor.clone(),
+                ),
+                None => crate::ops::OpsHistory::default(),
+            },
             options,
         };
         Self {
@@ -64,6 +75,8 @@ impl QueryService {
             db,
             freshness,
             pool,
+            relay: options_relay,
+            lag: options_lag,
         }
     }
 
@@ -82,12 +95,19 @@ impl QueryService {
             .route(SDL_PATH, get(sdl))
             .route("/health", get(health))
             .route("/ready", get(ready))
+            .route("/metrics", get(metrics))
+            .merge(crate::ops::page_router())
             .merge(crate::playground::router())
             .fallback(not_found)
+            .layer(middleware::from_fn(|request, next| {
+                orderflow_store::telemetry::track_http("query", request, next)
+            }))
             .layer(TraceLayer::new_for_http())
             .with_state(AppState {
                 schema: self.schema.clone(),
                 pool: self.pool.clone(),
+                relay: self.relay.clone(),
+                lag: self.lag.clone(),
             })
     }
 
@@ -143,6 +163,21 @@ pub async fn serve(
 struct AppState {
     schema: AppSchema,
     pool: PgPool,
+    relay: String,
+    lag: Option<orderflow_kafka::lag::LagMonitor>,
+}
+
+/// Prometheus metrics: this process's, consumer lag and the event store's figures.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = crate::ops::metrics_text(&state.pool, &state.relay, state.lag.as_ref()).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            orderflow_store::telemetry::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn playground() -> Response {

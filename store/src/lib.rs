@@ -16,6 +16,8 @@
 //! - [`idempotency`]: stored responses of idempotent commands.
 //! - [`config`]: [`DatabaseArgs`], the flags every role shares.
 //! - [`health`]: the `/health` and `/ready` answers every service gives.
+//! - [`telemetry`]: the process's Prometheus metrics, HTTP latency per route, and the
+//!   reasons a role is not ready.
 //! - [`error`]: the [`StoreError`] every operation returns.
 
 pub mod append;
@@ -28,6 +30,7 @@ pub mod idempotency;
 pub mod reader;
 pub mod signal;
 pub mod snapshot;
+pub mod telemetry;
 
 pub use append::{
     append, load, load_after, load_events, AppendOutcome, Loaded, Record, Write, Written,

@@ -120,9 +120,23 @@ pub struct Orchestrator<G> {
 /// The saga's row during an advance: written when its state or step changes, so
 /// operators see where a saga is (and a new step's deadline) while it waits on a provider
 /// call; the rest is written when the advance hands the saga back ([`rows::release`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Mirror {
     shown: Option<(SagaStatus, orderflow_domain::saga::Step)>,
+    /// When this advance began: steps that finished since feed the step-duration histogram.
+    began: DateTime<Utc>,
+    /// Steps (by index) whose duration is recorded already.
+    timed: usize,
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Self {
+            shown: None,
+            began: Utc::now(),
+            timed: 0,
+        }
+    }
 }
 
 impl Mirror {
@@ -142,6 +156,23 @@ impl Mirror {
             .context("mirroring the saga into its row")?;
         self.shown = shown;
         Ok(())
+    }
+
+    /// Record the duration of every step that finished during this advance.
+    fn time_steps(&mut self, saga: &Saga) {
+        for step in saga.steps().iter().skip(self.timed) {
+            let Some(finished) = step.finished_at else {
+                break;
+            };
+            if finished >= self.began {
+                metrics::histogram!(
+                    "orderflow_saga_step_duration_seconds",
+                    "step" => step.name.as_str(),
+                )
+                .record((finished - step.started_at).num_milliseconds().max(0) as f64 / 1000.0);
+            }
+            self.timed += 1;
+        }
     }
 }
 
@@ -509,6 +540,7 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 }
                 continue;
             }
+            mirror.time_steps(saga);
             if saga.status().is_final() || saga.status() == SagaStatus::Stuck {
                 return Ok(None);
             }

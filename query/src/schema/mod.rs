@@ -44,6 +44,8 @@ pub(crate) struct Services {
     pub(crate) freshness: Freshness,
     /// The views' progress, for `X-Min-Position`.
     pub(crate) progress: crate::progress::Progress,
+    /// The last 15 minutes of lag and relay backlog, when a lag monitor runs.
+    pub(crate) ops_history: crate::ops::OpsHistory,
     pub(crate) options: QueryOptions,
 }
 

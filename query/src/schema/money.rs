@@ -7,7 +7,8 @@ use orderflow_domain::{Currency, Money};
 use crate::error::QueryError;
 
 /// A 64-bit signed integer, written as a JSON number (exact up to 2^53 in JavaScript).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
 pub struct Long(pub i64);
 
 /// A 64-bit signed integer, written as a JSON number (exact up to 2^53 in JavaScript).

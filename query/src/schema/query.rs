@@ -2,6 +2,11 @@
 
 use async_graphql::{Context, Object, Result, ID};
 
+use crate::ops::{
+    ConsumerGroup, DeadLetterTopic, EsFigures, OpsSample, OpsSnapshot, ProjectionStatus,
+    RelayStatus, SagaCount,
+};
+
 use super::connection::{
     page_cost, page_size, parse_id_cursor, parse_order_cursor, parse_saga_cursor,
 };
@@ -193,5 +198,58 @@ impl QueryRoot {
             .await
             .map_err(QueryError::from)?;
         Ok(SagaConnection::new(rows, size, cursor.is_some(), state))
+    }
+
+    /// Consumer lag of every watched group (each projection's, the saga's and any extra
+    /// ones), per partition, from the lag monitor's latest sample; empty when the service
+    /// runs no monitor.
+    async fn consumer_groups(&self, ctx: &Context<'_>) -> Vec<ConsumerGroup> {
+        match &services(ctx).options.lag {
+            Some(monitor) => OpsSnapshot::consumer_groups(&monitor.latest()),
+            None => Vec::new(),
+        }
+    }
+
+    /// Each view's distance from what the relay has published, and its staleness.
+    async fn projections(&self, ctx: &Context<'_>) -> Result<Vec<ProjectionStatus>> {
+        let services = services(ctx);
+        Ok(
+            EsFigures::read(services.db.pool(), &services.options.relay_name)
+                .await
+                .map_err(QueryError::from)?
+                .projections,
+        )
+    }
+
+    /// The outbox relay's backlog: events committed and not yet published.
+    async fn relay(&self, ctx: &Context<'_>) -> Result<RelayStatus> {
+        let services = services(ctx);
+        Ok(
+            EsFigures::relay(services.db.pool(), &services.options.relay_name)
+                .await
+                .map_err(QueryError::from)?,
+        )
+    }
+
+    /// Records in each dead-letter topic, from the lag monitor's latest sample.
+    async fn dead_letters(&self, ctx: &Context<'_>) -> Vec<DeadLetterTopic> {
+        match &services(ctx).options.lag {
+            Some(monitor) => OpsSnapshot::dead_letters(&monitor.latest()),
+            None => Vec::new(),
+        }
+    }
+
+    /// Sagas by state.
+    async fn saga_counts(&self, ctx: &Context<'_>) -> Result<Vec<SagaCount>> {
+        let services = services(ctx);
+        Ok(EsFigures::sagas(services.db.pool())
+            .await
+            .map_err(QueryError::from)?)
+    }
+
+    /// The last 15 minutes of lag per group and relay backlog, oldest first: one sample
+    /// per lag monitor interval.
+    async fn ops_history(&self, ctx: &Context<'_>) -> Vec<OpsSample> {
+        services(ctx).ops_history.samples()
     }
 }
