@@ -133,6 +133,15 @@ struct DevArgs {
     saga: SagaFlags,
     #[command(flatten)]
     gateway: SimulatorArgs,
+    #[command(flatten)]
+    lag: orderflow_kafka::lag::LagArgs,
+    /// Projector consumer groups are `<prefix>.<projection>`.
+    #[arg(
+        long,
+        env = "ORDERFLOW_GROUP_PREFIX",
+        default_value = "orderflow.projector"
+    )]
+    group_prefix: String,
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -516,8 +525,8 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
     let mut stop = shutdown.clone();
     let monitor = orderflow_kafka::lag::LagMonitor::spawn(
         &kafka,
-        &Default::default(),
-        crate::ops::platform_groups(&kafka.topic_prefix, &WorkerOptions::default().group_prefix),
+        &args.lag,
+        crate::ops::platform_groups(&kafka.topic_prefix, &args.group_prefix),
         shutdown.clone(),
     );
     roles.spawn(orderflow_query::serve(
@@ -535,7 +544,10 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
         pool.clone(),
         kafka.clone(),
         PROJECTIONS.to_vec(),
-        WorkerOptions::default(),
+        WorkerOptions {
+            group_prefix: args.group_prefix.clone(),
+            ..WorkerOptions::default()
+        },
         shutdown.clone(),
     ));
 

@@ -53,6 +53,10 @@ impl WorkerOptions {
     }
 }
 
+/// How long a worker that failed to consume must go without errors to count as ready again
+/// when no records arrive to prove it.
+const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(15);
+
 /// Run a worker for each of `projections` until `shutdown` flips to true.
 pub async fn run(
     pool: PgPool,
@@ -107,6 +111,9 @@ pub async fn run_one(
         .context("creating the dead-letter producer")?;
     tracing::info!(%projection, %group, ?topics, "projector worker started");
     let mut backoff = Backoff::default();
+    // When consuming last failed: a worker whose topics are quiet proves it can consume
+    // again only by a while without errors.
+    let mut failed_at: Option<tokio::time::Instant> = None;
     while !*shutdown.borrow() {
         let batch = tokio::select! {
             batch = next_batch(&consumer, options.batch_size, Duration::from_millis(500), options.linger) => batch,
@@ -119,6 +126,7 @@ pub async fn run_one(
                 options
                     .readiness
                     .problem(projection.name(), format!("consuming failed: {err}"));
+                failed_at = Some(tokio::time::Instant::now());
                 if backoff.wait(&mut shutdown).await {
                     break;
                 }
@@ -126,6 +134,10 @@ pub async fn run_one(
             }
         };
         if batch.is_empty() {
+            if failed_at.is_some_and(|at| at.elapsed() > QUIET_AFTER_FAILURE) {
+                options.readiness.ok(projection.name());
+                failed_at = None;
+            }
             continue;
         }
         match handle(
@@ -142,6 +154,7 @@ pub async fn run_one(
             Ok(()) => {
                 backoff.reset();
                 options.readiness.ok(projection.name());
+                failed_at = None;
             }
             Err(err) => {
                 options.readiness.problem(

@@ -1,0 +1,479 @@
+//! The operator's surfaces end to end, with the `orderflow` binary against the test
+//! PostgreSQL and a real Kafka-protocol broker: `/metrics` parses and names every metric
+//! the dashboard and alert rules use, `orderflow lag --json` agrees with the GraphQL ops
+//! fields, `/ops` renders in headless Chromium, and roles whose broker fails every request
+//! say so on `/ready`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_orderflow");
+
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS")
+        .expect("KAFKA_BROKERS names the test broker (scripts/test sets it)")
+}
+
+/// The URL of the test's own database.
+fn database_url(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options
+            .get_database()
+            .expect("the test database has a name")
+    )
+}
+
+async fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    listener.local_addr().unwrap()
+}
+
+/// A child process, killed when dropped.
+struct Role {
+    _child: Child,
+}
+
+impl Role {
+    fn start(args: &[&str], database: &str, brokers: &str) -> Self {
+        let child = Command::new(BIN)
+            .args(args)
+            .env("DATABASE_URL", database)
+            .env("KAFKA_BROKERS", brokers)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("orderflow starts");
+        Self { _child: child }
+    }
+}
+
+/// Poll `url` until `done` says yes; the last answer's status and body.
+async fn poll(url: &str, within: Duration, done: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    let mut last = (0, String::new());
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            let status = response.status().as_u16();
+            last = (status, response.text().await.unwrap_or_default());
+            if done(last.0, &last.1) {
+                return last;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not get there within {} s; last answer {} {}",
+            within.as_secs(),
+            last.0,
+            last.1
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
+    let response = client.post(&url).json(&body).send().await.expect("sent");
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.json().await.expect("JSON")
+}
+
+async fn graphql(client: &reqwest::Client, url: &str, query: &str) -> Value {
+    let answer: Value = client
+        .post(format!("{url}/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(answer.get("errors").is_none(), "{answer}");
+    answer["data"].clone()
+}
+
+/// A placed order, so every role has something to show (the saga runs its steps).
+async fn some_traffic(client: &reqwest::Client, api: &str) {
+    let user = post(
+        client,
+        format!("{api}/api/users"),
+        json!({"name": "Ops Tester", "email": format!("ops-{}@example.com", uuid::Uuid::new_v4())}),
+    )
+    .await["streamId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let product = post(
+        client,
+        format!("{api}/api/products"),
+        json!({"sku": format!("OPS-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
+               "name": "Gauge", "price": {"amountMinor": 1200, "currency": "EUR"},
+               "initialStock": 10}),
+    )
+    .await["streamId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let order = post(
+        client,
+        format!("{api}/api/orders"),
+        json!({"userId": user, "currency": "EUR"}),
+    )
+    .await["streamId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    post(
+        client,
+        format!("{api}/api/orders/{order}/items"),
+        json!({"productId": product, "quantity": 2}),
+    )
+    .await;
+    post(client, format!("{api}/api/orders/{order}/place"), json!({})).await;
+}
+
+/// Metric names a scrape exposes (histograms by their base name too).
+fn exposed_names(text: &str) -> BTreeSet<String> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("/metrics is Prometheus text");
+    let mut names = BTreeSet::new();
+    for sample in &scrape.samples {
+        names.insert(sample.metric.clone());
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = sample.metric.strip_suffix(suffix) {
+                names.insert(base.to_owned());
+            }
+        }
+    }
+    names
+}
+
+// Every role applies the migrations at start.
+#[sqlx::test(migrations = false)]
+async fn metrics_lag_json_graphql_and_the_ops_page_agree_on_a_running_platform(pool: PgPool) {
+    let database = database_url(&pool);
+    let brokers = brokers();
+    let prefix = format!("ops{}", uuid::Uuid::new_v4().simple());
+    let (api, query) = (free_port().await, free_port().await);
+    let _dev = Role::start(
+        &[
+            "dev",
+            "--topic-prefix",
+            &prefix,
+            "--command-listen",
+            &api.to_string(),
+            "--query-listen",
+            &query.to_string(),
+            "--lag-interval-ms",
+            "500",
+            "--lag-window",
+            "4",
+            "--group-prefix",
+            &format!("{prefix}.projector"),
+        ],
+        &database,
+        &brokers,
+    );
+    let (api, query) = (format!("http://{api}"), format!("http://{query}"));
+    poll(
+        &format!("{query}/ready"),
+        Duration::from_secs(60),
+        |s, _| s == 200,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    some_traffic(&client, &api).await;
+
+    // The saga has finished and every group has consumed everything.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let groups = loop {
+        let data = graphql(
+            &client,
+            &query,
+            "{ sagaCounts { state count } consumerGroups { group lag status members \
+               partitions { topic partition committedOffset logEndOffset lag } } }",
+        )
+        .await;
+        let confirmed = data["sagaCounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["state"] == "CONFIRMED" && s["count"] == 1);
+        let groups = data["consumerGroups"].as_array().unwrap().clone();
+        let caught_up = groups.len() == 5 && groups.iter().all(|g| g["lag"] == 0);
+        if confirmed && caught_up {
+            break groups;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the platform did not settle: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    // `orderflow lag --json` sees what GraphQL shows.
+    let output = Command::new(BIN)
+        .args([
+            "lag",
+            "--json",
+            "--interval-ms",
+            "200",
+            "--topic-prefix",
+            &prefix,
+        ])
+        .args(["--group-prefix", &format!("{prefix}.projector")])
+        .env("KAFKA_BROKERS", &brokers)
+        .env("DATABASE_URL", &database)
+        .output()
+        .await
+        .expect("orderflow lag runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let offsets = |groups: &[Value]| -> BTreeSet<String> {
+        groups
+            .iter()
+            .flat_map(|g| {
+                g["partitions"].as_array().unwrap().iter().map(move |p| {
+                    format!(
+                        "{} {} {} {} {} {}",
+                        g["group"],
+                        p["topic"],
+                        p["partition"],
+                        p["committedOffset"],
+                        p["logEndOffset"],
+                        p["lag"]
+                    )
+                })
+            })
+            .collect()
+    };
+    assert_eq!(
+        offsets(printed["consumerGroups"].as_array().unwrap()),
+        offsets(&groups)
+    );
+    assert!(printed["relay"]["backlog"].is_number(), "{printed}");
+    assert!(printed["sagaCounts"].is_array(), "{printed}");
+
+    // /metrics parses, and names every metric the alert rules and the dashboard use.
+    let metrics = reqwest::get(format!("{query}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exposed = exposed_names(&metrics);
+    let listed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/metrics.txt"))
+            .expect("ops/metrics.txt");
+    let missing: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|name| !exposed.contains(*name))
+        .collect();
+    assert!(missing.is_empty(), "/metrics lacks {missing:?}");
+
+    // The dashboard renders its charts in a real browser, without console errors.
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops.png");
+    let check =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ops-browser-check"))
+            .arg(&query)
+            .arg(&screenshot)
+            .output()
+            .await
+            .expect("scripts/ops-browser-check runs");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// A TCP proxy in front of the broker that can be switched to accept connections and fail
+/// every request (close them), as tansu does after an internal panic.
+struct Breakable {
+    broken: Arc<AtomicBool>,
+}
+
+impl Breakable {
+    async fn start(listen: SocketAddr, upstream: SocketAddr) -> Self {
+        let broken = Arc::new(AtomicBool::new(false));
+        let listener = TcpListener::bind(listen).await.expect("proxy binds");
+        let flag = broken.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    if flag.load(Ordering::SeqCst) {
+                        // Read the request, answer nothing, hang up.
+                        let mut buf = [0u8; 1024];
+                        let _ = client.read(&mut buf).await;
+                        return;
+                    }
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.split();
+                    let (mut server_read, mut server_write) = server.split();
+                    let copy = async {
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+                        }
+                    };
+                    // A connection open when the broker breaks breaks with it.
+                    let cut = async {
+                        while !flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    };
+                    tokio::select! {
+                        () = copy => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        Self { broken }
+    }
+
+    fn set_broken(&self, broken: bool) {
+        self.broken.store(broken, Ordering::SeqCst);
+    }
+}
+
+/// A tansu broker of the test's own (memory engine) that advertises `advertised`.
+fn own_tansu(port: u16, advertised: SocketAddr) -> Child {
+    let bin =
+        std::env::var("TANSU_BIN").expect("TANSU_BIN names a tansu binary (scripts/test sets it)");
+    Command::new(bin)
+        .args([
+            "broker",
+            "--storage-engine",
+            "memory://tansu/",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://{advertised}"),
+        ])
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tansu starts")
+}
+
+// Every role applies the migrations at start.
+#[sqlx::test(migrations = false)]
+async fn relay_and_projector_say_why_they_are_not_ready_while_the_broker_fails_every_request(
+    pool: PgPool,
+) {
+    let database = database_url(&pool);
+    let (tansu_port, proxy) = (free_port().await, free_port().await);
+    let _tansu = own_tansu(tansu_port.port(), proxy);
+    let breakable = Breakable::start(proxy, tansu_port).await;
+    let brokers = proxy.to_string();
+    let (api, relay_ops, projector_ops) = (free_port().await, free_port().await, free_port().await);
+    let _command = Role::start(
+        &["command", "--listen", &api.to_string()],
+        &database,
+        &brokers,
+    );
+    let _relay = Role::start(
+        &["relay", "--ops-listen", &relay_ops.to_string()],
+        &database,
+        &brokers,
+    );
+    let _projector = Role::start(
+        &[
+            "projector",
+            "--ops-listen",
+            &projector_ops.to_string(),
+            "--lag-interval-ms",
+            "500",
+        ],
+        &database,
+        &brokers,
+    );
+    let ready = |addr: SocketAddr| format!("http://{addr}/ready");
+    for ops in [relay_ops, projector_ops] {
+        poll(&ready(ops), Duration::from_secs(60), |s, _| s == 200).await;
+    }
+    poll(
+        &format!("http://{api}/ready"),
+        Duration::from_secs(30),
+        |s, _| s == 200,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let register = |n: u32| json!({"name": "Broken Broker", "email": format!("broken-{n}-{}@example.com", uuid::Uuid::new_v4())});
+    post(&client, format!("http://{api}/api/users"), register(0)).await;
+
+    breakable.set_broken(true);
+    post(&client, format!("http://{api}/api/users"), register(1)).await;
+    let (_, why) = poll(&ready(relay_ops), Duration::from_secs(60), |s, body| {
+        s == 503 && body.contains("broker")
+    })
+    .await;
+    assert!(why.contains("publishing failed"), "{why}");
+    let (_, why) = poll(&ready(projector_ops), Duration::from_secs(60), |s, body| {
+        s == 503 && body.contains("lag monitor")
+    })
+    .await;
+    assert!(why.contains("broker"), "{why}");
+    // The unpublished event ages on the relay's /metrics.
+    let age = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("orderflow_relay_backlog_oldest_age_seconds "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = format!("http://{relay_ops}/metrics");
+    let (_, first) = poll(&metrics, Duration::from_secs(10), |s, body| {
+        s == 200 && age(body) > 0.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, later) = poll(&metrics, Duration::from_secs(10), |s, _| s == 200).await;
+    assert!(age(&later) > age(&first), "the backlog's age grows");
+
+    // A healthy broker again: both recover by themselves and the backlog drains.
+    breakable.set_broken(false);
+    for ops in [relay_ops, projector_ops] {
+        poll(&ready(ops), Duration::from_secs(60), |s, _| s == 200).await;
+    }
+    poll(&metrics, Duration::from_secs(60), |_, body| {
+        body.contains("orderflow_relay_backlog_events 0\n")
+    })
+    .await;
+}
