@@ -177,7 +177,7 @@ fn table(report: &LagReport, es: Option<&EsFigures>) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<34} {:<28} {:>9} {:>14} {:>14} {:>9} {:>10} {:<7}",
+        "{:<34} {:<28} {:>9} {:>14} {:>14} {:>9} {:>10} {}",
         "GROUP",
         "TOPIC",
         "PARTITION",
@@ -187,8 +187,14 @@ fn table(report: &LagReport, es: Option<&EsFigures>) -> String {
         "LAG-SEC",
         "STATUS"
     );
+    let mut hidden = 0;
     for g in &report.groups {
         for p in &g.partitions {
+            // Nothing to consume and nothing consumed: not worth a line.
+            if p.committed_offset.is_none() && p.log_end_offset <= p.log_start_offset {
+                hidden += 1;
+                continue;
+            }
             let (current, lag, lag_seconds) = match (p.committed_offset, p.lag) {
                 (Some(offset), Some(lag)) => (
                     offset.to_string(),
@@ -207,10 +213,16 @@ fn table(report: &LagReport, es: Option<&EsFigures>) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<34} {:<28} {:>9} {:>14} {:>14} {:>9} {:>10} {:<7}",
+                "{:<34} {:<28} {:>9} {:>14} {:>14} {:>9} {:>10} {}",
                 g.group, p.topic, p.partition, current, p.log_end_offset, lag, lag_seconds, status
             );
         }
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "({hidden} empty partition(s) without a commit not shown; NO-COMMIT counts them)"
+        );
     }
     if let Some(es) = es {
         let _ = writeln!(out);

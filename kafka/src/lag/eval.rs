@@ -183,8 +183,9 @@ pub struct GroupLag {
     /// Records per second over the window; `None` until two samples exist.
     pub consume_rate: Option<f64>,
     pub produce_rate: Option<f64>,
-    /// Seconds until the backlog is consumed at the current rates: 0 when caught up,
-    /// `None` when it grows (never drains) or the rates are not known yet.
+    /// Seconds until the backlog is consumed at the current rates: 0 when caught up; for a
+    /// consumer keeping pace with a steady backlog, the time to consume what waits; `None`
+    /// when it grows or the consumer does not move (never drains), or before two samples.
     pub drain_seconds: Option<f64>,
     pub topics: Vec<TopicLag>,
     pub partitions: Vec<PartitionLag>,
@@ -458,6 +459,9 @@ impl Evaluator {
         let mut status = Status::Ok;
         let mut last_progress = i64::MIN;
         let (mut consumed, mut produced, mut span_ms) = (0i64, 0i64, 0i64);
+        // The group's lag at the start of its windows, to tell a steady backlog from a
+        // growing one.
+        let mut lag_before = 0i64;
         for lag in &mut partitions {
             let Some(state) = self
                 .partitions
@@ -470,6 +474,7 @@ impl Evaluator {
             last_progress = last_progress.max(state.last_move_ms);
             if let (Some(first), Some(last)) = (state.window.front(), state.window.back()) {
                 consumed += (last.committed - first.committed).max(0);
+                lag_before += first.lag;
                 produced += (last.log_end - first.log_end).max(0);
                 span_ms = span_ms.max(last.at_ms - first.at_ms);
             }
@@ -500,6 +505,11 @@ impl Evaluator {
             (0, _, _) => Some(0.0),
             (_, Some(consume), Some(produce)) if consume > produce => {
                 Some(lag as f64 / (consume - produce))
+            }
+            // Keeping pace with a steady backlog: what waits is consumed at the consumer's
+            // rate. Only a backlog that grows (or a consumer that does not move) never drains.
+            (_, Some(consume), Some(_)) if consume > 0.0 && lag <= lag_before => {
+                Some(lag as f64 / consume)
             }
             _ => None,
         };
@@ -567,8 +577,13 @@ impl Evaluator {
                 _ => Status::Stall,
             };
         }
+        // As Burrow: a window in which the consumer was caught up at any sample is fine.
         let full = samples.len() >= self.config.window;
-        if full && samples.windows(2).all(|w| w[1].lag >= w[0].lag) && last.lag > samples[0].lag {
+        if full
+            && samples.iter().all(|s| s.lag > 0)
+            && samples.windows(2).all(|w| w[1].lag >= w[0].lag)
+            && last.lag > samples[0].lag
+        {
             return Status::Warn;
         }
         Status::Ok

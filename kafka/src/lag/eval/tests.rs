@@ -247,6 +247,41 @@ fn lag_growing_through_the_window_while_consuming_is_warn() {
 }
 
 #[test]
+fn a_consumer_caught_up_at_any_sample_of_the_window_is_not_warn() {
+    let mut eval = evaluator();
+    let mut status = Status::Ok;
+    for (i, s) in (0..60).step_by(5).enumerate() {
+        let i = i as i64;
+        // Lag 0, then 1, 2, 3, ...: growing, but caught up at the start of the window.
+        let obs = at(s)
+            .part(0, 1000 + 11 * i, Some(1000 + 10 * i))
+            .record(0, 1000 + 10 * i, 1000 + 10 * i, 1)
+            .members(Some(1));
+        status = group(&eval.observe(obs.0)).status;
+    }
+    assert_eq!(status, Status::Ok);
+}
+
+#[test]
+fn a_consumer_keeping_pace_with_a_steady_backlog_drains_at_its_own_rate() {
+    let mut eval = evaluator();
+    let mut report = None;
+    for (i, s) in (0..60).step_by(5).enumerate() {
+        let i = i as i64;
+        // 100 produced and 100 consumed every 5 s, 40 waiting throughout.
+        let obs = at(s)
+            .part(0, 1040 + 100 * i, Some(1000 + 100 * i))
+            .record(0, 1000 + 100 * i, 1000 + 100 * i, 1)
+            .members(Some(1));
+        report = Some(eval.observe(obs.0));
+    }
+    let g = group(report.as_ref().unwrap());
+    assert_eq!((g.lag, g.status), (40, Status::Ok));
+    // 20 records/s: the 40 waiting take 2 s.
+    assert!((g.drain_seconds.unwrap() - 2.0).abs() < 1e-9, "{g:?}");
+}
+
+#[test]
 fn time_to_drain_follows_the_rates() {
     let mut eval = evaluator();
     let mut report = None;
