@@ -146,7 +146,7 @@ struct DevArgs {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let traces = init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -154,7 +154,14 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.role)) {
+    let result = runtime.block_on(run(cli.role));
+    if let Some(provider) = traces {
+        // Send the spans still buffered.
+        if let Err(err) = provider.shutdown() {
+            eprintln!("warning: flushing traces: {err}");
+        }
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -163,16 +170,75 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stdout, and spans to an OTLP collector when the standard
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) variable names one: the exporter
+/// then reads the other `OTEL_EXPORTER_OTLP_*` variables (headers, timeout) itself.
+fn init_tracing(format: LogFormat) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
     use std::io::IsTerminal as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
+    let logs = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
         // Colour escapes only where a terminal renders them, not into files or pipes.
-        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
     }
+    .with_filter(filter);
+    let (provider, traces) = match otlp_provider() {
+        Ok(Some(provider)) => {
+            use opentelemetry::trace::TracerProvider as _;
+            // Spans at info and above whatever RUST_LOG says of logs (not the HTTP client's
+            // own, which exports them).
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("orderflow"))
+                .with_filter(EnvFilter::new(
+                    "info,sqlx=warn,reqwest=warn,hyper=warn,h2=warn",
+                ));
+            (Some(provider), Some(layer))
+        }
+        Ok(None) => (None, None),
+        Err(err) => {
+            eprintln!("warning: not exporting traces: {err}");
+            (None, None)
+        }
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .init();
+    provider
+}
+
+/// The OTLP (HTTP/protobuf) span exporter, when the environment asks for one.
+fn otlp_provider() -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    if !configured {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .context("building the OTLP span exporter")?;
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "orderflow".into());
+    Ok(Some(
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service)
+                    .build(),
+            )
+            .build(),
+    ))
 }
 
 async fn run(role: Role) -> anyhow::Result<()> {

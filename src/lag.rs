@@ -177,15 +177,8 @@ fn table(report: &LagReport, es: Option<&EsFigures>) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<34} {:<28} {:>9} {:>14} {:>14} {:>9} {:>10} {}",
-        "GROUP",
-        "TOPIC",
-        "PARTITION",
-        "CURRENT-OFFSET",
-        "LOG-END-OFFSET",
-        "LAG",
-        "LAG-SEC",
-        "STATUS"
+        "{:<34} {:<28} {:>9} {:>14} {:>14} {:>9} {:>10} STATUS",
+        "GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "LAG-SEC",
     );
     let mut hidden = 0;
     for g in &report.groups {

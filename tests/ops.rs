@@ -477,3 +477,106 @@ async fn relay_and_projector_say_why_they_are_not_ready_while_the_broker_fails_e
     })
     .await;
 }
+
+/// A stand-in OTLP/HTTP collector: answers every POST with 200 and hands over the path and
+/// body of each.
+async fn fake_collector(
+    listen: SocketAddr,
+) -> tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)> {
+    use tokio::io::AsyncWriteExt as _;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = TcpListener::bind(listen).await.expect("collector binds");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                loop {
+                    // Headers, then a body of Content-Length bytes; keep-alive allowed.
+                    let head_end = loop {
+                        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        let mut chunk = [0u8; 8192];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buffer.len() < head_end + length {
+                        let mut chunk = [0u8; 8192];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = buffer[head_end..head_end + length].to_vec();
+                    buffer.drain(..head_end + length);
+                    let _ = tx.send((path, body));
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    rx
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_requests_correlation_id_reaches_the_spans_exported_over_otlp(pool: PgPool) {
+    let database = database_url(&pool);
+    let (collector, api) = (free_port().await, free_port().await);
+    let mut received = fake_collector(collector).await;
+    let child = Command::new(BIN)
+        .args(["command", "--listen", &api.to_string()])
+        .env("DATABASE_URL", &database)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("orderflow starts");
+    let _command = Role { _child: child };
+    poll(
+        &format!("http://{api}/ready"),
+        Duration::from_secs(30),
+        |s, _| s == 200,
+    )
+    .await;
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let response = reqwest::Client::new()
+        .post(format!("http://{api}/api/users"))
+        .header("X-Correlation-Id", &correlation_id)
+        .json(&json!({"name": "Traced", "email": format!("traced-{correlation_id}@example.com")}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 201);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let Ok(Some((path, body))) = tokio::time::timeout_at(deadline, received.recv()).await
+        else {
+            panic!("no span with correlation id {correlation_id} reached the collector");
+        };
+        assert_eq!(path, "/v1/traces");
+        if body
+            .windows(correlation_id.len())
+            .any(|w| w == correlation_id.as_bytes())
+        {
+            break;
+        }
+    }
+}

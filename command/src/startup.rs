@@ -51,7 +51,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(|request, next| {
             orderflow_store::telemetry::track_http("command", request, next)
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(middleware::from_fn(correlation_id))
         .with_state(state)
 }
@@ -84,6 +84,22 @@ async fn correlation_id(mut request: Request, next: Next) -> Response {
         .headers_mut()
         .insert(HeaderName::from_static(CORRELATION_ID), value);
     response
+}
+
+/// The span of a request, carrying its correlation id (set by [`correlation_id`], which runs
+/// first), so its logs and exported traces join the events it appends.
+fn request_span(request: &Request) -> tracing::Span {
+    let correlation_id = request
+        .extensions()
+        .get::<CorrelationId>()
+        .map(|id| id.0.to_string())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        correlation_id = %correlation_id,
+    )
 }
 
 /// Log the cause chain of every 5xx that a handler produced.

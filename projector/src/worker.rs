@@ -182,6 +182,7 @@ struct Topics {
     stream_types: HashMap<String, &'static str>,
 }
 
+#[tracing::instrument(name = "apply", skip_all, fields(projection = %projection, records = batch.len()))]
 async fn handle(
     pool: &PgPool,
     consumer: &StreamConsumer,
@@ -254,6 +255,15 @@ async fn handle(
     }
     tx.commit().await.context("committing the batch")?;
     commit(consumer, batch).context("committing offsets")?;
+    for event in &events {
+        tracing::debug!(
+            event_id = %event.metadata.event_id,
+            stream_id = %event.stream_id,
+            version = event.version,
+            correlation_id = %event.metadata.correlation_id,
+            "applied"
+        );
+    }
     let name = projection.name();
     metrics::counter!("orderflow_projector_applied_total", "projection" => name)
         .increment(events.len() as u64);

@@ -464,7 +464,11 @@ impl<G: PaymentGateway> Orchestrator<G> {
 
     /// Advances one saga as far as it goes now; returns when it is next due (`None`: when
     /// something asks). `last` is left holding the saga as last read, for the row.
-    #[tracing::instrument(skip_all, fields(saga_id = %claim.saga_id, order_id = %claim.order_id))]
+    #[tracing::instrument(skip_all, fields(
+        saga_id = %claim.saga_id,
+        order_id = %claim.order_id,
+        correlation_id = %claim.correlation_id.unwrap_or(claim.order_id),
+    ))]
     pub async fn advance(
         &self,
         claim: &Claimed,
