@@ -27,6 +27,10 @@ struct Cli {
     /// `text` for people (coloured only on a terminal), `json` lines for log shippers.
     #[arg(long, env = "ORDERFLOW_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Same as `--log-format json` (the flag of earlier releases, kept for deployments that
+    /// set it).
+    #[arg(long, env = "ORDERFLOW_LOG_JSON", global = true, hide = true)]
+    log_json: bool,
     #[command(subcommand)]
     role: Role,
 }
@@ -146,7 +150,12 @@ struct DevArgs {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    let traces = init_tracing(cli.log_format);
+    let format = if cli.log_json {
+        LogFormat::Json
+    } else {
+        cli.log_format
+    };
+    let traces = init_tracing(format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -17,8 +17,9 @@ use crate::ops::platform_groups;
 pub(crate) struct LagCli {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Samples taken before printing (a status and rates need at least two); with
-    /// `--watch`, the status window.
+    /// Samples taken before printing (rates need at least two); with `--watch`, the window
+    /// rates and WARN are judged over. A group behind with no members is STOP at once;
+    /// STALL takes as long as on the platform's monitors (55 s without progress).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=1000))]
     window: u64,
     /// Milliseconds between samples.
@@ -65,7 +66,13 @@ pub(crate) async fn run(cli: LagCli) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let mut evaluator = Evaluator::new(args.eval_config());
+    // Rates come from this command's own samples; STALL is judged over the same time as on
+    // the platform's monitors (a window of 12 × 5 s), so a consumer that commits every few
+    // seconds is not called stalled here and healthy on /ops.
+    let mut config = args.eval_config();
+    let platform = LagArgs::default().eval_config();
+    (config.stall_after, config.stop_after) = (platform.stall_after, platform.stop_after);
+    let mut evaluator = Evaluator::new(config);
     let mut sampler = None;
     let mut ticks = tokio::time::interval(args.interval());
     let mut taken = 0;

@@ -84,9 +84,15 @@ pub(crate) async fn serve(
     figures: Option<Figures>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (--ops-listen)"))?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            // A second instance on one host with the default port: the role still works,
+            // without its ops endpoints, and says so.
+            tracing::error!(%addr, %err, role, "cannot listen for /health, /ready and /metrics (--ops-listen); running without them");
+            return Ok(());
+        }
+    };
     tracing::info!(addr = %listener.local_addr()?, role, "ops endpoints listening (/health, /ready, /metrics)");
     let app = Router::new()
         .route(
@@ -109,6 +115,9 @@ pub(crate) async fn serve(
         .context("serving the ops endpoints")
 }
 
+/// How long the lag monitor may fail to read the broker before the role is not ready.
+const MONITOR_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
 /// Ready when the database answers and no component reports a problem (a broker that
 /// fails, a lag monitor that cannot read offsets); otherwise 503 with the reasons.
 async fn ready(State(state): State<OpsState>) -> (StatusCode, Json<serde_json::Value>) {
@@ -122,9 +131,17 @@ async fn ready(State(state): State<OpsState>) -> (StatusCode, Json<serde_json::V
         problems.insert("database".into(), body["error"].clone());
     }
     if let Some(monitor) = &state.monitor {
+        // A monitor that has not read the broker for a while means the role cannot either;
+        // a passing failure (or one unreadable partition) is no reason to take it out.
         let report = monitor.latest();
+        let failing_for = report
+            .failing_since
+            .map(|since| chrono::Utc::now() - since)
+            .unwrap_or_default();
         if let (false, Some(error)) = (report.up, &report.error) {
-            problems.insert("lag monitor".into(), error.clone().into());
+            if failing_for >= MONITOR_GRACE {
+                problems.insert("lag monitor".into(), error.clone().into());
+            }
         }
     }
     if problems.is_empty() {

@@ -286,6 +286,29 @@ async fn metrics_lag_json_graphql_and_the_ops_page_agree_on_a_running_platform(p
         .await
         .unwrap();
     let exposed = exposed_names(&metrics);
+    // Prometheus's own parser and linter, where installed (scripts/test installs it).
+    if let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write as _;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(metrics.as_bytes())
+            .unwrap();
+        let checked = promtool.wait_with_output().unwrap();
+        assert!(
+            checked.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
     let listed =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/metrics.txt"))
             .expect("ops/metrics.txt");
@@ -451,6 +474,24 @@ async fn relay_and_projector_say_why_they_are_not_ready_while_the_broker_fails_e
     })
     .await;
     assert!(why.contains("broker"), "{why}");
+    // The groups cannot be seen to move, and their consumers cannot fetch: STALL, then STOP.
+    let status = |text: &str| -> Option<String> {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(
+                    "kafka_consumergroup_group_status{group=\"orderflow.projector.user_view\"",
+                )
+            })
+            .find(|l| l.ends_with(" 1"))
+            .and_then(|l| l.split("status=\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_owned)
+    };
+    let projector_metrics = format!("http://{projector_ops}/metrics");
+    poll(&projector_metrics, Duration::from_secs(30), |_, body| {
+        matches!(status(body).as_deref(), Some("STALL" | "STOP"))
+    })
+    .await;
     // The unpublished event ages on the relay's /metrics.
     let age = |text: &str| -> f64 {
         text.lines()
@@ -472,6 +513,10 @@ async fn relay_and_projector_say_why_they_are_not_ready_while_the_broker_fails_e
     for ops in [relay_ops, projector_ops] {
         poll(&ready(ops), Duration::from_secs(60), |s, _| s == 200).await;
     }
+    poll(&projector_metrics, Duration::from_secs(30), |_, body| {
+        status(body).as_deref() == Some("OK")
+    })
+    .await;
     poll(&metrics, Duration::from_secs(60), |_, body| {
         body.contains("orderflow_relay_backlog_events 0\n")
     })

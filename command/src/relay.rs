@@ -27,6 +27,9 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{watch, Notify};
 
+/// Pages failed in a row after which the relay starts a new producer.
+const FRESH_PRODUCER_AFTER: u32 = 3;
+
 /// Advisory lock class of relays ("ofrl"); the object is a hash of the relay's name, so
 /// relays of one name take turns and relays of different names run side by side.
 const LOCK_CLASS: i32 = 0x6f66_726c;
@@ -119,6 +122,9 @@ async fn run_once(
         if !announced {
             tracing::info!("another relay is active; standing by");
             announced = true;
+            // Standing by is healthy: what failed while active is the active relay's now.
+            options.readiness.ok("relay");
+            options.readiness.ok("broker");
         }
         tokio::select! {
             _ = tokio::time::sleep(options.standby_poll) => {}
@@ -153,6 +159,8 @@ async fn publish_loop(
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut look_soon_until = tokio::time::Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), options.max_backoff);
+    // Pages failed in a row since the last acknowledgement.
+    let mut failures = 0u32;
     loop {
         if *shutdown.borrow() {
             let _ = publisher.flush(Duration::from_secs(5));
@@ -203,6 +211,7 @@ async fn publish_loop(
                             .increment(oldest.page.len() as u64);
                         options.readiness.ok("broker");
                         acked = oldest.next;
+                        failures = 0;
                         backoff.reset();
                         restarts.reset();
                         continue;
@@ -224,8 +233,12 @@ async fn publish_loop(
                 let _ = publisher.flush(Duration::from_secs(5));
                 return Ok(());
             }
-            if publisher.has_fatal_error() {
-                tracing::warn!("the producer hit a fatal error; starting a new one");
+            failures += 1;
+            // A producer whose idempotence state the broker rejects (fenced, or its
+            // sequence lost in an outage) fails every page however long it retries; not
+            // every such rejection is flagged fatal. A new producer starts a new sequence.
+            if publisher.has_fatal_error() || failures.is_multiple_of(FRESH_PRODUCER_AFTER) {
+                tracing::warn!(failures, "starting a new producer");
                 publisher = new_publisher()?;
             }
             continue;

@@ -125,11 +125,12 @@ async fn lag_is_the_true_backlog_and_its_age_and_a_stopped_group_stops_then_drai
     assert_eq!((g.lag, g.lag_seconds, g.status), (0, 0.0, Status::Ok));
 
     // Five records arrive while the consumer is stopped.
-    let produced_at = Instant::now();
+    let produced_at = chrono::Utc::now();
     produce(&topics, &topic, 0, 5).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = monitor.sample().await;
-    let true_age = produced_at.elapsed().as_secs_f64();
+    // The age of the first of them when the monitor read the offsets.
+    let true_age = (report.sampled_at - produced_at).as_seconds_f64();
     let g = group(&report, &name);
     let p0 = &g.partitions[0];
     assert_eq!((p0.committed_offset, p0.lag), (Some(3), Some(5)));

@@ -111,8 +111,9 @@ pub async fn run_one(
         .context("creating the dead-letter producer")?;
     tracing::info!(%projection, %group, ?topics, "projector worker started");
     let mut backoff = Backoff::default();
-    // When consuming last failed: a worker whose topics are quiet proves it can consume
-    // again only by a while without errors.
+    // When consuming or applying last failed: a worker whose topics are quiet (or whose
+    // partitions moved to another instance) proves it works again only by a while without
+    // errors.
     let mut failed_at: Option<tokio::time::Instant> = None;
     while !*shutdown.borrow() {
         let batch = tokio::select! {
@@ -161,6 +162,7 @@ pub async fn run_one(
                     projection.name(),
                     format!("applying a batch failed: {err:#}"),
                 );
+                failed_at = Some(tokio::time::Instant::now());
                 // Nothing was committed. A fresh subscription starts again from the group's
                 // committed offsets, whatever rebalance happened meanwhile.
                 tracing::error!(%projection, error = %format!("{err:#}"), "a batch failed; retrying");

@@ -186,11 +186,14 @@ impl Reading {
 }
 
 impl Reading {
-    /// For a view that is behind, the lowest position it applied in any partition where it
-    /// is behind (0 where it applied nothing): its oldest unapplied event comes after that.
-    /// `None` when the view is caught up.
+    /// For a view that is behind, the lowest position it applied in a partition where it is
+    /// behind: its oldest unapplied event comes after that. A lagging partition where it has
+    /// applied nothing (say, one that was idle until now) does not pull this back to the
+    /// start of time unless no lagging partition has a position; then the lowest position
+    /// the view applied anywhere, or 0. `None` when the view is caught up.
     fn lagging_floor(&self, view: &str, stream_types: &[&str]) -> Option<i64> {
-        self.published
+        let lagging: Vec<Option<i64>> = self
+            .published
             .iter()
             .filter(|((stream_type, _), _)| stream_types.contains(&stream_type.as_str()))
             .filter_map(|((stream_type, partition), needed)| {
@@ -198,9 +201,28 @@ impl Reading {
                     self.consumed
                         .get(&(view.to_owned(), stream_type.clone(), *partition));
                 let (offset, position) = consumed.map_or((0, None), |(o, p)| (*o, *p));
-                (offset < *needed).then_some(position.unwrap_or(0))
+                (offset < *needed).then_some(position)
             })
-            .min()
+            .collect();
+        if lagging.is_empty() {
+            return None;
+        }
+        let applied_anywhere = || {
+            self.consumed
+                .iter()
+                .filter(|((projection, _, _), _)| projection == view)
+                .filter_map(|(_, (_, position))| *position)
+                .min()
+        };
+        Some(
+            lagging
+                .iter()
+                .flatten()
+                .min()
+                .copied()
+                .or_else(applied_anywhere)
+                .unwrap_or(0),
+        )
     }
 }
 
@@ -476,5 +498,47 @@ pub(crate) fn from_connection_init(
         serde_json::Value::Null => Ok(None),
         serde_json::Value::String(text) => MinPosition::parse(text).map(Some),
         other => MinPosition::parse(&other.to_string()).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(published: &[(i32, i64)], consumed: &[(i32, i64, Option<i64>)]) -> Reading {
+        Reading {
+            relay: (0, 0),
+            published: published
+                .iter()
+                .map(|(p, next)| (("user".to_owned(), *p), *next))
+                .collect(),
+            consumed: consumed
+                .iter()
+                .map(|(p, next, position)| {
+                    (
+                        ("user_view".to_owned(), "user".to_owned(), *p),
+                        (*next, *position),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn staleness_starts_after_the_lowest_position_applied_where_the_view_is_behind() {
+        let floor = |r: &Reading| r.lagging_floor("user_view", &["user"]);
+        // Caught up everywhere.
+        assert_eq!(floor(&reading(&[(0, 5)], &[(0, 5, Some(100))])), None);
+        // Behind on partition 1, which it last applied at 50.
+        let r = reading(&[(0, 5), (1, 3)], &[(0, 5, Some(100)), (1, 1, Some(50))]);
+        assert_eq!(floor(&r), Some(50));
+        // A partition idle until now, never applied, does not drag it back to position 0.
+        let r = reading(&[(0, 6), (2, 1)], &[(0, 5, Some(100)), (1, 3, Some(40))]);
+        assert_eq!(floor(&r), Some(100));
+        // Behind only where it applied nothing: from the lowest position it applied at all.
+        let r = reading(&[(0, 5), (2, 1)], &[(0, 5, Some(100)), (1, 3, Some(40))]);
+        assert_eq!(floor(&r), Some(40));
+        // A view that has applied nothing: from the start.
+        assert_eq!(floor(&reading(&[(0, 2)], &[])), Some(0));
     }
 }

@@ -14,13 +14,19 @@
 //!   compaction), the partition is caught up, not "1 behind" for ever. Only when the record
 //!   could not be read is the age interpolated from the sampled log-end offsets, and then
 //!   it says so.
-//! - The status looks at a time window of samples, not at a number of commits, so how often
-//!   a consumer commits does not change what it means: `REWIND` when the committed offset
+//! - The status is judged over time, not over a number of commits, so how often a
+//!   consumer commits does not change what it means: `REWIND` when the committed offset
 //!   went back within the window; `OK` when caught up (an idle group is healthy); `STALL`
-//!   when the offset has not moved for a whole window while behind and the group has
-//!   members; `STOP` when that holds and the group has no members (or, when membership is
-//!   unknown, for `stop_after`); `WARN` when the offset moves but lag grew through the
-//!   whole window. A group takes the worst status of its partitions.
+//!   when the offset has not moved for `stall_after` while behind and the group has members
+//!   (or the broker does not say); `STOP` when the group is behind and has no members, or
+//!   membership is unknown and the offset has stood still for `stop_after`; `WARN` when the offset moves
+//!   but the partition was behind at every sample of the window and lag grew through it. A
+//!   partition with records but no commit, of a group that should be consuming it, turns
+//!   `STALL`/`STOP` the same way once records have waited `stall_after`. A group takes the
+//!   worst status of its partitions.
+//! - When the broker cannot be read, the last offsets are carried forward as unmoved: after
+//!   `stall_after` without a good sample every group is `STALL` (its consumers cannot fetch
+//!   from that broker either), after `stop_after` `STOP`, rather than vanishing or staying OK.
 //! - A group that stops keeps being reported (its lag grows, it turns `STOP`) until it is
 //!   deleted from the broker or it has made no progress for `retention`.
 
@@ -106,6 +112,8 @@ pub struct Observation {
     pub groups: BTreeMap<String, GroupObservation>,
     /// First unconsumed records, keyed by partition and the offset they were read from.
     pub peeks: HashMap<(Partition, i64), Peek>,
+    /// What could not be read (and was carried forward from the previous sample).
+    pub errors: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,8 +122,11 @@ pub struct EvalConfig {
     pub window: usize,
     /// Time between samples: a window spans `(window − 1) × interval`.
     pub interval: Duration,
-    /// How long a lagging partition's offset may stand still before it is `STOP` even
-    /// though the broker does not say whether the group has members.
+    /// How long a lagging partition's offset may stand still before it is `STALL` (`STOP`
+    /// when the group has no members).
+    pub stall_after: Duration,
+    /// How long it may stand still before it is `STOP` even though the broker does not say
+    /// whether the group has members.
     pub stop_after: Duration,
     /// A group that has made no progress, has no members and is behind for this long is
     /// no longer reported.
@@ -125,15 +136,18 @@ pub struct EvalConfig {
 }
 
 impl EvalConfig {
-    /// `stop_after` is two windows; reports are kept for a week; an hour of log ends.
+    /// `stall_after` is one window, `stop_after` two; reports are kept for a week; an hour
+    /// of log ends.
     pub fn new(window: usize, interval: Duration) -> Self {
         let mut config = Self {
             window,
             interval,
+            stall_after: Duration::ZERO,
             stop_after: Duration::ZERO,
             retention: Duration::from_secs(7 * 24 * 3600),
             history: Duration::from_secs(3600),
         };
+        config.stall_after = config.span();
         config.stop_after = config.span() * 2;
         config
     }
@@ -204,10 +218,15 @@ pub struct TopicDepth {
 #[serde(rename_all = "camelCase")]
 pub struct LagReport {
     pub sampled_at: DateTime<Utc>,
-    /// The last attempt to read the broker failed: figures are carried forward from the
-    /// last good sample (offsets are taken as unmoved) and `error` says why.
+    /// False when the last attempt to read the broker failed: figures are carried forward
+    /// from the last good sample (offsets taken as unmoved) and `error` says why. True with
+    /// an `error` when only some offsets could not be read (those are carried forward).
     pub up: bool,
     pub error: Option<String>,
+    /// When the last sample that read the broker was taken.
+    pub last_good_at: Option<DateTime<Utc>>,
+    /// Since when every attempt has failed, while they do.
+    pub failing_since: Option<DateTime<Utc>>,
     pub groups: Vec<GroupLag>,
     pub topics: Vec<TopicDepth>,
     pub watermarks: Vec<(String, i32, i64, i64)>,
@@ -219,6 +238,8 @@ impl LagReport {
             sampled_at: Utc::now(),
             up: false,
             error: None,
+            last_good_at: None,
+            failing_since: None,
             groups: Vec::new(),
             topics: Vec::new(),
             watermarks: Vec::new(),
@@ -252,7 +273,14 @@ pub struct Evaluator {
     partitions: HashMap<(String, Partition), PartitionState>,
     /// (time, log end) per partition, for interpolating lag seconds.
     log_ends: HashMap<Partition, VecDeque<(i64, i64)>>,
+    /// Since when each (group, partition) without a commit has had records waiting.
+    uncommitted: HashMap<(String, Partition), i64>,
     last: Option<Observation>,
+    /// The last good sample's time, and the first failure since.
+    last_good_ms: Option<i64>,
+    failing_since_ms: Option<i64>,
+    /// How long the broker has been unreadable, while it is (set during a re-evaluation).
+    outage_ms: Option<i64>,
 }
 
 impl Evaluator {
@@ -262,18 +290,25 @@ impl Evaluator {
             config,
             partitions: HashMap::new(),
             log_ends: HashMap::new(),
+            uncommitted: HashMap::new(),
             last: None,
+            last_good_ms: None,
+            failing_since_ms: None,
+            outage_ms: None,
         }
     }
 
     /// The broker could not be read at `at_ms`: evaluate the last observation again at
-    /// that time, as if nothing had moved, so lagging groups turn `STALL`/`STOP` instead
-    /// of vanishing.
+    /// that time, as if nothing had moved, so groups turn `STALL`/`STOP` instead of
+    /// vanishing or staying OK.
     pub fn observe_failure(&mut self, at_ms: i64, error: String) -> LagReport {
+        let failing_since = *self.failing_since_ms.get_or_insert(at_ms);
         let mut report = match self.last.clone() {
             Some(mut last) => {
                 last.at_ms = at_ms;
+                self.outage_ms = Some(at_ms - self.last_good_ms.unwrap_or(failing_since));
                 let report = self.evaluate(&last, false);
+                self.outage_ms = None;
                 self.last = Some(last);
                 report
             }
@@ -282,11 +317,29 @@ impl Evaluator {
         report.sampled_at = to_time(at_ms);
         report.up = false;
         report.error = Some(error);
+        report.last_good_at = self.last_good_ms.map(to_time);
+        report.failing_since = Some(to_time(failing_since));
         report
     }
 
     pub fn observe(&mut self, observation: Observation) -> LagReport {
-        let report = self.evaluate(&observation, true);
+        let mut report = self.evaluate(&observation, true);
+        if !observation.errors.is_empty() {
+            let shown: Vec<&str> = observation
+                .errors
+                .iter()
+                .take(3)
+                .map(String::as_str)
+                .collect();
+            report.error = Some(format!(
+                "{} read(s) failed and were carried forward: {}",
+                observation.errors.len(),
+                shown.join("; ")
+            ));
+        }
+        self.last_good_ms = Some(observation.at_ms);
+        self.failing_since_ms = None;
+        report.last_good_at = self.last_good_ms.map(to_time);
         self.last = Some(observation);
         report
     }
@@ -323,6 +376,7 @@ impl Evaluator {
         }
         // Partitions no longer observed (a group removed, a topic deleted) leave no state.
         self.partitions.retain(|key, _| seen.contains(key));
+        self.uncommitted.retain(|key, _| seen.contains(key));
 
         let mut depth: BTreeMap<&str, i64> = BTreeMap::new();
         for ((topic, _), marks) in &obs.watermarks {
@@ -332,6 +386,8 @@ impl Evaluator {
             sampled_at: to_time(now),
             up: true,
             error: None,
+            last_good_at: None,
+            failing_since: None,
             groups,
             topics: depth
                 .into_iter()
@@ -373,8 +429,15 @@ impl Evaluator {
         let key = (group.to_owned(), partition.clone());
         let Some(committed) = committed else {
             self.partitions.remove(&key);
+            // Records waiting where the group has never committed: how long they have.
+            if marks.end > marks.start {
+                self.uncommitted.entry(key).or_insert(now);
+            } else {
+                self.uncommitted.remove(&key);
+            }
             return base;
         };
+        self.uncommitted.remove(&key);
         // A commit below log start (records deleted by retention) counts from log start.
         let from = committed.max(marks.start);
         let mut lag = (marks.end - from).max(0);
@@ -455,7 +518,6 @@ impl Evaluator {
         now: i64,
     ) -> Option<GroupLag> {
         let members = observed.members;
-        let window_ms = self.window_ms();
         let mut status = Status::Ok;
         let mut last_progress = i64::MIN;
         let (mut consumed, mut produced, mut span_ms) = (0i64, 0i64, 0i64);
@@ -463,13 +525,17 @@ impl Evaluator {
         // growing one.
         let mut lag_before = 0i64;
         for lag in &mut partitions {
-            let Some(state) = self
-                .partitions
-                .get(&(group.to_owned(), (lag.topic.clone(), lag.partition)))
-            else {
+            let key = (group.to_owned(), (lag.topic.clone(), lag.partition));
+            let Some(state) = self.partitions.get(&key) else {
+                // No commit: a group that should consume the partition has left its records
+                // waiting (its consumers reset to the earliest offset, so all of them).
+                if let Some(since) = self.uncommitted.get(&key).filter(|_| observed.expected) {
+                    lag.status = self.standing_still(now - since, members);
+                    status = status.max(lag.status);
+                }
                 continue;
             };
-            lag.status = self.status(state, members, now, window_ms);
+            lag.status = self.status(state, members, now);
             status = status.max(lag.status);
             last_progress = last_progress.max(state.last_move_ms);
             if let (Some(first), Some(last)) = (state.window.front(), state.window.back()) {
@@ -546,17 +612,31 @@ impl Evaluator {
         })
     }
 
-    fn window_ms(&self) -> i64 {
-        self.config.span().as_millis() as i64
+    /// The status of something behind that has not moved for `still_ms`.
+    fn standing_still(&self, still_ms: i64, members: Option<usize>) -> Status {
+        let (stall, stop) = (
+            self.config.stall_after.as_millis() as i64,
+            self.config.stop_after.as_millis() as i64,
+        );
+        match members {
+            _ if still_ms < stall => Status::Ok,
+            Some(0) => Status::Stop,
+            None if still_ms >= stop => Status::Stop,
+            _ => Status::Stall,
+        }
     }
 
-    fn status(
-        &self,
-        state: &PartitionState,
-        members: Option<usize>,
-        now: i64,
-        window_ms: i64,
-    ) -> Status {
+    fn status(&self, state: &PartitionState, members: Option<usize>, now: i64) -> Status {
+        // The broker cannot be read: nothing is seen to move, and consumers of that broker
+        // cannot fetch either.
+        if let Some(outage) = self.outage_ms {
+            if outage >= self.config.stop_after.as_millis() as i64 {
+                return Status::Stop;
+            }
+            if outage >= self.config.stall_after.as_millis() as i64 {
+                return Status::Stall;
+            }
+        }
         let samples: Vec<&Sample> = state.window.iter().collect();
         let Some(last) = samples.last() else {
             return Status::Ok;
@@ -567,15 +647,13 @@ impl Evaluator {
         if last.lag == 0 {
             return Status::Ok;
         }
-        let still_for = now - state.last_move_ms;
-        if still_for >= self.config.stop_after.as_millis() as i64 {
+        // Behind with nobody in the group: nothing is consuming, however recently it did.
+        if members == Some(0) {
             return Status::Stop;
         }
-        if still_for >= window_ms {
-            return match members {
-                Some(0) => Status::Stop,
-                _ => Status::Stall,
-            };
+        let still = self.standing_still(now - state.last_move_ms, members);
+        if still != Status::Ok {
+            return still;
         }
         // As Burrow: a window in which the consumer was caught up at any sample is fine.
         let full = samples.len() >= self.config.window;

@@ -7,17 +7,22 @@ use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message as _;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::eval::{GroupObservation, Observation, Partition, Peek, Watermarks};
 use super::GroupSpec;
-use crate::topics::{all_topics, events_topic, STREAM_TYPES};
+use crate::topics::all_topics;
 use crate::KafkaArgs;
 
 /// Longest wait for one broker request; a sample fails at the first error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest time spent reading first unconsumed records in one sample.
 const PEEK_BUDGET: Duration = Duration::from_millis(1500);
+/// Longest time one sample spends reading offsets; what is left unread is carried forward.
+const SAMPLE_BUDGET: Duration = Duration::from_secs(10);
+/// Topic partitions are looked up again every this many samples.
+const METADATA_REFRESH: u64 = 60;
 
 pub struct Sampler {
     kafka: KafkaArgs,
@@ -29,7 +34,13 @@ pub struct Sampler {
     /// id (which does not join the group unless it subscribes).
     groups: HashMap<String, BaseConsumer>,
     partitions: BTreeMap<String, Vec<i32>>,
-    peeks: HashMap<(Partition, i64), Peek>,
+    /// First unconsumed records, with the log end they were read at (a "nothing before
+    /// the end" answer holds only while the end has not moved).
+    peeks: HashMap<(Partition, i64), (Peek, i64)>,
+    /// The previous sample's reads, carried forward for reads that fail.
+    last_watermarks: BTreeMap<Partition, Watermarks>,
+    last_committed: HashMap<String, BTreeMap<Partition, Option<i64>>>,
+    samples: u64,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -62,32 +73,74 @@ impl Sampler {
             groups: HashMap::new(),
             partitions: BTreeMap::new(),
             peeks: HashMap::new(),
+            last_watermarks: BTreeMap::new(),
+            last_committed: HashMap::new(),
+            samples: 0,
         })
     }
 
+    /// One observation. A read that fails after others succeeded is carried forward from
+    /// the previous observation and named in `errors`; a sample whose first read fails (the
+    /// broker is down) or that runs past [`SAMPLE_BUDGET`] without reading anything fails.
     pub fn observe(&mut self, groups: &[GroupSpec], extra: &[String]) -> KafkaResult<Observation> {
+        self.samples += 1;
+        if self.samples.is_multiple_of(METADATA_REFRESH) {
+            // Partitions added to a topic show up within this many samples.
+            self.partitions.clear();
+        }
+        let deadline = Instant::now() + SAMPLE_BUDGET;
         let topics = all_topics(&self.kafka.topic_prefix);
+        let mut errors = Vec::new();
+        let mut read_any = false;
         let mut watermarks = BTreeMap::new();
         for topic in &topics {
-            for partition in self.partitions_of(topic)? {
-                let (start, end) =
+            let partitions = match self.partitions_of(topic) {
+                Ok(partitions) => partitions,
+                Err(err) if !read_any => return Err(err),
+                Err(err) => {
+                    errors.push(format!("partitions of {topic}: {err}"));
+                    self.last_watermarks
+                        .keys()
+                        .filter(|(t, _)| t == topic)
+                        .map(|(_, p)| *p)
+                        .collect()
+                }
+            };
+            for partition in partitions {
+                let key = (topic.clone(), partition);
+                let read = if Instant::now() < deadline {
                     self.admin
-                        .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)?;
-                watermarks.insert((topic.clone(), partition), Watermarks { start, end });
+                        .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+                        .map(|(start, end)| Watermarks { start, end })
+                } else {
+                    Err(KafkaError::MetadataFetch(
+                        RDKafkaErrorCode::OperationTimedOut,
+                    ))
+                };
+                match read {
+                    Ok(marks) => {
+                        read_any = true;
+                        watermarks.insert(key, marks);
+                    }
+                    Err(err) if !read_any => return Err(err),
+                    Err(err) => {
+                        errors.push(format!("log offsets of {topic}/{partition}: {err}"));
+                        if let Some(marks) = self.last_watermarks.get(&key) {
+                            watermarks.insert(key, *marks);
+                        }
+                    }
+                }
             }
         }
         let at_ms = Utc::now().timestamp_millis();
 
-        let event_topics: Vec<String> = STREAM_TYPES
-            .iter()
-            .map(|t| events_topic(&self.kafka.topic_prefix, t))
-            .collect();
         let mut observed = BTreeMap::new();
+        // Extra groups are looked for on every topic, dead letters included.
         let extra_specs: Vec<GroupSpec> = extra
             .iter()
             .map(|name| GroupSpec {
                 group: name.clone(),
-                topics: event_topics.clone(),
+                topics: topics.clone(),
             })
             .collect();
         for (spec, only_committed) in groups
@@ -96,8 +149,27 @@ impl Sampler {
             .chain(extra_specs.iter().map(|g| (g, true)))
             .filter(|(g, extra)| !extra || !groups.iter().any(|own| own.group == g.group))
         {
+            let committed = if Instant::now() < deadline {
+                self.committed(spec)
+            } else {
+                Err(KafkaError::MetadataFetch(
+                    RDKafkaErrorCode::OperationTimedOut,
+                ))
+            };
+            let committed = match committed {
+                Ok(committed) => committed,
+                Err(err) => {
+                    errors.push(format!("committed offsets of {}: {err}", spec.group));
+                    match self.last_committed.get(&spec.group) {
+                        Some(last) => last.clone(),
+                        None => continue,
+                    }
+                }
+            };
+            self.last_committed
+                .insert(spec.group.clone(), committed.clone());
             let mut group = GroupObservation {
-                committed: self.committed(spec)?,
+                committed,
                 members: self.members(&spec.group),
                 expected: !only_committed,
             };
@@ -115,13 +187,19 @@ impl Sampler {
             }
             observed.insert(spec.group.clone(), group);
         }
+        // Groups no longer watched leave their consumer behind.
+        let watched: BTreeSet<&String> = observed.keys().collect();
+        self.groups.retain(|name, _| watched.contains(name));
+        self.last_committed.retain(|name, _| watched.contains(name));
+        self.last_watermarks = watermarks.clone();
 
-        let peeks = self.peek(&watermarks, &observed);
+        let peeks = self.peek(&watermarks, &observed, deadline);
         Ok(Observation {
             at_ms,
             watermarks,
             groups: observed,
             peeks,
+            errors,
         })
     }
 
@@ -199,6 +277,7 @@ impl Sampler {
         &mut self,
         watermarks: &BTreeMap<Partition, Watermarks>,
         groups: &BTreeMap<String, GroupObservation>,
+        sample_deadline: Instant,
     ) -> HashMap<(Partition, i64), Peek> {
         let mut wanted: BTreeSet<(Partition, i64)> = BTreeSet::new();
         for group in groups.values() {
@@ -212,17 +291,23 @@ impl Sampler {
                 }
             }
         }
-        let mut found: HashMap<(Partition, i64), Peek> = HashMap::new();
+        let end_of = |partition: &Partition| watermarks.get(partition).map_or(0, |m| m.end);
+        let mut found: HashMap<(Partition, i64), (Peek, i64)> = HashMap::new();
         let mut missing: Vec<(Partition, i64)> = Vec::new();
         for key in wanted {
             match self.peeks.get(&key) {
-                Some(peek) => {
-                    found.insert(key, *peek);
+                // A record found stays the first one; "nothing before the end" holds only
+                // while the end has not moved.
+                Some((peek @ Peek::Record { .. }, end)) => {
+                    found.insert(key, (*peek, *end));
                 }
-                None => missing.push(key),
+                Some((peek, end)) if *end == end_of(&key.0) => {
+                    found.insert(key, (*peek, *end));
+                }
+                _ => missing.push(key),
             }
         }
-        let deadline = Instant::now() + PEEK_BUDGET;
+        let deadline = (Instant::now() + PEEK_BUDGET).min(sample_deadline.max(Instant::now()));
         // One assignment holds a partition once, and end-of-partition events name only the
         // partition number: read one topic, and one offset per partition, at a time.
         while !missing.is_empty() && Instant::now() < deadline {
@@ -239,14 +324,20 @@ impl Sampler {
             match self.read_round(&topic, &round, deadline) {
                 Ok(results) => {
                     for (partition, peek) in results {
-                        found.insert(((topic.clone(), partition), round[&partition]), peek);
+                        let key = (topic.clone(), partition);
+                        let end = end_of(&key);
+                        found.insert((key, round[&partition]), (peek, end));
                     }
                 }
                 Err(err) => tracing::debug!(%topic, %err, "cannot read first unconsumed records"),
             }
         }
-        self.peeks = found.clone();
-        found
+        let peeks = found
+            .iter()
+            .map(|(key, (peek, _))| (key.clone(), *peek))
+            .collect();
+        self.peeks = found;
+        peeks
     }
 
     fn read_round(

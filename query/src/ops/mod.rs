@@ -170,6 +170,33 @@ pub struct RelayStatus {
     pub published_through: Long,
 }
 
+/// Whether the lag monitor can read the broker.
+#[derive(Debug, Clone, SimpleObject, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LagMonitorStatus {
+    /// False when the last attempt to read the broker failed; the groups' figures are then
+    /// carried forward from `lastGoodAt` and their statuses turn STALL, then STOP.
+    pub up: bool,
+    /// Why the last sample failed, or which reads failed and were carried forward.
+    pub error: Option<String>,
+    pub sampled_at: DateTime<Utc>,
+    pub last_good_at: Option<DateTime<Utc>>,
+    /// Since when every attempt has failed, while they do.
+    pub failing_since: Option<DateTime<Utc>>,
+}
+
+impl From<&LagReport> for LagMonitorStatus {
+    fn from(report: &LagReport) -> Self {
+        Self {
+            up: report.up,
+            error: report.error.clone(),
+            sampled_at: report.sampled_at,
+            last_good_at: report.last_good_at,
+            failing_since: report.failing_since,
+        }
+    }
+}
+
 /// Records in a dead-letter topic.
 #[derive(Debug, Clone, SimpleObject, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -221,14 +248,13 @@ impl OpsHistory {
         let history = Self::default();
         let samples = history.clone();
         tokio::spawn(async move {
+            let mut backlog = Long(0);
             while let Some(report) = monitor.changed().await {
-                let backlog = match EsFigures::relay(&pool, &relay).await {
-                    Ok(relay) => relay.backlog,
-                    Err(err) => {
-                        tracing::debug!(%err, "cannot read the relay backlog for /ops");
-                        Long(0)
-                    }
-                };
+                match EsFigures::relay(&pool, &relay).await {
+                    Ok(relay) => backlog = relay.backlog,
+                    // The chart goes on at the last backlog read.
+                    Err(err) => tracing::debug!(%err, "cannot read the relay backlog for /ops"),
+                }
                 samples.push(OpsSample {
                     at: report.sampled_at,
                     groups: report
@@ -402,10 +428,7 @@ pub fn render_sagas(sagas: &[SagaCount], out: &mut String) {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OpsSnapshot {
-    pub sampled_at: DateTime<Utc>,
-    /// False when the last sample of the broker failed (`error` says why).
-    pub up: bool,
-    pub error: Option<String>,
+    pub lag_monitor: LagMonitorStatus,
     pub consumer_groups: Vec<ConsumerGroup>,
     pub dead_letters: Vec<DeadLetterTopic>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -419,9 +442,7 @@ pub struct OpsSnapshot {
 impl OpsSnapshot {
     pub fn new(report: &LagReport, es: Option<&EsFigures>) -> Self {
         Self {
-            sampled_at: report.sampled_at,
-            up: report.up,
-            error: report.error.clone(),
+            lag_monitor: report.into(),
             consumer_groups: Self::consumer_groups(report),
             dead_letters: Self::dead_letters(report),
             projections: es.map(|es| es.projections.clone()),

@@ -16,6 +16,7 @@ const QUERY = `query OpsDashboard {
   deadLetters { topic depth }
   sagaCounts { state count }
   opsHistory { at relayBacklog groups { group lag lagSeconds status } }
+  lagMonitor { up error lastGoodAt failingSince }
 }`;
 
 const SAGA_STATES = ["RUNNING", "COMPENSATING", "CONFIRMED", "CANCELLED", "STUCK"];
@@ -90,12 +91,15 @@ function fmtDuration(seconds) {
 /** Time to drain: "—" when caught up, "never" when the backlog grows. */
 function fmtDrain(group) {
   if (group.lag === 0) return "—";
+  if (group.consumeRate === null || group.consumeRate === undefined) return "…";
   if (group.drainSeconds === null || group.drainSeconds === undefined) return "never";
   if (group.drainSeconds < 1) return "< 1 s";
   return fmtDuration(group.drainSeconds);
 }
 
-const fmtRate = (r) => `${r < 10 ? oneDecimal.format(r) : integer.format(r)}/s`;
+// Null before the monitor has two samples.
+const fmtRate = (r) =>
+  r === null || r === undefined ? "—" : `${r < 10 ? oneDecimal.format(r) : integer.format(r)}/s`;
 
 const fmtClock = (date, seconds = true) =>
   date.toLocaleTimeString([], {
@@ -236,6 +240,7 @@ function render() {
   const history = data.opsHistory ?? [];
   const colours = groupColours(groups, history);
   renderSummary(data, groups);
+  renderMonitor(data.lagMonitor);
   renderGroups(groups, colours);
   const drawn = [
     drawChart("#chart-lag", groupSeries(history, colours, "lag"), { yFormat: fmtInt }),
@@ -250,6 +255,26 @@ function render() {
   renderSagas(data.sagaCounts ?? []);
   document.body.dataset.charts = String(drawn.filter(Boolean).length);
   document.body.dataset.rendered = "true";
+}
+
+/** Says when the lag figures are not fresh: the monitor cannot read (all of) the broker. */
+function renderMonitor(monitor) {
+  const banner = $("#monitor-banner");
+  if (!monitor || (monitor.up && !monitor.error)) {
+    banner.hidden = true;
+    banner.replaceChildren();
+    return;
+  }
+  const since = monitor.failingSince ? ` since ${fmtClock(new Date(monitor.failingSince))}` : "";
+  const good = monitor.lastGoodAt
+    ? `Lag figures are from ${fmtClock(new Date(monitor.lastGoodAt))}; groups turn STALL, then STOP, while this lasts.`
+    : "No lag figures yet.";
+  banner.replaceChildren(
+    el("strong", {}, monitor.up ? "Some offsets could not be read:" : `The lag monitor cannot read the broker${since}:`),
+    " ", monitor.error ?? "", " ",
+    monitor.up ? null : el("span", { class: "keep" }, good),
+  );
+  banner.hidden = false;
 }
 
 function renderSummary(data, groups) {

@@ -3,8 +3,8 @@
 use async_graphql::{Context, Object, Result, ID};
 
 use crate::ops::{
-    ConsumerGroup, DeadLetterTopic, EsFigures, OpsSample, OpsSnapshot, ProjectionStatus,
-    RelayStatus, SagaCount,
+    ConsumerGroup, DeadLetterTopic, EsFigures, LagMonitorStatus, OpsSample, OpsSnapshot,
+    ProjectionStatus, RelayStatus, SagaCount,
 };
 
 use super::connection::{
@@ -210,25 +210,32 @@ impl QueryRoot {
         }
     }
 
-    /// Each view's distance from what the relay has published, and its staleness.
-    async fn projections(&self, ctx: &Context<'_>) -> Result<Vec<ProjectionStatus>> {
+    /// Whether the lag monitor reads the broker; null when the service runs none.
+    async fn lag_monitor(&self, ctx: &Context<'_>) -> Option<LagMonitorStatus> {
+        let monitor = services(ctx).options.lag.as_ref()?;
+        Some((&*monitor.latest()).into())
+    }
+
+    /// Each view's distance from what the relay has published, and its staleness (null,
+    /// with an error, when the database cannot be read: the other ops fields still answer).
+    async fn projections(&self, ctx: &Context<'_>) -> Result<Option<Vec<ProjectionStatus>>> {
         let services = services(ctx);
-        Ok(
+        Ok(Some(
             EsFigures::read(services.db.pool(), &services.options.relay_name)
                 .await
                 .map_err(QueryError::from)?
                 .projections,
-        )
+        ))
     }
 
     /// The outbox relay's backlog: events committed and not yet published.
-    async fn relay(&self, ctx: &Context<'_>) -> Result<RelayStatus> {
+    async fn relay(&self, ctx: &Context<'_>) -> Result<Option<RelayStatus>> {
         let services = services(ctx);
-        Ok(
+        Ok(Some(
             EsFigures::relay(services.db.pool(), &services.options.relay_name)
                 .await
                 .map_err(QueryError::from)?,
-        )
+        ))
     }
 
     /// Records in each dead-letter topic, from the lag monitor's latest sample.
@@ -240,11 +247,13 @@ impl QueryRoot {
     }
 
     /// Sagas by state.
-    async fn saga_counts(&self, ctx: &Context<'_>) -> Result<Vec<SagaCount>> {
+    async fn saga_counts(&self, ctx: &Context<'_>) -> Result<Option<Vec<SagaCount>>> {
         let services = services(ctx);
-        Ok(EsFigures::sagas(services.db.pool())
-            .await
-            .map_err(QueryError::from)?)
+        Ok(Some(
+            EsFigures::sagas(services.db.pool())
+                .await
+                .map_err(QueryError::from)?,
+        ))
     }
 
     /// The last 15 minutes of lag per group and relay backlog, oldest first: one sample

@@ -200,10 +200,72 @@ fn standing_still(members: Option<usize>, seconds: i64) -> Status {
 #[test]
 fn an_offset_standing_still_while_behind_is_stall_with_members_and_stop_without() {
     assert_eq!(standing_still(Some(2), 30), Status::Ok, "within the window");
+    assert_eq!(standing_still(Some(0), 0), Status::Stop, "nobody consumes");
     assert_eq!(standing_still(Some(2), 60), Status::Stall);
     assert_eq!(standing_still(Some(0), 60), Status::Stop);
     assert_eq!(standing_still(None, 60), Status::Stall);
     assert_eq!(standing_still(None, 120), Status::Stop, "past stop_after");
+    assert_eq!(
+        standing_still(Some(2), 300),
+        Status::Stall,
+        "members are there: stalled, however long"
+    );
+}
+
+#[test]
+fn records_waiting_without_a_commit_stall_a_group_that_should_consume_them() {
+    let observe = |eval: &mut Evaluator, s: i64, expected: bool, members: Option<usize>| {
+        let mut obs = at(s)
+            .part(0, 10, Some(10))
+            .part(1, 500, None)
+            .members(members);
+        obs.0.groups.get_mut("g").unwrap().expected = expected;
+        group(&eval.observe(obs.0)).clone()
+    };
+    let mut eval = evaluator();
+    assert_eq!(observe(&mut eval, 0, true, Some(1)).status, Status::Ok);
+    assert_eq!(observe(&mut eval, 30, true, Some(1)).status, Status::Ok);
+    let g = observe(&mut eval, 60, true, Some(1));
+    assert_eq!(
+        (g.status, g.partitions[1].status),
+        (Status::Stall, Status::Stall)
+    );
+    assert_eq!(
+        (g.lag, g.uncommitted_partitions),
+        (0, 1),
+        "still out of the totals"
+    );
+    assert_eq!(observe(&mut eval, 65, true, Some(0)).status, Status::Stop);
+
+    // Another team's group, watched on what it has consumed, is not judged on the rest.
+    let mut eval = evaluator();
+    for s in [0, 30, 60, 120] {
+        assert_eq!(observe(&mut eval, s, false, Some(1)).status, Status::Ok);
+    }
+}
+
+#[test]
+fn an_unreadable_broker_turns_even_caught_up_groups_stall_then_stop() {
+    let mut eval = evaluator();
+    let first = at(0).part(0, 300, Some(300)).members(Some(1));
+    let start = first.time();
+    eval.observe(first.0);
+    let report = eval.observe_failure(start + 10 * SEC, "broker down".into());
+    assert_eq!(group(&report).status, Status::Ok, "not yet a window");
+    assert_eq!(report.failing_since, report.sampled_at.into());
+    let report = eval.observe_failure(start + 60 * SEC, "broker down".into());
+    assert_eq!(group(&report).status, Status::Stall);
+    let report = eval.observe_failure(start + 120 * SEC, "broker down".into());
+    assert_eq!(group(&report).status, Status::Stop);
+    assert_eq!(
+        report.failing_since.unwrap().timestamp_millis(),
+        start + 10 * SEC,
+        "failing since the first failure"
+    );
+    // Readable again: judged on what it sees.
+    let report = eval.observe(at(125).part(0, 300, Some(300)).members(Some(1)).0);
+    assert_eq!(group(&report).status, Status::Ok);
+    assert!(report.up && report.failing_since.is_none());
 }
 
 #[test]
