@@ -29,6 +29,7 @@ pub fn install() {
             .expect("the bucket list is not empty");
         match builder.install_recorder() {
             Ok(handle) => {
+                describe();
                 let upkeep = handle.clone();
                 // Histograms buffer samples until upkeep folds them in.
                 std::thread::Builder::new()
@@ -46,6 +47,39 @@ pub fn install() {
             }
         }
     });
+}
+
+/// Help texts of the metrics the roles record (a family without one is a lint error to
+/// Prometheus's tools).
+fn describe() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP requests by role, method, matched route and status"
+    );
+    describe_counter!(
+        "orderflow_events_appended_total",
+        "Events appended to the event store, by stream type"
+    );
+    describe_counter!(
+        "orderflow_relay_published_total",
+        "Events the relay published and the broker acknowledged"
+    );
+    describe_counter!(
+        "orderflow_projector_applied_total",
+        "Events handed to a projection in committed batches, by projection"
+    );
+    describe_histogram!(
+        "orderflow_projection_apply_latency_seconds",
+        Unit::Seconds,
+        "From an event's commit to its projection's batch commit, by projection"
+    );
+    describe_histogram!(
+        "orderflow_saga_step_duration_seconds",
+        Unit::Seconds,
+        "How long each saga step took, from start to finish, by step"
+    );
 }
 
 /// The process's counters and histograms in the Prometheus text format.
