@@ -239,7 +239,9 @@ async fn publish_loop(
             // every such rejection is flagged fatal. A new producer starts a new sequence.
             if publisher.has_fatal_error() || failures.is_multiple_of(FRESH_PRODUCER_AFTER) {
                 tracing::warn!(failures, "starting a new producer");
-                publisher = new_publisher()?;
+                let old = std::mem::replace(&mut publisher, new_publisher()?);
+                // Dropping a producer flushes and joins its thread: not on an async thread.
+                tokio::task::spawn_blocking(move || drop(old));
             }
             continue;
         }

@@ -55,7 +55,10 @@ impl WorkerOptions {
 
 /// How long a worker that failed to consume must go without errors to count as ready again
 /// when no records arrive to prove it.
-const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(15);
+/// Longer than the lag monitor's grace plus a sample, so that during a long outage (in which
+/// the consumer may report no further errors) `/ready` goes from this reason to the
+/// monitor's without turning ready in between.
+const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(40);
 
 /// Run a worker for each of `projections` until `shutdown` flips to true.
 pub async fn run(

@@ -535,7 +535,7 @@ impl Evaluator {
                 }
                 continue;
             };
-            lag.status = self.status(state, members, now);
+            lag.status = self.status(state, members, observed.expected, now);
             status = status.max(lag.status);
             last_progress = last_progress.max(state.last_move_ms);
             if let (Some(first), Some(last)) = (state.window.front(), state.window.back()) {
@@ -545,13 +545,25 @@ impl Evaluator {
                 span_ms = span_ms.max(last.at_ms - first.at_ms);
             }
         }
+        // With nothing committed, progress is as old as the oldest records left waiting.
+        if last_progress == i64::MIN {
+            last_progress = partitions
+                .iter()
+                .filter_map(|p| {
+                    self.uncommitted
+                        .get(&(group.to_owned(), (p.topic.clone(), p.partition)))
+                })
+                .copied()
+                .min()
+                .unwrap_or(i64::MIN);
+        }
         let committed: Vec<&PartitionLag> = partitions.iter().filter(|p| p.lag.is_some()).collect();
         let lag: i64 = committed.iter().filter_map(|p| p.lag).sum();
         if committed.is_empty() && members.unwrap_or(0) == 0 && !observed.expected {
             // Not a group (any more): nothing committed and nobody in it.
             return None;
         }
-        if lag > 0
+        if (lag > 0 || status > Status::Warn)
             && members.unwrap_or(0) == 0
             && last_progress != i64::MIN
             && now - last_progress > self.config.retention.as_millis() as i64
@@ -626,7 +638,13 @@ impl Evaluator {
         }
     }
 
-    fn status(&self, state: &PartitionState, members: Option<usize>, now: i64) -> Status {
+    fn status(
+        &self,
+        state: &PartitionState,
+        members: Option<usize>,
+        expected: bool,
+        now: i64,
+    ) -> Status {
         // The broker cannot be read: nothing is seen to move, and consumers of that broker
         // cannot fetch either.
         if let Some(outage) = self.outage_ms {
@@ -647,8 +665,10 @@ impl Evaluator {
         if last.lag == 0 {
             return Status::Ok;
         }
-        // Behind with nobody in the group: nothing is consuming, however recently it did.
-        if members == Some(0) {
+        // One of the platform's groups (they subscribe, so their consumers are members)
+        // behind with nobody in it: nothing is consuming, however recently it did. Other
+        // groups may consume by assignment, without members: judged on movement alone.
+        if members == Some(0) && expected {
             return Status::Stop;
         }
         let still = self.standing_still(now - state.last_move_ms, members);

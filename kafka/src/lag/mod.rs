@@ -33,7 +33,9 @@ pub struct LagArgs {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub lag_interval_ms: u64,
     /// Samples in the window a status is judged over: a lagging group whose offsets stand
-    /// still for `(window − 1) × interval` is STALL (or STOP without members).
+    /// still for `(window − 1) × interval` is STALL (STOP after twice that when the broker
+    /// does not say who is in the group; one of the platform's groups with no members is STOP
+    /// as soon as it is behind).
     #[arg(long, env = "ORDERFLOW_LAG_WINDOW", default_value_t = 12,
           value_parser = clap::value_parser!(u64).range(2..=1000))]
     pub lag_window: u64,
@@ -149,16 +151,20 @@ pub async fn sample_once(
             Some(sampler) => sampler,
             None => Sampler::new(&kafka)?,
         };
-        let observation = sampler.observe(&groups, &extra)?;
+        // The sampler is kept whatever the outcome: its clients reconnect by themselves,
+        // and what it carries forward outlives a failed sample.
+        let observation = sampler.observe(&groups, &extra);
         Ok::<_, rdkafka::error::KafkaError>((sampler, observation))
     })
     .await;
-    match outcome {
-        Ok(Ok((kept, observation))) => {
+    match outcome.map(|created| {
+        created.map(|(kept, observation)| {
             *sampler = Some(kept);
-            evaluator.observe(observation)
-        }
-        Ok(Err(err)) => {
+            observation
+        })
+    }) {
+        Ok(Ok(Ok(observation))) => evaluator.observe(observation),
+        Ok(Ok(Err(err)) | Err(err)) => {
             tracing::warn!(%err, "sampling consumer lag failed");
             evaluator.observe_failure(now_ms, format!("reading offsets from the broker: {err}"))
         }

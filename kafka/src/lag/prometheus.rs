@@ -72,7 +72,8 @@ pub fn render(report: &LagReport, out: &mut String) {
         name,
         "1 for the partition's status (Burrow's meanings)",
     );
-    for (group, p, partition) in committed() {
+    // Every partition: one without a commit can be STALL/STOP too (records left waiting).
+    for (group, p, partition) in partitions() {
         for status in Status::ALL {
             family.sample(
                 name,

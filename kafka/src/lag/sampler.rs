@@ -21,6 +21,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const PEEK_BUDGET: Duration = Duration::from_millis(1500);
 /// Longest time one sample spends reading offsets; what is left unread is carried forward.
 const SAMPLE_BUDGET: Duration = Duration::from_secs(10);
+/// How long one read may fail, carried forward from earlier samples, before the whole sample
+/// counts as failed.
+const CARRY_LIMIT: Duration = Duration::from_secs(60);
 /// Topic partitions are looked up again every this many samples.
 const METADATA_REFRESH: u64 = 60;
 
@@ -40,7 +43,10 @@ pub struct Sampler {
     /// The previous sample's reads, carried forward for reads that fail.
     last_watermarks: BTreeMap<Partition, Watermarks>,
     last_committed: HashMap<String, BTreeMap<Partition, Option<i64>>>,
+    /// Since when each read has been failing and carried forward.
+    carried_since: HashMap<String, Instant>,
     samples: u64,
+    refresh_due: bool,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -75,7 +81,9 @@ impl Sampler {
             peeks: HashMap::new(),
             last_watermarks: BTreeMap::new(),
             last_committed: HashMap::new(),
+            carried_since: HashMap::new(),
             samples: 0,
+            refresh_due: false,
         })
     }
 
@@ -84,10 +92,8 @@ impl Sampler {
     /// broker is down) or that runs past [`SAMPLE_BUDGET`] without reading anything fails.
     pub fn observe(&mut self, groups: &[GroupSpec], extra: &[String]) -> KafkaResult<Observation> {
         self.samples += 1;
-        if self.samples.is_multiple_of(METADATA_REFRESH) {
-            // Partitions added to a topic show up within this many samples.
-            self.partitions.clear();
-        }
+        // Partitions added to a topic show up within this many samples.
+        self.refresh_due = self.samples.is_multiple_of(METADATA_REFRESH);
         let deadline = Instant::now() + SAMPLE_BUDGET;
         let topics = all_topics(&self.kafka.topic_prefix);
         let mut errors = Vec::new();
@@ -117,14 +123,17 @@ impl Sampler {
                         RDKafkaErrorCode::OperationTimedOut,
                     ))
                 };
+                let what = format!("log offsets of {topic}/{partition}");
                 match read {
                     Ok(marks) => {
                         read_any = true;
+                        self.carried_since.remove(&what);
                         watermarks.insert(key, marks);
                     }
                     Err(err) if !read_any => return Err(err),
                     Err(err) => {
-                        errors.push(format!("log offsets of {topic}/{partition}: {err}"));
+                        self.carry(&what, &err)?;
+                        errors.push(format!("{what}: {err}"));
                         if let Some(marks) = self.last_watermarks.get(&key) {
                             watermarks.insert(key, *marks);
                         }
@@ -156,10 +165,15 @@ impl Sampler {
                     RDKafkaErrorCode::OperationTimedOut,
                 ))
             };
+            let what = format!("committed offsets of {}", spec.group);
             let committed = match committed {
-                Ok(committed) => committed,
+                Ok(committed) => {
+                    self.carried_since.remove(&what);
+                    committed
+                }
                 Err(err) => {
-                    errors.push(format!("committed offsets of {}: {err}", spec.group));
+                    self.carry(&what, &err)?;
+                    errors.push(format!("{what}: {err}"));
                     match self.last_committed.get(&spec.group) {
                         Some(last) => last.clone(),
                         None => continue,
@@ -170,7 +184,12 @@ impl Sampler {
                 .insert(spec.group.clone(), committed.clone());
             let mut group = GroupObservation {
                 committed,
-                members: self.members(&spec.group),
+                // Past the budget membership is left unknown rather than waited for.
+                members: if Instant::now() < deadline {
+                    self.members(&spec.group)
+                } else {
+                    None
+                },
                 expected: !only_committed,
             };
             if only_committed {
@@ -203,22 +222,55 @@ impl Sampler {
         })
     }
 
+    /// The partitions of `topic`: from the cache, looked up again every
+    /// [`METADATA_REFRESH`] samples (a failed look-up keeps what was known).
+    /// A failed read is carried forward only so long: past [`CARRY_LIMIT`] the figures it
+    /// feeds would be stale under an "up" monitor, so the sample fails (an outage).
+    fn carry(&mut self, what: &str, err: &KafkaError) -> KafkaResult<()> {
+        let since = *self
+            .carried_since
+            .entry(what.to_owned())
+            .or_insert_with(Instant::now);
+        if since.elapsed() > CARRY_LIMIT {
+            tracing::warn!(%what, %err, "a read has failed for too long; the sample fails");
+            return Err(err.clone());
+        }
+        Ok(())
+    }
+
     fn partitions_of(&mut self, topic: &str) -> KafkaResult<Vec<i32>> {
-        if let Some(known) = self.partitions.get(topic) {
+        let known = self.partitions.get(topic).cloned();
+        if let (Some(known), false) = (&known, self.refresh_due) {
             return Ok(known.clone());
         }
-        let metadata = self.admin.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        // A topic not created yet is looked up again next time.
-        if !partitions.is_empty() {
-            self.partitions.insert(topic.to_owned(), partitions.clone());
+        let looked_up = self
+            .admin
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .and_then(|metadata| {
+                let entry = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map(|t| {
+                        let ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                        (t.error(), ids)
+                    });
+                match entry {
+                    Some((None, partitions)) => Ok(partitions),
+                    Some((Some(code), _)) => Err(KafkaError::MetadataFetch(code.into())),
+                    None => Ok(Vec::new()),
+                }
+            });
+        match (looked_up, known) {
+            (Ok(partitions), _) if !partitions.is_empty() => {
+                self.partitions.insert(topic.to_owned(), partitions.clone());
+                Ok(partitions)
+            }
+            // A topic not created yet is looked up again next time.
+            (Ok(_), None) => Ok(Vec::new()),
+            (Ok(_) | Err(_), Some(known)) => Ok(known),
+            (Err(err), None) => Err(err),
         }
-        Ok(partitions)
     }
 
     fn committed(&mut self, spec: &GroupSpec) -> KafkaResult<BTreeMap<Partition, Option<i64>>> {

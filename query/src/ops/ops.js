@@ -177,23 +177,31 @@ async function fetchOps() {
   if (body && Array.isArray(body.errors) && body.errors.length > 0) {
     const first = body.errors[0];
     const more = body.errors.length > 1 ? ` (and ${body.errors.length - 1} more)` : "";
-    throw new OpsError(`${first.message ?? "unknown error"}${more}`, first.extensions?.code ?? null);
+    const error = new OpsError(`${first.message ?? "unknown error"}${more}`, first.extensions?.code ?? null);
+    // Fields that could not be read are null; the others (the lag figures need no
+    // database) are still worth showing.
+    if (response.ok && body.data && typeof body.data === "object") return { data: body.data, partial: error };
+    throw error;
   }
   if (!response.ok) throw new OpsError(`HTTP ${response.status} ${response.statusText}`.trim(), `HTTP_${response.status}`);
   if (!body || typeof body.data !== "object" || body.data === null) {
     throw new OpsError("the answer from /graphql has no data", "BAD_RESPONSE");
   }
-  return body.data;
+  return { data: body.data, partial: null };
 }
 
 // ---- Refresh loop ------------------------------------------------------------------------
 
 async function refresh() {
   try {
-    const data = await fetchOps();
+    const { data, partial } = await fetchOps();
+    // A field that failed this time keeps what it showed before.
+    for (const [field, value] of Object.entries(data)) {
+      if (value === null && state.data && state.data[field] !== null) data[field] = state.data[field];
+    }
     state.data = data;
     state.lastGood = new Date();
-    showError(null);
+    showError(partial);
     render();
   } catch (error) {
     if (!(error instanceof OpsError)) throw error; // our own bug: let it surface

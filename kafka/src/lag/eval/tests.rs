@@ -183,24 +183,33 @@ fn a_committed_offset_that_goes_back_is_rewind() {
     assert_eq!(group(&report).partitions[0].status, Status::Rewind);
 }
 
-/// A lagging partition whose offset does not move, observed every 5 s for `seconds`.
-fn standing_still(members: Option<usize>, seconds: i64) -> Status {
+/// A lagging partition whose offset does not move, observed every 5 s for `seconds`, of
+/// one of the platform's groups (`expected`) or another.
+fn standing_still_in(members: Option<usize>, seconds: i64, expected: bool) -> Status {
     let mut eval = evaluator();
     let mut status = Status::Ok;
     for s in (0..=seconds).step_by(5) {
-        let obs = at(s)
+        let mut obs = at(s)
             .part(0, 300, Some(100))
             .record(0, 100, 100, s + 1)
             .members(members);
+        obs.0.groups.get_mut("g").unwrap().expected = expected;
         status = group(&eval.observe(obs.0)).status;
     }
     status
+}
+
+fn standing_still(members: Option<usize>, seconds: i64) -> Status {
+    standing_still_in(members, seconds, true)
 }
 
 #[test]
 fn an_offset_standing_still_while_behind_is_stall_with_members_and_stop_without() {
     assert_eq!(standing_still(Some(2), 30), Status::Ok, "within the window");
     assert_eq!(standing_still(Some(0), 0), Status::Stop, "nobody consumes");
+    // A group that consumes by assignment has no members: judged on movement alone.
+    assert_eq!(standing_still_in(Some(0), 30, false), Status::Ok);
+    assert_eq!(standing_still_in(Some(0), 60, false), Status::Stop);
     assert_eq!(standing_still(Some(2), 60), Status::Stall);
     assert_eq!(standing_still(Some(0), 60), Status::Stop);
     assert_eq!(standing_still(None, 60), Status::Stall);
