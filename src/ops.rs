@@ -157,9 +157,7 @@ async fn ready(State(state): State<OpsState>) -> (StatusCode, Json<serde_json::V
 async fn metrics(State(state): State<OpsState>) -> Response {
     let mut text = telemetry::render();
     if let Some(monitor) = &state.monitor {
-        let report = monitor.latest();
-        orderflow_kafka::lag::prometheus::render(&report, &mut text);
-        orderflow_query::ops::render_dead_letters(&report, &mut text);
+        orderflow_query::ops::render_monitor(monitor, &mut text);
     }
     if let Some(figures) = &state.figures {
         let extra: String = (figures.as_ref())().await;

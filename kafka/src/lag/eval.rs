@@ -228,7 +228,7 @@ pub struct LagReport {
     /// Since when every attempt has failed, while they do.
     pub failing_since: Option<DateTime<Utc>>,
     pub groups: Vec<GroupLag>,
-    pub topics: Vec<TopicDepth>,
+    /// (topic, partition, log start, log end) of every partition read.
     pub watermarks: Vec<(String, i32, i64, i64)>,
 }
 
@@ -241,13 +241,27 @@ impl LagReport {
             last_good_at: None,
             failing_since: None,
             groups: Vec::new(),
-            topics: Vec::new(),
             watermarks: Vec::new(),
         }
     }
 
     pub fn group(&self, name: &str) -> Option<&GroupLag> {
         self.groups.iter().find(|g| g.group == name)
+    }
+
+    /// Records between log start and log end of each topic, over its partitions.
+    pub fn topic_depths(&self) -> Vec<TopicDepth> {
+        let mut depth: BTreeMap<&str, i64> = BTreeMap::new();
+        for (topic, _, start, end) in &self.watermarks {
+            *depth.entry(topic).or_default() += (end - start).max(0);
+        }
+        depth
+            .into_iter()
+            .map(|(topic, records)| TopicDepth {
+                topic: topic.to_owned(),
+                records,
+            })
+            .collect()
     }
 }
 
@@ -378,10 +392,6 @@ impl Evaluator {
         self.partitions.retain(|key, _| seen.contains(key));
         self.uncommitted.retain(|key, _| seen.contains(key));
 
-        let mut depth: BTreeMap<&str, i64> = BTreeMap::new();
-        for ((topic, _), marks) in &obs.watermarks {
-            *depth.entry(topic).or_default() += (marks.end - marks.start).max(0);
-        }
         LagReport {
             sampled_at: to_time(now),
             up: true,
@@ -389,13 +399,6 @@ impl Evaluator {
             last_good_at: None,
             failing_since: None,
             groups,
-            topics: depth
-                .into_iter()
-                .map(|(topic, records)| TopicDepth {
-                    topic: topic.to_owned(),
-                    records,
-                })
-                .collect(),
             watermarks: obs
                 .watermarks
                 .iter()

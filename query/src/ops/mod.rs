@@ -462,19 +462,26 @@ impl OpsSnapshot {
     /// Depth of every dead-letter topic the broker reported.
     pub fn dead_letters(report: &LagReport) -> Vec<DeadLetterTopic> {
         report
-            .topics
-            .iter()
+            .topic_depths()
+            .into_iter()
             .filter(|t| t.topic.ends_with(&dead_letter_topic("")))
             .map(|t| DeadLetterTopic {
-                topic: t.topic.clone(),
+                topic: t.topic,
                 depth: Long(t.records),
             })
             .collect()
     }
 }
 
+/// The monitor's latest report as metrics: consumer lag and dead-letter depth.
+pub fn render_monitor(monitor: &lag::LagMonitor, out: &mut String) {
+    let report = monitor.latest();
+    lag::prometheus::render(&report, out);
+    render_dead_letters(&report, out);
+}
+
 /// `orderflow_dead_letters{topic}` from a lag report.
-pub fn render_dead_letters(report: &LagReport, out: &mut String) {
+fn render_dead_letters(report: &LagReport, out: &mut String) {
     let name = "orderflow_dead_letters";
     let mut family = Gauges::family(out, name, "Records in each dead-letter topic");
     for d in OpsSnapshot::dead_letters(report) {
@@ -488,9 +495,7 @@ pub fn render_dead_letters(report: &LagReport, out: &mut String) {
 pub async fn metrics_text(pool: &PgPool, relay: &str, monitor: Option<&lag::LagMonitor>) -> String {
     let mut out = telemetry::render();
     if let Some(monitor) = monitor {
-        let report = monitor.latest();
-        lag::prometheus::render(&report, &mut out);
-        render_dead_letters(&report, &mut out);
+        render_monitor(monitor, &mut out);
     }
     match EsFigures::read(pool, relay).await {
         Ok(figures) => figures.render(&mut out),
