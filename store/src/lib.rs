@@ -21,8 +21,10 @@
 //! - [`error`]: the [`StoreError`] every operation returns.
 
 pub mod append;
+pub mod auth;
 pub mod claims;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod event;
 pub mod health;

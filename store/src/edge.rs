@@ -1,0 +1,348 @@
+//! What stands between a client and a serving role's handlers: rate limits per token
+//! subject (per client IP without one), request timeouts, a bound on requests in flight,
+//! and CORS. Shared by the command API and the GraphQL service; [`EdgeArgs`] are their flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{BoxError, Json, Router};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use serde_json::json;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::auth::{Authenticated, Caller};
+use crate::config::parse_duration;
+
+/// Limits of a serving role; flattened into `orderflow command` and `orderflow query`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeArgs {
+    /// Requests per second each token subject may make, on average; 0 turns rate limiting
+    /// off.
+    #[arg(long = "rate-limit", env = "ORDERFLOW_RATE_LIMIT", default_value_t = 50)]
+    pub rate_limit: u32,
+    /// Requests a token subject may make at once above its rate (the bucket's size).
+    #[arg(
+        long = "rate-limit-burst",
+        env = "ORDERFLOW_RATE_LIMIT_BURST",
+        default_value_t = 100
+    )]
+    pub rate_limit_burst: u32,
+    /// Requests per second from one client IP without a valid token: registration (the one
+    /// route that answers them) and refusals; 0 turns this limit off.
+    #[arg(
+        long = "anonymous-rate-limit",
+        env = "ORDERFLOW_ANONYMOUS_RATE_LIMIT",
+        default_value_t = 2
+    )]
+    pub anonymous_rate_limit: u32,
+    /// Requests one client IP may make at once above its anonymous rate.
+    #[arg(
+        long = "anonymous-rate-limit-burst",
+        env = "ORDERFLOW_ANONYMOUS_RATE_LIMIT_BURST",
+        default_value_t = 10
+    )]
+    pub anonymous_rate_limit_burst: u32,
+    /// Longest a request may take; past it the answer is 503 with Retry-After (a
+    /// `minVersion` or `X-Min-Position` wait is bounded well below this).
+    #[arg(long = "request-timeout", env = "ORDERFLOW_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Requests served at once; more are answered 503 with Retry-After at once, so a flood
+    /// cannot queue up behind the database pool.
+    #[arg(long = "max-concurrent-requests", env = "ORDERFLOW_MAX_CONCURRENT_REQUESTS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_requests: u32,
+    /// Origins browsers may call from (CORS), comma-separated, or `*` for any; off when
+    /// empty (the default).
+    #[arg(
+        long = "cors-allow-origin",
+        env = "ORDERFLOW_CORS_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origin: Vec<String>,
+}
+
+impl Default for EdgeArgs {
+    /// No rate limits, no CORS; the timeout and concurrency bound of the flags' defaults.
+    fn default() -> Self {
+        Self {
+            rate_limit: 0,
+            rate_limit_burst: 100,
+            anonymous_rate_limit: 0,
+            anonymous_rate_limit_burst: 10,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 512,
+            cors_allow_origin: Vec::new(),
+        }
+    }
+}
+
+/// How a role writes its refusals: the REST body or GraphQL's error list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Rest,
+    GraphQl,
+}
+
+impl Shape {
+    /// A refusal with `code` in this shape.
+    pub fn error(self, status: StatusCode, code: &str, message: &str) -> Response {
+        let body = match self {
+            Self::Rest => json!({"error": {"code": code, "message": message}}),
+            Self::GraphQl => json!({"errors": [{"message": message, "extensions": {"code": code}}]}),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+type Limiter = RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// One role's limits, built once from [`EdgeArgs`].
+#[derive(Clone)]
+pub struct Edge {
+    args: EdgeArgs,
+    shape: Shape,
+    subjects: Option<Arc<Limiter>>,
+    anonymous: Option<Arc<Limiter>>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").field("args", &self.args).finish()
+    }
+}
+
+impl Edge {
+    pub fn new(args: EdgeArgs, shape: Shape) -> Result<Self, String> {
+        let limiter = |rate: u32, burst: u32, what: &str| -> Result<_, String> {
+            let Some(rate) = NonZeroU32::new(rate) else {
+                return Ok(None);
+            };
+            let burst = NonZeroU32::new(burst)
+                .ok_or_else(|| format!("the {what} burst must be at least 1"))?;
+            let quota = Quota::per_second(rate).allow_burst(burst);
+            Ok(Some(Arc::new(
+                RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
+            )))
+        };
+        for origin in &args.cors_allow_origin {
+            if origin != "*" && HeaderValue::from_str(origin).is_err() {
+                return Err(format!("--cors-allow-origin {origin:?} is not an origin"));
+            }
+        }
+        if args.request_timeout.is_zero() {
+            return Err("--request-timeout must be longer than zero".into());
+        }
+        Ok(Self {
+            subjects: limiter(args.rate_limit, args.rate_limit_burst, "rate limit")?,
+            anonymous: limiter(
+                args.anonymous_rate_limit,
+                args.anonymous_rate_limit_burst,
+                "anonymous rate limit",
+            )?,
+            args,
+            shape,
+        })
+    }
+
+    /// The limits of `router`'s routes: requests are counted against their caller (so
+    /// [`crate::auth::authenticate`] must run first: layer it after this), then bounded in
+    /// time and number.
+    pub fn apply<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
+        let shape = self.shape;
+        let timeout = self.args.request_timeout;
+        let bounded = ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |err: BoxError| async move {
+                overloaded(shape, &err, timeout)
+            }))
+            .load_shed()
+            .concurrency_limit(self.args.max_concurrent_requests as usize)
+            .timeout(timeout);
+        let edge = self.clone();
+        let router = router
+            .layer(bounded)
+            .layer(axum::middleware::from_fn(move |request, next| {
+                let edge = edge.clone();
+                async move { edge.limit(request, next).await }
+            }));
+        // Keys of callers that have gone quiet would otherwise stay for the process's life.
+        for limiter in [&self.subjects, &self.anonymous].into_iter().flatten() {
+            let limiter = Arc::downgrade(limiter);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    let Some(limiter) = limiter.upgrade() else {
+                        return;
+                    };
+                    limiter.retain_recent();
+                    limiter.shrink_to_fit();
+                }
+            });
+        }
+        router
+    }
+
+    /// CORS for browsers on other origins, when any are configured; layered outermost so
+    /// preflights and refusals carry its headers.
+    pub fn cors(&self) -> Option<CorsLayer> {
+        let origins = &self.args.cors_allow_origin;
+        if origins.is_empty() {
+            return None;
+        }
+        let allow = if origins.iter().any(|origin| origin == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                origins
+                    .iter()
+                    .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+            )
+        };
+        Some(
+            CorsLayer::new()
+                .allow_origin(allow)
+                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::IF_MATCH,
+                    HeaderName::from_static("idempotency-key"),
+                    HeaderName::from_static("x-correlation-id"),
+                    HeaderName::from_static("x-min-position"),
+                ])
+                .expose_headers([
+                    header::ETAG,
+                    header::LOCATION,
+                    header::RETRY_AFTER,
+                    HeaderName::from_static("x-correlation-id"),
+                    HeaderName::from_static("ratelimit-limit"),
+                    HeaderName::from_static("ratelimit-remaining"),
+                    HeaderName::from_static("ratelimit-reset"),
+                ])
+                .max_age(Duration::from_secs(600)),
+        )
+    }
+
+    /// Count the request against its caller's bucket: 429 with Retry-After when it is
+    /// empty; the bucket's state in `RateLimit-*` headers (IETF draft) either way.
+    async fn limit(&self, request: Request, next: Next) -> Response {
+        let caller = request
+            .extensions()
+            .get::<Authenticated>()
+            .and_then(|authenticated| authenticated.0.as_ref().ok());
+        let ip = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let (limiter, key) = match (caller, ip) {
+            (Some(Caller::Token(principal)), _) => (&self.subjects, format!("sub:{}", principal.sub)),
+            // Without authentication every client is trusted as much as a token subject.
+            (Some(Caller::Unchecked), ip) => (&self.subjects, ip_key(ip)),
+            (_, ip) => (&self.anonymous, ip_key(ip)),
+        };
+        let Some(limiter) = limiter else {
+            return next.run(request).await;
+        };
+        match limiter.check_key(&key) {
+            Ok(state) => {
+                let quota = state.quota();
+                let remaining = state.remaining_burst_capacity();
+                let mut response = next.run(request).await;
+                let used = quota.burst_size().get().saturating_sub(remaining);
+                let reset = quota.replenish_interval().saturating_mul(used);
+                rate_headers(&mut response, quota.burst_size().get(), remaining, reset);
+                response
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let quota = not_until.quota();
+                let mut response = self.shape.error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    &format!(
+                        "too many requests: at most {} at once, then one every {} ms",
+                        quota.burst_size(),
+                        quota.replenish_interval().as_millis()
+                    ),
+                );
+                rate_headers(&mut response, quota.burst_size().get(), 0, wait);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, seconds(wait));
+                response
+            }
+        }
+    }
+}
+
+fn ip_key(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}"))
+}
+
+/// Whole seconds, rounded up (a client told 0 would retry at once).
+fn seconds(wait: Duration) -> HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(secs)
+}
+
+fn rate_headers(response: &mut Response, limit: u32, remaining: u32, reset: Duration) {
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    headers.insert("ratelimit-reset", seconds(reset));
+}
+
+/// A request shed (too many in flight) or past its time: 503 with Retry-After.
+fn overloaded(shape: Shape, err: &BoxError, timeout: Duration) -> Response {
+    let (code, message) = if err.is::<tower::timeout::error::Elapsed>() {
+        (
+            "TIMEOUT",
+            format!("the request took longer than {} ms", timeout.as_millis()),
+        )
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        (
+            "OVERLOADED",
+            "too many requests in flight; retry shortly".to_owned(),
+        )
+    } else {
+        ("UNAVAILABLE", format!("the request failed: {err}"))
+    };
+    let mut response = shape.error(StatusCode::SERVICE_UNAVAILABLE, code, &message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A refusal of an unauthenticated request: 401 with the `WWW-Authenticate` challenge.
+pub fn unauthenticated(shape: Shape, err: &crate::auth::AuthError) -> Response {
+    let mut response = shape.error(StatusCode::UNAUTHORIZED, err.code(), &err.to_string());
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, err.challenge());
+    response
+}
+
+/// Log once when the role runs without rate limits.
+pub fn describe(args: &EdgeArgs, role: &str) {
+    tracing::info!(
+        role,
+        rate_limit = args.rate_limit,
+        anonymous_rate_limit = args.anonymous_rate_limit,
+        timeout_ms = args.request_timeout.as_millis() as u64,
+        max_concurrent = args.max_concurrent_requests,
+        cors = ?args.cors_allow_origin,
+        "edge limits"
+    );
+}
