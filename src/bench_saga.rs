@@ -195,6 +195,8 @@ async fn draft(
         correlation_id: Uuid::now_v7(),
         causation_id: None,
         actor: Some("bench".into()),
+        actor_roles: Vec::new(),
+        owner: None,
         expected_version: None,
         dedupe: None,
     };
@@ -264,6 +266,8 @@ async fn place(writer: &Writer, drafts: &[Uuid], rate: u32) -> anyhow::Result<()
         correlation_id: Uuid::now_v7(),
         causation_id: None,
         actor: Some("bench".into()),
+        actor_roles: Vec::new(),
+        owner: None,
         expected_version: None,
         dedupe: None,
     };

@@ -30,6 +30,12 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
+    /// No token, or one that does not verify: 401 with a `WWW-Authenticate` challenge.
+    #[error(transparent)]
+    Unauthenticated(orderflow_store::auth::AuthError),
+    /// Authenticated, but this is not theirs to do.
+    #[error("{0}")]
+    Forbidden(String),
     /// A business rule said no.
     #[error(transparent)]
     Rule(#[from] DomainError),
@@ -85,6 +91,10 @@ impl ApiError {
         }
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(message.into())
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
@@ -93,6 +103,8 @@ impl ApiError {
             }
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
+            Self::Unauthenticated(err) => (StatusCode::UNAUTHORIZED, err.code()),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             Self::Rule(rule) if rule.kind() == ErrorKind::NotFound => {
                 (StatusCode::NOT_FOUND, "NOT_FOUND")
             }
@@ -234,6 +246,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let Self::Unauthenticated(err) = &self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, err.challenge());
+        }
         if let Self::Unexpected(err) = self {
             response
                 .extensions_mut()

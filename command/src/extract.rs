@@ -5,6 +5,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use uuid::Uuid;
 
+use orderflow_store::auth::{Authenticated, Caller, Scope};
+
 use crate::error::ApiError;
 use crate::write::{Dedupe, Meta};
 
@@ -42,20 +44,41 @@ pub struct CommandHeaders {
     pub if_match: Option<i32>,
     /// Method and path: with the body, what a repeated Idempotency-Key must match.
     target: String,
+    /// Who asks, as authenticated (the route's [`crate::access`] extractor refused
+    /// whoever may not ask).
+    caller: Caller,
 }
 
 impl CommandHeaders {
     /// What the write path needs to know about this request. The fingerprint (a hash of
     /// method, path and `body`) is only computed when there is an Idempotency-Key to hold
     /// it to.
+    ///
+    /// The caller becomes the events' actor. A customer's command only reaches their own
+    /// streams, and anyone without a scope (anonymous registration) reaches no existing
+    /// stream. Idempotency keys are the caller's own: two subjects using one key never
+    /// meet.
     pub fn meta(&self, body: &impl serde::Serialize, success: StatusCode) -> Meta {
+        let principal = self.caller.principal();
+        let owner = match self.caller.scope() {
+            Some(Scope::All) => None,
+            Some(Scope::User(user)) => Some(user),
+            None => Some(Uuid::nil()),
+        };
         Meta {
             correlation_id: self.correlation_id,
             causation_id: None,
-            actor: None,
+            actor: principal.map(|p| p.sub.clone()),
+            actor_roles: principal.map(|p| p.roles()).unwrap_or_default(),
+            owner,
             expected_version: self.if_match,
             dedupe: self.idempotency_key.as_ref().map(|key| Dedupe {
-                command_id: key.clone(),
+                // Length-prefixed, so no subject and key can spell another pair (nor the
+                // saga's reserved prefix).
+                command_id: match principal {
+                    Some(p) => format!("{}:{}:{key}", p.sub.len(), p.sub),
+                    None => key.clone(),
+                },
                 fingerprint: crate::exec::fingerprint(&self.target, body),
                 status: success.as_u16() as i16,
             }),
@@ -72,7 +95,11 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
             .extensions
             .get::<CorrelationId>()
             .map_or_else(Uuid::now_v7, |id| id.0);
-        from_headers(&parts.headers, correlation_id, target)
+        let caller = match parts.extensions.get::<Authenticated>() {
+            Some(Authenticated(Ok(caller))) => caller.clone(),
+            _ => Caller::Anonymous,
+        };
+        from_headers(&parts.headers, correlation_id, target, caller)
     }
 }
 
@@ -91,6 +118,7 @@ fn from_headers(
     headers: &HeaderMap,
     correlation_id: Uuid,
     target: String,
+    caller: Caller,
 ) -> Result<CommandHeaders, ApiError> {
     let idempotency_key = match header(headers, IDEMPOTENCY_KEY)? {
         Some(key) if key.is_empty() || key.len() > 255 => {
@@ -118,6 +146,7 @@ fn from_headers(
         idempotency_key,
         if_match,
         target,
+        caller,
     })
 }
 

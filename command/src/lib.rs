@@ -7,6 +7,7 @@
 //! - [`write`]: the write path without HTTP: load, decide, append, idempotency, retries.
 //! - [`cache`]: recently written aggregates, so a command needs no read.
 //! - [`exec`]: a command request's headers into the write path, its outcome into a response.
+//! - [`access`]: who asks ([`access::Authed`]) and what customers and admins may do.
 //! - [`extract`]: extractors with JSON rejections and the command headers.
 //! - [`error`]: [`error::ApiError`] and the error body.
 //! - [`users`], [`products`], [`orders`]: the command routes.
@@ -16,6 +17,7 @@
 //! - [`streams`]: reading a stream back; [`health`]: liveness and readiness;
 //!   [`openapi`]: the API description.
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod error;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::access::Authed;
 use crate::error::{ApiError, ErrorBody};
 use crate::exec::{run, WriteResponse};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
@@ -66,12 +67,15 @@ pub struct CancelOrder {
 #[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrder,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
     responses((status = 201, body = WriteResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "A customer creating an order for someone else"),
         (status = 422, body = ErrorBody, description = "UNKNOWN_USER or a broken rule")))]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Authed,
     headers: CommandHeaders,
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> Result<Response, ApiError> {
+    caller.require_user(body.user_id)?;
     let command = Create {
         id: Uuid::now_v7(),
         user_id: body.user_id,
@@ -115,10 +119,12 @@ impl Command for Create {
 #[utoipa::path(post, path = "/api/orders/{id}/items", tag = "orders", request_body = AddItem,
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected order version")),
     responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such order, or another customer's"), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "UNKNOWN_PRODUCT or a broken rule")))]
 pub async fn add_item(
     State(state): State<AppState>,
+    _caller: Authed,
     ApiPath(id): ApiPath<Uuid>,
     headers: CommandHeaders,
     ApiJson(body): ApiJson<AddItem>,
@@ -176,9 +182,11 @@ impl Command for AddToOrder {
 #[utoipa::path(patch, path = "/api/orders/{id}/items/{product_id}", tag = "orders", request_body = UpdateQuantity,
     params(("id" = Uuid, Path), ("product_id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected order version")),
     responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such order, or another customer's"), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_quantity(
     State(state): State<AppState>,
+    _caller: Authed,
     ApiPath((id, product_id)): ApiPath<(Uuid, Uuid)>,
     headers: CommandHeaders,
     ApiJson(body): ApiJson<UpdateQuantity>,
@@ -194,9 +202,11 @@ pub async fn update_quantity(
 #[utoipa::path(delete, path = "/api/orders/{id}/items/{product_id}", tag = "orders",
     params(("id" = Uuid, Path), ("product_id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected order version")),
     responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such order, or another customer's"), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn remove_item(
     State(state): State<AppState>,
+    _caller: Authed,
     ApiPath((id, product_id)): ApiPath<(Uuid, Uuid)>,
     headers: CommandHeaders,
 ) -> Result<Response, ApiError> {
@@ -213,10 +223,12 @@ pub async fn remove_item(
 /// Place a draft order; from then on its items cannot change.
 #[utoipa::path(post, path = "/api/orders/{id}/place", tag = "orders",
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected order version")),
-    responses((status = 200, body = WriteResponse), (status = 404, body = ErrorBody),
+    responses((status = 200, body = WriteResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such order, or another customer's"),
         (status = 412, body = ErrorBody), (status = 422, body = ErrorBody, description = "ORDER_EMPTY, ORDER_NOT_DRAFT, ...")))]
 pub async fn place(
     State(state): State<AppState>,
+    _caller: Authed,
     ApiPath(id): ApiPath<Uuid>,
     headers: CommandHeaders,
 ) -> Result<Response, ApiError> {
@@ -227,9 +239,11 @@ pub async fn place(
 #[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", request_body = CancelOrder,
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected order version")),
     responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such order, or another customer's"), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
+    _caller: Authed,
     ApiPath(id): ApiPath<Uuid>,
     headers: CommandHeaders,
     ApiJson(body): ApiJson<CancelOrder>,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::access::Authed;
 use crate::error::{ApiError, ErrorBody};
 use crate::exec::{run, WriteResponse};
 use crate::extract::{ApiJson, ApiPath, CommandHeaders};
@@ -67,13 +68,15 @@ pub struct Restock {
 /// Create a product with its price and initial stock.
 #[utoipa::path(post, path = "/api/products", tag = "products", request_body = CreateProduct,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
-    responses((status = 201, body = WriteResponse), (status = 400, body = ErrorBody),
+    responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not an admin"), (status = 201, body = WriteResponse), (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "SKU_TAKEN"), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Authed,
     headers: CommandHeaders,
     ApiJson(body): ApiJson<CreateProduct>,
 ) -> Result<Response, ApiError> {
+    caller.require_admin()?;
     let command = ProductCommand::Create {
         sku: Sku::parse(&body.sku)?,
         name: Name::parse(&body.name)?,
@@ -87,14 +90,16 @@ pub async fn create(
 /// Change a product's price (same currency); orders keep the price they snapshotted.
 #[utoipa::path(post, path = "/api/products/{id}/price", tag = "products", request_body = ChangePrice,
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected stream version")),
-    responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
+    responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not an admin"), (status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn change_price(
     State(state): State<AppState>,
+    caller: Authed,
     ApiPath(id): ApiPath<Uuid>,
     headers: CommandHeaders,
     ApiJson(body): ApiJson<ChangePrice>,
 ) -> Result<Response, ApiError> {
+    caller.require_admin()?;
     let command = ProductCommand::ChangePrice { price: body.price };
     run(
         &state,
@@ -109,14 +114,16 @@ pub async fn change_price(
 /// Add stock.
 #[utoipa::path(post, path = "/api/products/{id}/restock", tag = "products", request_body = Restock,
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Expected stream version")),
-    responses((status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
+    responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not an admin"), (status = 200, body = WriteResponse), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 412, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn restock(
     State(state): State<AppState>,
+    caller: Authed,
     ApiPath(id): ApiPath<Uuid>,
     headers: CommandHeaders,
     ApiJson(body): ApiJson<Restock>,
 ) -> Result<Response, ApiError> {
+    caller.require_admin()?;
     let command = ProductCommand::Restock {
         quantity: body.quantity,
     };

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use crate::access::Authed;
 use crate::error::{ApiError, ErrorBody};
 use crate::exec::{run, WriteResponse};
 use crate::extract::{ApiPath, ApiQuery, CommandHeaders};
@@ -37,11 +38,13 @@ pub struct ListParams {
 
 /// Sagas by state, e.g. every STUCK one.
 #[utoipa::path(get, path = "/api/sagas", tag = "sagas", params(ListParams),
-    responses((status = 200, body = Vec<SagaRow>), (status = 400, body = ErrorBody)))]
+    responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not an admin"), (status = 200, body = Vec<SagaRow>), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Authed,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<SagaRow>>, ApiError> {
+    caller.require_admin()?;
     let status = match params.state.as_deref() {
         None => None,
         Some(text) => Some(SagaStatus::parse(text).ok_or_else(|| {
@@ -64,11 +67,13 @@ pub async fn list(
 
 /// One saga, by its id or its order's id.
 #[utoipa::path(get, path = "/api/sagas/{id}", tag = "sagas", params(("id" = Uuid, Path, description = "Saga id or order id")),
-    responses((status = 200, body = SagaRow), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not an admin"), (status = 200, body = SagaRow), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
+    caller: Authed,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<SagaRow>, ApiError> {
+    caller.require_admin()?;
     rows::get(&state.pool, id)
         .await?
         .map(Json)
@@ -77,12 +82,14 @@ pub async fn show(
 
 /// Resume a STUCK saga: its failed action is tried again, with a fresh attempt count.
 #[utoipa::path(post, path = "/api/sagas/{id}/retry", tag = "sagas", params(("id" = Uuid, Path, description = "Saga id or order id")),
-    responses((status = 200, body = WriteResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not an admin"), (status = 200, body = WriteResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn retry(
     State(state): State<AppState>,
+    caller: Authed,
     ApiPath(id): ApiPath<Uuid>,
     headers: CommandHeaders,
 ) -> Result<Response, ApiError> {
+    caller.require_admin()?;
     let row = rows::get(&state.pool, id).await?.ok_or_else(no_saga)?;
     let command = Decide::<Saga>::existing(row.saga_id, SagaCommand::Resume { at: Utc::now() });
     let resumed = run(&state, &headers, &(), StatusCode::OK, command).await;

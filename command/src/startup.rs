@@ -13,6 +13,9 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+use orderflow_store::auth::Auth;
+use orderflow_store::edge::{Edge, EdgeArgs, Shape};
+
 use crate::error::{ApiError, UnexpectedError};
 use crate::extract::{CorrelationId, CORRELATION_ID};
 use crate::write::Writer;
@@ -34,26 +37,60 @@ pub struct AppState {
     pub writer: Writer,
 }
 
-/// The whole command API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// How the API guards itself: who may call it, and how much.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    pub auth: Auth,
+    pub edge: EdgeArgs,
+    /// Serve `/metrics` on the API's port (off when it has a listener of its own).
+    pub metrics_on_api: bool,
+}
+
+impl Default for ApiOptions {
+    /// No authentication and no rate limits: for tests and embedding.
+    fn default() -> Self {
+        Self {
+            auth: Auth::Off,
+            edge: EdgeArgs::default(),
+            metrics_on_api: true,
+        }
+    }
+}
+
+/// The whole command API. The operations routes (`/health`, `/ready`, `/metrics`, the
+/// OpenAPI document) need no token and are not rate-limited; every other route is counted
+/// against its caller, bounded in time and in number, and answers only the callers its
+/// handler's [`crate::access`] extractor lets through.
+pub fn router(state: AppState, options: &ApiOptions) -> Result<Router, String> {
+    let edge = Edge::new(options.edge.clone(), Shape::Rest)?;
+    let api = Router::new()
         .merge(crate::users::router())
         .merge(crate::products::router())
         .merge(crate::orders::router())
         .merge(crate::sagas::router())
-        .merge(crate::streams::router())
-        .merge(crate::health::router())
+        .merge(crate::streams::router());
+    let auth = options.auth.clone();
+    let router = edge
+        .apply(api)
+        .merge(crate::health::router(options.metrics_on_api))
         .merge(crate::openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(log_unexpected))
+        .layer(middleware::from_fn(move |request, next| {
+            orderflow_store::auth::authenticate(auth.clone(), request, next)
+        }))
         .layer(middleware::from_fn(|request, next| {
             orderflow_store::telemetry::track_http("command", request, next)
         }))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(middleware::from_fn(correlation_id))
-        .with_state(state)
+        .with_state(state);
+    Ok(match edge.cors() {
+        Some(cors) => router.layer(cors),
+        None => router,
+    })
 }
 
 async fn not_found() -> ApiError {
@@ -99,6 +136,7 @@ fn request_span(request: &Request) -> tracing::Span {
         method = %request.method(),
         uri = %request.uri(),
         correlation_id = %correlation_id,
+        sub = tracing::field::Empty,
     )
 }
 
@@ -114,7 +152,8 @@ async fn log_unexpected(request: Request, next: Next) -> Response {
 }
 
 /// Serve the API on `listener` until `shutdown` resolves, then finish in-flight requests,
-/// with a cache of [`DEFAULT_AGGREGATE_CACHE`] aggregates.
+/// with a cache of [`DEFAULT_AGGREGATE_CACHE`] aggregates, without authentication or rate
+/// limits (tests; the roles use [`serve_with`]).
 pub async fn serve(
     listener: TcpListener,
     pool: PgPool,
@@ -123,20 +162,27 @@ pub async fn serve(
     serve_with(
         listener,
         Writer::new(pool, DEFAULT_AGGREGATE_CACHE),
+        ApiOptions::default(),
         shutdown,
     )
     .await
 }
 
-/// [`serve`] with a writer of the caller's.
+/// [`serve`] with a writer and options of the caller's.
 pub async fn serve_with(
     listener: TcpListener,
     writer: Writer,
+    options: ApiOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let pool = writer.pool().clone();
-    let expiry = tokio::spawn(expire_idempotency_keys(pool.clone()));
-    let app = router(AppState { pool, writer });
+    let app = router(AppState {
+        pool: pool.clone(),
+        writer,
+    }, &options)
+    .map_err(anyhow::Error::msg)?;
+    options.auth.warn_if_off("command");
+    let expiry = tokio::spawn(expire_idempotency_keys(pool));
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -1,4 +1,5 @@
-//! `GET /api/streams/{id}/events`: a stream exactly as stored, for audits and debugging.
+//! `GET /api/streams/{id}/events`: a stream exactly as stored, for audits and debugging
+//! (admins any; customers their own user, their orders and products).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -9,6 +10,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use orderflow_domain::order::Order;
+use orderflow_domain::product::Product;
+use orderflow_domain::user::User;
+use orderflow_domain::Aggregate;
+use orderflow_store::auth::Scope;
+
+use crate::access::Authed;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::startup::AppState;
@@ -70,9 +78,12 @@ const MAX_PAGE: i64 = 1000;
 /// Read a stream's events with their versions and metadata.
 #[utoipa::path(get, path = "/api/streams/{id}/events", tag = "streams",
     params(("id" = Uuid, Path), ReadParams),
-    responses((status = 200, body = StreamPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = StreamPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such stream, or one a customer may not read")))]
 pub async fn read(
     State(state): State<AppState>,
+    caller: Authed,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> Result<Json<StreamPage>, ApiError> {
@@ -93,6 +104,9 @@ pub async fn read(
     let Some((stream_type, version)) = head else {
         return Err(ApiError::not_found("stream", id));
     };
+    if !visible(&state, &caller, id, &stream_type).await? {
+        return Err(ApiError::not_found("stream", id));
+    }
     let events = orderflow_store::read_stream(&state.pool, id, from_version, limit).await?;
     Ok(Json(StreamPage {
         stream_id: id,
@@ -100,4 +114,26 @@ pub async fn read(
         version,
         events: events.into_iter().map(EventView::from).collect(),
     }))
+}
+
+/// Whether the caller may read stream `id`: admins any; customers their own user stream,
+/// their own orders and the products of the catalogue.
+async fn visible(
+    state: &AppState,
+    caller: &Authed,
+    id: Uuid,
+    stream_type: &str,
+) -> Result<bool, ApiError> {
+    let Scope::User(user) = caller.scope else {
+        return Ok(true);
+    };
+    Ok(match stream_type {
+        _ if stream_type == User::STREAM_TYPE => id == user,
+        _ if stream_type == Product::STREAM_TYPE => true,
+        _ if stream_type == Order::STREAM_TYPE => {
+            let order = state.writer.read::<Order>(id, false).await?;
+            order.state.user_id() == Some(user)
+        }
+        _ => false,
+    })
 }

@@ -71,7 +71,12 @@ pub enum Executed {
 pub struct Meta {
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
+    /// Who asks (a token's subject), recorded in every event's metadata with their roles.
     pub actor: Option<String>,
+    pub actor_roles: Vec<String>,
+    /// The user whose streams this caller may change (a customer): any other stream is
+    /// answered as not found, so a customer cannot learn what exists beyond their own.
+    pub owner: Option<Uuid>,
     /// The stream version the caller decided on; a different one is refused.
     pub expected_version: Option<i32>,
     /// With a command id, the command runs at most once.
@@ -181,6 +186,30 @@ impl Unique for Product {
     }
 }
 
+/// Whose a stream is, for customers (see [`Meta::owner`]): an order is its user's, a user
+/// stream is that user's own; products, payments and sagas are nobody's.
+pub trait Owned: Aggregate {
+    fn owner(&self, _stream_id: Uuid) -> Option<Uuid> {
+        None
+    }
+}
+
+impl Owned for Order {
+    fn owner(&self, _stream_id: Uuid) -> Option<Uuid> {
+        self.user_id()
+    }
+}
+
+impl Owned for User {
+    fn owner(&self, stream_id: Uuid) -> Option<Uuid> {
+        Some(stream_id)
+    }
+}
+
+impl Owned for Product {}
+impl Owned for Payment {}
+impl Owned for Saga {}
+
 impl Unique for Order {}
 impl Unique for Payment {}
 impl Unique for Saga {}
@@ -234,8 +263,8 @@ impl Storage for Product {
 }
 
 /// An aggregate the write path can load, cache and append to.
-pub trait Stream: Unique + Storage + Send + Sync + 'static {}
-impl<A: Unique + Storage + Send + Sync + 'static> Stream for A where A::Event: Send + Sync {}
+pub trait Stream: Unique + Owned + Storage + Send + Sync + 'static {}
+impl<A: Unique + Owned + Storage + Send + Sync + 'static> Stream for A where A::Event: Send + Sync {}
 
 /// One command against one stream.
 pub trait Command: Send + Sync {
@@ -414,6 +443,7 @@ impl Writer {
                 .as_ref()
                 .map_or_else(|| Uuid::now_v7().to_string(), |d| d.command_id.clone()),
             actor: meta.actor.clone(),
+            actor_roles: meta.actor_roles.clone(),
         };
         let record = meta.dedupe.as_ref().map(|d| Record {
             key: &d.command_id,
@@ -583,6 +613,14 @@ impl Writer {
         used_cache: &mut bool,
     ) -> Result<Arc<Loaded<A>>, WriteError> {
         let loaded = self.load::<A>(id, fresh, used_cache).await?;
+        // Before the version check, whose answer would tell a stranger the stream's version.
+        // An owner never changes, so a cached state answers this as well as a fresh one.
+        if meta.owner.is_some() && loaded.state.owner(id) != meta.owner {
+            return Err(WriteError::NotFound {
+                stream_type: A::STREAM_TYPE,
+                stream_id: id,
+            });
+        }
         let Some(expected) = meta.expected_version else {
             return Ok(loaded);
         };

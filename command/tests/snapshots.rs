@@ -13,6 +13,8 @@ fn meta() -> Meta {
         correlation_id: Uuid::now_v7(),
         causation_id: None,
         actor: None,
+        actor_roles: Vec::new(),
+        owner: None,
         expected_version: None,
         dedupe: None,
     }

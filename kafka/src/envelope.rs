@@ -18,6 +18,8 @@ pub const CORRELATION_ID: &str = "correlation_id";
 pub const CAUSATION_ID: &str = "causation_id";
 pub const COMMAND_ID: &str = "command_id";
 pub const ACTOR: &str = "actor";
+/// The actor's roles, comma-separated.
+pub const ACTOR_ROLES: &str = "actor_roles";
 pub const RECORDED_AT: &str = "recorded_at";
 
 /// A record that is not one of our events.
@@ -54,6 +56,9 @@ pub fn headers(event: &StoredEvent) -> OwnedHeaders {
     }
     if let Some(actor) = &meta.actor {
         fields.push((ACTOR, actor.clone()));
+    }
+    if !meta.actor_roles.is_empty() {
+        fields.push((ACTOR_ROLES, meta.actor_roles.join(",")));
     }
     fields.iter().fold(
         OwnedHeaders::new_with_capacity(fields.len()),
@@ -112,6 +117,9 @@ pub fn decode<M: Message>(message: &M) -> Result<StoredEvent, EnvelopeError> {
             causation_id,
             command_id: required(COMMAND_ID)?,
             actor: text(ACTOR),
+            actor_roles: text(ACTOR_ROLES)
+                .map(|roles| roles.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
         },
         recorded_at,
     })
@@ -138,7 +146,8 @@ mod tests {
                 correlation_id: Uuid::now_v7(),
                 causation_id: Some(Uuid::now_v7()),
                 command_id: "key-1".into(),
-                actor: None,
+                actor: Some("0195f3a0-0000-7000-8000-000000000001".into()),
+                actor_roles: vec!["customer".into(), "admin".into()],
             },
             recorded_at: DateTime::parse_from_rfc3339("2026-11-22T10:00:00.123456Z")
                 .unwrap()

@@ -140,6 +140,7 @@ fn metadata() -> EventMetadata {
         causation_id: None,
         command_id: "replay-bench".into(),
         actor: None,
+        actor_roles: Vec::new(),
     }
 }
 

@@ -14,10 +14,15 @@ pub struct EventMetadata {
     /// The event or command that directly caused this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
-    /// The command that appended the event (the Idempotency-Key when the client sent one).
+    /// The command that appended the event (the Idempotency-Key when the client sent one,
+    /// prefixed with the length and value of its token subject).
     pub command_id: String,
+    /// Who asked: a token's `sub`, or the name of the process acting on its own (`saga`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The roles the actor's token carried when it asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actor_roles: Vec<String>,
 }
 
 /// An event ready to be appended.

@@ -20,6 +20,7 @@ fn metadata() -> EventMetadata {
         causation_id: None,
         command_id: "test".into(),
         actor: None,
+        actor_roles: Vec::new(),
     }
 }
 

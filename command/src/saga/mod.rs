@@ -712,6 +712,8 @@ impl<G: PaymentGateway> Orchestrator<G> {
             correlation_id,
             causation_id,
             actor: Some(ACTOR.into()),
+            actor_roles: Vec::new(),
+            owner: None,
             expected_version,
             dedupe,
         }

@@ -60,6 +60,7 @@ pub fn metadata() -> EventMetadata {
         causation_id: None,
         command_id: "projector-test".into(),
         actor: None,
+        actor_roles: Vec::new(),
     }
 }
 
