@@ -69,6 +69,9 @@ enum Role {
     /// Consumer lag of every orderflow consumer group: offsets, lag in records and seconds,
     /// status and time to drain (with a database URL, relay backlog and staleness too).
     Lag(crate::lag::LagCli),
+    /// Mint a token signed with the services' HS256 secret (development and tests: in
+    /// production an identity provider issues them).
+    Token(crate::token::TokenArgs),
     /// Load generators that print figures (throughput, latency percentiles).
     #[command(subcommand)]
     Bench(crate::bench::Bench),
@@ -146,6 +149,13 @@ struct DevArgs {
         default_value = "orderflow.projector"
     )]
     group_prefix: String,
+    /// Serve without verifying tokens (local experiments). Without it, tokens are HS256
+    /// with a secret kept in the data directory's parent (`auth-secret`), and an admin
+    /// token is printed at start.
+    #[arg(long)]
+    no_auth: bool,
+    #[command(flatten)]
+    edge: orderflow_store::edge::EdgeArgs,
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -267,10 +277,19 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 .connect_for_writes()
                 .await
                 .context("connecting to the database")?;
+            let options = args.api_options().map_err(anyhow::Error::msg)?;
             let listener = bind(args.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "command API listening");
+            if let Some(addr) = args.metrics_listen {
+                let metrics = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(orderflow_command::health::metrics),
+                );
+                serve_metrics(addr, metrics).await?;
+            }
             let writer = orderflow_command::write::Writer::new(pool, args.aggregate_cache);
-            orderflow_command::startup::serve_with(listener, writer, shutdown_signal()).await
+            orderflow_command::startup::serve_with(listener, writer, options, shutdown_signal())
+                .await
         }
         Role::Relay(args) => {
             let pool = connect(&args.database).await?;
@@ -397,11 +416,17 @@ async fn run(role: Role) -> anyhow::Result<()> {
             let pool = connect(&args.database).await?;
             let listener = bind(args.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "query service listening");
-            orderflow_query::serve(listener, pool, options, shutdown_signal()).await
+            let service = orderflow_query::QueryService::new(pool, options.clone());
+            if let Some(addr) = args.metrics_listen {
+                serve_metrics(addr, service.metrics_router()).await?;
+            }
+            orderflow_query::startup::serve_service(listener, service, options, shutdown_signal())
+                .await
         }
         Role::Dev(args) => dev(args).await,
         Role::Lag(cli) => crate::lag::run(cli).await,
         Role::Bench(bench) => crate::bench::run(bench).await,
+        Role::Token(args) => crate::token::run(args),
     }
 }
 
@@ -498,6 +523,18 @@ async fn create_topics(kafka: &KafkaArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `/metrics` on a listener of its own, until the process ends.
+async fn serve_metrics(addr: std::net::SocketAddr, router: axum::Router) -> anyhow::Result<()> {
+    let listener = bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(%err, "the metrics listener stopped");
+        }
+    });
+    Ok(())
+}
+
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -564,6 +601,24 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
         }
         None => create_topics(&kafka).await?,
     }
+    let (auth, secret_file) = match args.no_auth {
+        true => (orderflow_store::auth::Auth::Off, None),
+        false => {
+            let data_dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(devdb::default_data_dir);
+            let home = std::path::absolute(&data_dir)?
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .context("the data directory has no parent")?;
+            let (path, secret) = crate::token::dev_secret(&home)?;
+            let auth = orderflow_store::auth::AuthArgs::with_secret(secret.clone())
+                .auth()
+                .map_err(anyhow::Error::msg)?;
+            (auth, Some((path, secret)))
+        }
+    };
     let listener = bind(args.command_listen).await?;
     let api = listener.local_addr()?;
     let query_listener = bind(args.query_listen).await?;
@@ -576,9 +631,17 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
         .context("connecting the command service")?;
     let mut roles = tokio::task::JoinSet::new();
     let mut stop = shutdown.clone();
-    roles.spawn(orderflow_command::startup::serve(
+    roles.spawn(orderflow_command::startup::serve_with(
         listener,
-        command_pool,
+        orderflow_command::write::Writer::new(
+            command_pool,
+            orderflow_command::startup::DEFAULT_AGGREGATE_CACHE,
+        ),
+        orderflow_command::startup::ApiOptions {
+            auth: auth.clone(),
+            edge: args.edge.clone(),
+            metrics_on_api: true,
+        },
         async move {
             let _ = stop.wait_for(|stop| *stop).await;
         },
@@ -609,6 +672,8 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
         query_pool,
         QueryOptions {
             lag: Some(monitor),
+            auth,
+            edge: args.edge.clone(),
             ..QueryOptions::default()
         },
         async move {
@@ -638,6 +703,26 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
     println!("  operations    http://{graphql}/ops   (metrics: http://{graphql}/metrics, http://{api}/metrics)");
     println!("  database      {database_url}");
     println!("  kafka         {brokers}{kafka_note}");
+    match &secret_file {
+        Some((path, secret)) => {
+            let admin = orderflow_store::auth::mint(
+                secret.as_bytes(),
+                orderflow_store::auth::DEFAULT_ISSUER,
+                orderflow_store::auth::DEFAULT_AUDIENCE,
+                "dev-admin",
+                &[orderflow_store::auth::Role::Admin],
+                std::time::Duration::from_secs(12 * 3600),
+            )
+            .map_err(anyhow::Error::msg)?;
+            println!("  admin token   {admin}");
+            println!(
+                "  customer      orderflow token --auth-secret-file {} --sub <user id> --role customer",
+                path.display()
+            );
+            println!("                (tokens go in `Authorization: Bearer <token>`; this admin token lasts 12 h)");
+        }
+        None => println!("  auth          OFF (--no-auth): every request is allowed"),
+    }
     println!();
 
     let mut first_error = None;

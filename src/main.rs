@@ -7,6 +7,7 @@ mod cli;
 mod devdb;
 mod lag;
 mod ops;
+mod token;
 
 fn main() -> std::process::ExitCode {
     cli::main()

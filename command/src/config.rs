@@ -28,6 +28,26 @@ pub struct CommandArgs {
         default_value_t = crate::startup::DEFAULT_AGGREGATE_CACHE
     )]
     pub aggregate_cache: usize,
+    #[command(flatten)]
+    pub auth: orderflow_store::auth::AuthArgs,
+    #[command(flatten)]
+    pub edge: orderflow_store::edge::EdgeArgs,
+    /// Serve `/metrics` on this address instead of the API port (so that it can stay off
+    /// a public listener).
+    #[arg(long, env = "ORDERFLOW_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl CommandArgs {
+    /// The API's guards from the flags; refused without a key to verify tokens with,
+    /// unless `--insecure-no-auth`.
+    pub fn api_options(&self) -> Result<crate::startup::ApiOptions, String> {
+        Ok(crate::startup::ApiOptions {
+            auth: self.auth.auth()?,
+            edge: self.edge.clone(),
+            metrics_on_api: self.metrics_listen.is_none(),
+        })
+    }
 }
 
 /// The outbox relay: publishes committed events to Kafka.

@@ -176,10 +176,13 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let pool = writer.pool().clone();
-    let app = router(AppState {
-        pool: pool.clone(),
-        writer,
-    }, &options)
+    let app = router(
+        AppState {
+            pool: pool.clone(),
+            writer,
+        },
+        &options,
+    )
     .map_err(anyhow::Error::msg)?;
     options.auth.warn_if_off("command");
     let expiry = tokio::spawn(expire_idempotency_keys(pool));

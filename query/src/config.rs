@@ -105,6 +105,14 @@ pub struct QueryArgs {
         default_value = "orderflow.projector"
     )]
     pub group_prefix: String,
+    #[command(flatten)]
+    pub auth: orderflow_store::auth::AuthArgs,
+    #[command(flatten)]
+    pub edge: orderflow_store::edge::EdgeArgs,
+    /// Serve `/metrics` on this address instead of the GraphQL port (so that it can stay
+    /// off a public listener).
+    #[arg(long, env = "ORDERFLOW_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl QueryArgs {
@@ -121,6 +129,9 @@ impl QueryArgs {
             batch_delay: self.batch_delay,
             relay_name: self.relay_name.clone(),
             lag: None,
+            auth: self.auth.auth().map_err(anyhow::Error::msg)?,
+            edge: self.edge.clone(),
+            metrics_on_api: self.metrics_listen.is_none(),
         };
         options.validate()?;
         Ok(options)
@@ -142,6 +153,13 @@ pub struct QueryOptions {
     /// The consumer-lag monitor behind the ops fields, `/ops` and `/metrics`; without one
     /// they show the event store's figures only.
     pub lag: Option<orderflow_kafka::lag::LagMonitor>,
+    /// Who may ask: off by default here (tests, embedding); `orderflow query` refuses to
+    /// start without a key unless told `--insecure-no-auth`.
+    pub auth: orderflow_store::auth::Auth,
+    /// Rate limits, timeout, concurrency bound and CORS of the GraphQL routes.
+    pub edge: orderflow_store::edge::EdgeArgs,
+    /// Serve `/metrics` on the GraphQL port (off when it has a listener of its own).
+    pub metrics_on_api: bool,
 }
 
 impl Default for QueryOptions {
@@ -157,6 +175,9 @@ impl Default for QueryOptions {
             batch_delay: Duration::from_millis(2),
             relay_name: "default".to_owned(),
             lag: None,
+            auth: orderflow_store::auth::Auth::Off,
+            edge: orderflow_store::edge::EdgeArgs::default(),
+            metrics_on_api: true,
         }
     }
 }
@@ -177,6 +198,12 @@ impl QueryOptions {
         anyhow::ensure!(
             !self.poll_interval.is_zero(),
             "the poll interval must be positive"
+        );
+        anyhow::ensure!(
+            self.edge.request_timeout > self.query_timeout,
+            "the request timeout ({:?}) must exceed the query timeout ({:?}), so that a slow query is answered TIMEOUT in GraphQL's shape",
+            self.edge.request_timeout,
+            self.query_timeout
         );
         anyhow::ensure!(
             self.max_watches > 0,
@@ -210,11 +237,23 @@ mod tests {
 
     #[test]
     fn the_defaults_match_the_documented_options() {
-        let cli = Cli::parse_from(["query", "--database-url", "postgres://localhost/x"]);
-        // Debug output compares every field (the lag monitor is started by the caller).
+        let cli = Cli::parse_from([
+            "query",
+            "--database-url",
+            "postgres://localhost/x",
+            "--insecure-no-auth",
+        ]);
+        // Debug output compares every field (the lag monitor is started by the caller; the
+        // library's default has no rate limits).
         assert_eq!(
             format!("{:?}", cli.query.options().unwrap()),
-            format!("{:?}", QueryOptions::default())
+            format!(
+                "{:?}",
+                QueryOptions {
+                    edge: cli.query.edge.clone(),
+                    ..QueryOptions::default()
+                }
+            )
         );
         assert_eq!(cli.query.listen, "127.0.0.1:8080".parse().unwrap());
     }
@@ -227,6 +266,7 @@ mod tests {
             "postgres://localhost/x",
             "--query-timeout",
             "2s",
+            "--insecure-no-auth",
         ]);
         assert!(cli.query.options().is_err());
     }

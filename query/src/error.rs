@@ -33,6 +33,16 @@ pub mod code {
     pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
     /// The HTTP request carries no GraphQL request (bad JSON, wrong content type).
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    /// No bearer token, or one that does not verify (HTTP 401).
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The token has expired (HTTP 401, or the end of a subscription).
+    pub const TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
+    /// The token is good but its roles do not allow this field.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// Too many requests from one token subject or client IP (HTTP 429, with Retry-After).
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// Too many requests in flight (HTTP 503, with Retry-After).
+    pub const OVERLOADED: &str = "OVERLOADED";
 }
 
 /// A resolver's failure. Converted into a GraphQL error with `extensions.code`; internal
@@ -63,6 +73,10 @@ pub enum QueryError {
         "too many minVersion reads and subscriptions are waiting (at most {limit}); retry later"
     )]
     TooManyWatches { limit: usize },
+    #[error(transparent)]
+    Unauthenticated(orderflow_store::auth::AuthError),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("internal error")]
     Internal(#[source] Arc<anyhow::Error>),
 }
@@ -128,6 +142,14 @@ impl From<QueryError> for async_graphql::Error {
             }
             QueryError::TooManyWatches { .. } => {
                 extensions.set("code", code::TOO_MANY_WATCHES);
+                None
+            }
+            QueryError::Unauthenticated(err) => {
+                extensions.set("code", err.code());
+                None
+            }
+            QueryError::Forbidden(_) => {
+                extensions.set("code", code::FORBIDDEN);
                 None
             }
             QueryError::Internal(cause) => {

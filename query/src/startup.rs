@@ -20,6 +20,10 @@ use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
+use axum::Extension;
+use orderflow_store::auth::{Auth, AuthError, Authenticated, Caller};
+use orderflow_store::edge::{self, Edge, EdgeArgs, Shape};
+
 use crate::config::QueryOptions;
 use crate::db::Db;
 use crate::error::code;
@@ -42,6 +46,9 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct QueryService {
     schema: AppSchema,
+    auth: Auth,
+    edge: EdgeArgs,
+    metrics_on_api: bool,
     db: Db,
     freshness: Freshness,
     pool: PgPool,
@@ -53,6 +60,11 @@ impl QueryService {
     /// Must be called inside a Tokio runtime: it starts the `order_view_changed` listener.
     pub fn new(pool: PgPool, options: QueryOptions) -> Self {
         let (options_relay, options_lag) = (options.relay_name.clone(), options.lag.clone());
+        let (auth, edge, metrics_on_api) = (
+            options.auth.clone(),
+            options.edge.clone(),
+            options.metrics_on_api,
+        );
         let db = Db::new(pool.clone());
         let freshness = Freshness::start(db.clone(), options.poll_interval, options.max_watches);
         let services = Services {
@@ -72,6 +84,9 @@ impl QueryService {
         };
         Self {
             schema: schema::build(services),
+            auth,
+            edge,
+            metrics_on_api,
             db,
             freshness,
             pool,
@@ -80,10 +95,13 @@ impl QueryService {
         }
     }
 
-    /// Every route of the service.
-    pub fn router(&self) -> Router {
-        Router::new()
-            .route("/", get(playground))
+    /// Every route of the service. GraphQL (HTTP and WebSocket) needs a token and is rate
+    /// limited, bounded in time and in number; the playground and `/ops` pages, the SDL,
+    /// `/health`, `/ready` and `/metrics` are open (the pages hold no data: they ask
+    /// GraphQL with the token the user gives them).
+    pub fn router(&self) -> Result<Router, String> {
+        let edge = Edge::new(self.edge.clone(), Shape::GraphQl)?;
+        let graphql = Router::new()
             .route(
                 GRAPHQL_PATH,
                 get(graphql_get)
@@ -91,14 +109,26 @@ impl QueryService {
                     .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
                     .layer(middleware::map_response(too_large_in_graphql_shape)),
             )
-            .route(WS_PATH, get(websocket))
+            .route(WS_PATH, get(websocket));
+        let open = Router::new()
+            .route("/", get(playground))
             .route(SDL_PATH, get(sdl))
             .route("/health", get(health))
-            .route("/ready", get(ready))
-            .route("/metrics", get(metrics))
+            .route("/ready", get(ready));
+        let open = match self.metrics_on_api {
+            true => open.route("/metrics", get(metrics)),
+            false => open,
+        };
+        let auth = self.auth.clone();
+        let router = edge
+            .apply(graphql)
+            .merge(open)
             .merge(crate::ops::page_router())
             .merge(crate::playground::router())
             .fallback(not_found)
+            .layer(middleware::from_fn(move |request, next| {
+                orderflow_store::auth::authenticate(auth.clone(), request, next)
+            }))
             .layer(middleware::from_fn(|request, next| {
                 orderflow_store::telemetry::track_http("query", request, next)
             }))
@@ -108,6 +138,24 @@ impl QueryService {
                 pool: self.pool.clone(),
                 relay: self.relay.clone(),
                 lag: self.lag.clone(),
+                auth: self.auth.clone(),
+            });
+        Ok(match edge.cors() {
+            Some(cors) => router.layer(cors),
+            None => router,
+        })
+    }
+
+    /// `/metrics` alone, for a listener of its own (`--metrics-listen`).
+    pub fn metrics_router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(AppState {
+                schema: self.schema.clone(),
+                pool: self.pool.clone(),
+                relay: self.relay.clone(),
+                lag: self.lag.clone(),
+                auth: self.auth.clone(),
             })
     }
 
@@ -136,7 +184,9 @@ impl QueryService {
 
 /// The service's routes over `pool` (for tests and for embedding in another server).
 pub fn router(pool: PgPool, options: QueryOptions) -> Router {
-    QueryService::new(pool, options).router()
+    QueryService::new(pool, options)
+        .router()
+        .expect("the default limits are valid")
 }
 
 /// Serve the GraphQL API on `listener` until `shutdown` resolves; then subscriptions end and
@@ -148,15 +198,30 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     options.validate()?;
-    let service = QueryService::new(pool, options);
-    let app = service.router();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            service.close_subscriptions();
-        })
-        .await
-        .context("serving the GraphQL API")
+    let service = QueryService::new(pool, options.clone());
+    serve_service(listener, service, options, shutdown).await
+}
+
+/// [`serve`] with a service the caller made (to serve its metrics elsewhere too).
+pub async fn serve_service(
+    listener: TcpListener,
+    service: QueryService,
+    options: QueryOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    options.validate()?;
+    options.auth.warn_if_off("query");
+    let app = service.router().map_err(anyhow::Error::msg)?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        service.close_subscriptions();
+    })
+    .await
+    .context("serving the GraphQL API")
 }
 
 #[derive(Clone)]
@@ -165,6 +230,7 @@ struct AppState {
     pool: PgPool,
     relay: String,
     lag: Option<orderflow_kafka::lag::LagMonitor>,
+    auth: Auth,
 }
 
 /// Prometheus metrics: this process's, consumer lag and the event store's figures.
@@ -197,9 +263,13 @@ async fn graphql_get(
     if wants_html {
         return crate::playground::page();
     }
+    let caller = match authenticated(request.extensions().get()) {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
     let request = GraphQLRequest::<BadRequest>::from_request(request, &state).await;
     match request {
-        Ok(request) => execute(&state, &headers, request.into_inner()).await,
+        Ok(request) => execute(&state, &headers, caller, request.into_inner()).await,
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -207,19 +277,37 @@ async fn graphql_get(
 async fn graphql_post(
     State(state): State<AppState>,
     headers: HeaderMap,
+    authenticated_as: Option<Extension<Authenticated>>,
     request: Result<GraphQLRequest<BadRequest>, BadRequest>,
 ) -> Response {
+    let caller = match authenticated(authenticated_as.as_ref().map(|e| &e.0)) {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
     match request {
-        Ok(request) => execute(&state, &headers, request.into_inner()).await,
+        Ok(request) => execute(&state, &headers, caller, request.into_inner()).await,
         Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// The caller of a GraphQL request, or its 401: every operation needs a token.
+fn authenticated(authenticated: Option<&Authenticated>) -> Result<Caller, Response> {
+    match authenticated {
+        Some(Authenticated(Ok(Caller::Anonymous))) | None => {
+            Err(edge::unauthenticated(Shape::GraphQl, &AuthError::Missing))
+        }
+        Some(Authenticated(Ok(caller))) => Ok(caller.clone()),
+        Some(Authenticated(Err(err))) => Err(edge::unauthenticated(Shape::GraphQl, err)),
     }
 }
 
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
+    caller: Caller,
     mut request: async_graphql::Request,
 ) -> Response {
+    request = request.data(caller);
     if let Some(value) = headers.get(MIN_POSITION_HEADER) {
         match MinPosition::parse(value.to_str().unwrap_or("(not text)")) {
             Ok(position) => request = request.data(position),
@@ -237,7 +325,8 @@ fn bad_user_input(message: &str) -> Response {
 }
 
 /// GraphQL over WebSocket (`graphql-transport-ws` or `graphql-ws`); the `connection_init`
-/// payload may carry `X-Min-Position`, which then holds every query of the connection
+/// payload carries the token (`{"authorization": "Bearer <JWT>"}`; without a good one the
+/// connection is closed) and may carry `X-Min-Position`, which then holds every query of the connection
 /// (subscriptions start at once: they send the current state and every change after it).
 async fn websocket(
     State(state): State<AppState>,
@@ -245,12 +334,27 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let schema = state.schema.clone();
+    let auth = state.auth.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
             GraphQLWebSocket::new(stream, schema, protocol)
-                .on_connection_init(|payload| async move {
+                .on_connection_init(move |payload| async move {
                     let mut data = async_graphql::Data::default();
+                    let authorization = ["authorization", "Authorization"]
+                        .iter()
+                        .find_map(|key| payload.get(*key))
+                        .map(|value| value.as_str().unwrap_or_default());
+                    match auth.caller_from_value(authorization) {
+                        Ok(caller) => data.insert(caller),
+                        Err(err) => {
+                            let code = err.code();
+                            return Err(async_graphql::ErrorExtensions::extend_with(
+                                async_graphql::Error::new(format!("{code}: {err}")),
+                                |_, extensions| extensions.set("code", code),
+                            ));
+                        }
+                    }
                     match progress::from_connection_init(&payload) {
                         Ok(Some(position)) => data.insert(position),
                         Ok(None) => {}

@@ -122,9 +122,7 @@ impl AuthArgs {
                 if self.public_key_file.is_some() || self.jwks_file.is_some() {
                     return Err("HS256 verifies with a shared secret (--auth-secret or --auth-secret-file), not a public key; set --auth-algorithm RS256 or ES256 for those".into());
                 }
-                Keys::One(
-                    DecodingKey::from_secret(&self.secret()?).map_err(|err| err.to_string())?,
-                )
+                Keys::One(DecodingKey::from_secret(&self.secret()?).map_err(|err| err.to_string())?)
             }
             AuthAlgorithm::Rs256 | AuthAlgorithm::Es256 => {
                 if self.secret.is_some() || self.secret_file.is_some() {
@@ -144,7 +142,11 @@ impl AuthArgs {
                             _ => DecodingKey::from_ec_pem(&pem),
                         }
                         .map_err(|err| {
-                            format!("{} is not a {:?} public key: {err}", path.display(), self.algorithm.jwt())
+                            format!(
+                                "{} is not a {:?} public key: {err}",
+                                path.display(),
+                                self.algorithm.jwt()
+                            )
                         })?;
                         Keys::One(key)
                     }
@@ -309,7 +311,11 @@ impl Verifier {
             },
         };
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(invalid)?;
-        Principal::from_claims(data.claims)
+        let mut principal = Principal::from_claims(data.claims)?;
+        principal.expires_at = principal
+            .expires_at
+            .saturating_add(self.validation.leeway as i64);
+        Ok(principal)
     }
 }
 
@@ -361,14 +367,17 @@ pub struct Principal {
     pub user_id: Option<Uuid>,
     pub admin: bool,
     pub customer: bool,
-    /// Unix seconds after which the token no longer holds (ends subscriptions).
+    /// Unix seconds after which the token no longer holds, leeway included (ends
+    /// subscriptions and refuses later requests on a long-lived connection).
     pub expires_at: i64,
 }
 
 impl Principal {
     fn from_claims(claims: Claims) -> Result<Self, AuthError> {
         if claims.sub.is_empty() || claims.sub.len() > 255 {
-            return Err(AuthError::Invalid("`sub` must be 1 to 255 characters".into()));
+            return Err(AuthError::Invalid(
+                "`sub` must be 1 to 255 characters".into(),
+            ));
         }
         // Roles other than orderflow's are another application's business, and grant nothing.
         let roles: HashSet<&str> = claims.roles.iter().map(String::as_str).collect();
@@ -465,10 +474,9 @@ impl Caller {
     }
 
     /// Whether the token has expired since it was verified (long-lived connections).
-    pub fn expired(&self, leeway: Duration) -> bool {
-        self.principal().is_some_and(|p| {
-            chrono::Utc::now().timestamp() > p.expires_at.saturating_add(leeway.as_secs() as i64)
-        })
+    pub fn expired(&self) -> bool {
+        self.principal()
+            .is_some_and(|p| chrono::Utc::now().timestamp() > p.expires_at)
     }
 }
 

@@ -29,7 +29,11 @@ use crate::config::parse_duration;
 pub struct EdgeArgs {
     /// Requests per second each token subject may make, on average; 0 turns rate limiting
     /// off.
-    #[arg(long = "rate-limit", env = "ORDERFLOW_RATE_LIMIT", default_value_t = 50)]
+    #[arg(
+        long = "rate-limit",
+        env = "ORDERFLOW_RATE_LIMIT",
+        default_value_t = 50
+    )]
     pub rate_limit: u32,
     /// Requests a token subject may make at once above its rate (the bucket's size).
     #[arg(
@@ -99,13 +103,16 @@ impl Shape {
     pub fn error(self, status: StatusCode, code: &str, message: &str) -> Response {
         let body = match self {
             Self::Rest => json!({"error": {"code": code, "message": message}}),
-            Self::GraphQl => json!({"errors": [{"message": message, "extensions": {"code": code}}]}),
+            Self::GraphQl => {
+                json!({"errors": [{"message": message, "extensions": {"code": code}}]})
+            }
         };
         (status, Json(body)).into_response()
     }
 }
 
-type Limiter = RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type Limiter =
+    RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 /// One role's limits, built once from [`EdgeArgs`].
 #[derive(Clone)]
@@ -169,12 +176,13 @@ impl Edge {
             .concurrency_limit(self.args.max_concurrent_requests as usize)
             .timeout(timeout);
         let edge = self.clone();
-        let router = router
-            .layer(bounded)
-            .layer(axum::middleware::from_fn(move |request, next| {
-                let edge = edge.clone();
-                async move { edge.limit(request, next).await }
-            }));
+        let router =
+            router
+                .layer(bounded)
+                .layer(axum::middleware::from_fn(move |request, next| {
+                    let edge = edge.clone();
+                    async move { edge.limit(request, next).await }
+                }));
         // Keys of callers that have gone quiet would otherwise stay for the process's life.
         for limiter in [&self.subjects, &self.anonymous].into_iter().flatten() {
             let limiter = Arc::downgrade(limiter);
@@ -246,7 +254,9 @@ impl Edge {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
         let (limiter, key) = match (caller, ip) {
-            (Some(Caller::Token(principal)), _) => (&self.subjects, format!("sub:{}", principal.sub)),
+            (Some(Caller::Token(principal)), _) => {
+                (&self.subjects, format!("sub:{}", principal.sub))
+            }
             // Without authentication every client is trusted as much as a token subject.
             (Some(Caller::Unchecked), ip) => (&self.subjects, ip_key(ip)),
             (_, ip) => (&self.anonymous, ip_key(ip)),

@@ -23,6 +23,7 @@ use std::sync::OnceLock;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptyMutation, Schema, SchemaBuilder, ID};
+use orderflow_store::auth::{AuthError, Caller, Scope};
 use uuid::Uuid;
 
 use crate::config::QueryOptions;
@@ -72,6 +73,37 @@ pub fn sdl() -> String {
 
 pub(crate) fn services<'a>(ctx: &Context<'a>) -> &'a Services {
     ctx.data_unchecked::<Services>()
+}
+
+/// Who asks: the HTTP handler or the WebSocket's `connection_init` put them in the
+/// request's data. A request without one (it did not come through either) is refused, and
+/// so is a token that expired since a connection began.
+pub(crate) fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller, QueryError> {
+    let caller = ctx
+        .data_opt::<Caller>()
+        .ok_or(QueryError::Unauthenticated(AuthError::Missing))?;
+    match caller {
+        Caller::Anonymous => Err(QueryError::Unauthenticated(AuthError::Missing)),
+        caller if caller.expired() => Err(QueryError::Unauthenticated(AuthError::Expired)),
+        caller => Ok(caller),
+    }
+}
+
+/// What the caller may read of users' things: all (admins), or their own (customers).
+pub(crate) fn scope(ctx: &Context<'_>) -> Result<Scope, QueryError> {
+    caller(ctx)?.scope().ok_or_else(|| {
+        QueryError::Forbidden("the token carries neither the customer nor the admin role".into())
+    })
+}
+
+/// FORBIDDEN unless the caller is an admin.
+pub(crate) fn require_admin(ctx: &Context<'_>) -> Result<(), QueryError> {
+    match scope(ctx)? {
+        Scope::All => Ok(()),
+        Scope::User(_) => Err(QueryError::Forbidden(
+            "this field needs the admin role".into(),
+        )),
+    }
 }
 
 /// An `ID` argument as the UUID every id is.

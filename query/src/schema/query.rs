@@ -14,11 +14,13 @@ use super::order::{Order, OrderConnection, OrderCount, OrderFilterInput};
 use super::product::{Product, ProductConnection};
 use super::saga::{SagaConnection, SagaState};
 use super::user::{User, UserConnection};
-use super::{parse_id, services};
+use super::{parse_id, require_admin, scope, services, Services};
 use crate::db::ProductFilter;
 use crate::error::QueryError;
 use crate::loaders::{ProductKey, UserKey};
 use crate::progress::ViewProgress;
+use orderflow_store::auth::Scope;
+use uuid::Uuid;
 
 pub(crate) struct QueryRoot;
 
@@ -36,8 +38,12 @@ impl QueryRoot {
         #[graphql(desc = "Wait until the view has reached this stream version (1 or more).")]
         min_version: Option<i32>,
     ) -> Result<Option<Order>> {
+        let scope = scope(ctx)?;
         let services = services(ctx);
         let id = parse_id("id", &id)?;
+        if let Scope::User(own) = scope {
+            return own_order(services, id, min_version, own).await;
+        }
         let row = match min_version {
             None => services.db.order(id).await.map_err(QueryError::from)?,
             Some(version) if version < 1 => {
@@ -64,6 +70,7 @@ impl QueryRoot {
     /// How far each view has applied what the relay has published: what `X-Min-Position`
     /// waits for.
     async fn view_progress(&self, ctx: &Context<'_>) -> Result<Vec<ViewProgress>> {
+        scope(ctx)?;
         let services = services(ctx);
         Ok(
             crate::progress::progress(services.db.pool(), &services.options.relay_name)
@@ -85,7 +92,15 @@ impl QueryRoot {
         let services = services(ctx);
         let size = page_size(first, services.options.max_page_size)?;
         let cursor = after.as_deref().map(parse_order_cursor).transpose()?;
-        let filter = filter.unwrap_or_default().to_filter()?;
+        let mut filter = filter.unwrap_or_default().to_filter()?;
+        if let Scope::User(own) = scope(ctx)? {
+            // Customers see their own orders whatever the filter says: another user's id
+            // matches nothing.
+            filter.user_id = match filter.user_id {
+                Some(other) if other != own => Some(Uuid::nil()),
+                _ => Some(own),
+            };
+        }
         let rows = services
             .db
             .orders(&filter, cursor, size + 1)
@@ -101,7 +116,11 @@ impl QueryRoot {
 
     /// One registered user.
     async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
+        let scope = scope(ctx)?;
         let id = parse_id("id", &id)?;
+        if !scope.covers(id) {
+            return Ok(None);
+        }
         let row = services(ctx)
             .loader
             .load_one(UserKey(id))
@@ -121,6 +140,7 @@ impl QueryRoot {
         first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<UserConnection> {
+        require_admin(ctx)?;
         let services = services(ctx);
         let size = page_size(first, services.options.max_page_size)?;
         let cursor = after
@@ -137,6 +157,7 @@ impl QueryRoot {
 
     /// One product.
     async fn product(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Product>> {
+        scope(ctx)?;
         let id = parse_id("id", &id)?;
         let row = services(ctx)
             .loader
@@ -160,6 +181,7 @@ impl QueryRoot {
         first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<ProductConnection> {
+        scope(ctx)?;
         let services = services(ctx);
         let size = page_size(first, services.options.max_page_size)?;
         let cursor = after
@@ -189,6 +211,7 @@ impl QueryRoot {
         first: Option<i32>,
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> Result<SagaConnection> {
+        require_admin(ctx)?;
         let services = services(ctx);
         let size = page_size(first, services.options.max_page_size)?;
         let cursor = after.as_deref().map(parse_saga_cursor).transpose()?;
@@ -203,22 +226,28 @@ impl QueryRoot {
     /// Consumer lag of every watched group (each projection's, the saga's and any extra
     /// ones), per partition, from the lag monitor's latest sample; empty when the service
     /// runs no monitor.
-    async fn consumer_groups(&self, ctx: &Context<'_>) -> Vec<ConsumerGroup> {
-        match &services(ctx).options.lag {
+    async fn consumer_groups(&self, ctx: &Context<'_>) -> Result<Vec<ConsumerGroup>> {
+        require_admin(ctx)?;
+        Ok(match &services(ctx).options.lag {
             Some(monitor) => OpsSnapshot::consumer_groups(&monitor.latest()),
             None => Vec::new(),
-        }
+        })
     }
 
     /// Whether the lag monitor reads the broker; null when the service runs none.
-    async fn lag_monitor(&self, ctx: &Context<'_>) -> Option<LagMonitorStatus> {
-        let monitor = services(ctx).options.lag.as_ref()?;
-        Some((&*monitor.latest()).into())
+    async fn lag_monitor(&self, ctx: &Context<'_>) -> Result<Option<LagMonitorStatus>> {
+        require_admin(ctx)?;
+        Ok(services(ctx)
+            .options
+            .lag
+            .as_ref()
+            .map(|monitor| (&*monitor.latest()).into()))
     }
 
     /// Each view's distance from what the relay has published, and its staleness (null,
     /// with an error, when the database cannot be read: the other ops fields still answer).
     async fn projections(&self, ctx: &Context<'_>) -> Result<Option<Vec<ProjectionStatus>>> {
+        require_admin(ctx)?;
         let services = services(ctx);
         Ok(Some(
             EsFigures::read(services.db.pool(), &services.options.relay_name)
@@ -230,6 +259,7 @@ impl QueryRoot {
 
     /// The outbox relay's backlog: events committed and not yet published.
     async fn relay(&self, ctx: &Context<'_>) -> Result<Option<RelayStatus>> {
+        require_admin(ctx)?;
         let services = services(ctx);
         Ok(Some(
             EsFigures::relay(services.db.pool(), &services.options.relay_name)
@@ -239,15 +269,17 @@ impl QueryRoot {
     }
 
     /// Records in each dead-letter topic, from the lag monitor's latest sample.
-    async fn dead_letters(&self, ctx: &Context<'_>) -> Vec<DeadLetterTopic> {
-        match &services(ctx).options.lag {
+    async fn dead_letters(&self, ctx: &Context<'_>) -> Result<Vec<DeadLetterTopic>> {
+        require_admin(ctx)?;
+        Ok(match &services(ctx).options.lag {
             Some(monitor) => OpsSnapshot::dead_letters(&monitor.latest()),
             None => Vec::new(),
-        }
+        })
     }
 
     /// Sagas by state.
     async fn saga_counts(&self, ctx: &Context<'_>) -> Result<Option<Vec<SagaCount>>> {
+        require_admin(ctx)?;
         let services = services(ctx);
         Ok(Some(
             EsFigures::sagas(services.db.pool())
@@ -258,7 +290,54 @@ impl QueryRoot {
 
     /// The last 15 minutes of lag per group and relay backlog, oldest first: one sample
     /// per lag monitor interval.
-    async fn ops_history(&self, ctx: &Context<'_>) -> Vec<OpsSample> {
-        services(ctx).ops_history.samples()
+    async fn ops_history(&self, ctx: &Context<'_>) -> Result<Vec<OpsSample>> {
+        require_admin(ctx)?;
+        Ok(services(ctx).ops_history.samples())
+    }
+}
+
+/// `order` for a customer: their own order, and for anyone else's exactly what an order
+/// that does not exist gets (null, or STALE with no version after the whole wait), so that
+/// neither the answer nor its timing tells a customer what others have.
+async fn own_order(
+    services: &Services,
+    id: Uuid,
+    min_version: Option<i32>,
+    own: Uuid,
+) -> Result<Option<Order>> {
+    let started = std::time::Instant::now();
+    let timeout = services.options.min_version_timeout;
+    let row = services.db.order(id).await.map_err(QueryError::from)?;
+    let theirs = |row: &crate::db::OrderRow| row.user_id != own;
+    let Some(version) = min_version else {
+        return Ok(row.filter(|row| !theirs(row)).map(Order));
+    };
+    if version < 1 {
+        return Err(QueryError::bad_input(format!(
+            "`minVersion` must be at least 1, got {version}"
+        ))
+        .into());
+    }
+    let row = match row {
+        Some(row) if theirs(&row) => None,
+        _ => Some(
+            services
+                .freshness
+                .read_at_least(&services.db, id, version, timeout)
+                .await?,
+        ),
+    };
+    match row {
+        Some(row) if !theirs(&row) => Ok(Some(Order(row))),
+        _ => {
+            tokio::time::sleep(timeout.saturating_sub(started.elapsed())).await;
+            Err(QueryError::Stale {
+                order_id: id,
+                min_version: version,
+                current_version: None,
+                waited_ms: started.elapsed().as_millis(),
+            }
+            .into())
+        }
     }
 }

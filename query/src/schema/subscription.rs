@@ -1,10 +1,11 @@
 //! The subscription root: `orderUpdated` follows one order's view as projectors move it.
 
 use async_graphql::{Context, Result, Subscription, ID};
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
+use orderflow_store::auth::{AuthError, Scope};
 
 use super::order::Order;
-use super::{parse_id, services};
+use super::{caller, parse_id, scope, services};
 use crate::db::Db;
 use crate::error::QueryError;
 use crate::freshness::Watch;
@@ -15,23 +16,34 @@ pub(crate) struct SubscriptionRoot;
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// The order's view now (if it exists) and then each newer version as projectors
-    /// apply it. Versions applied in one batch arrive as one update. Ends when the
-    /// service shuts down.
+    /// apply it. Versions applied in one batch arrive as one update. Customers follow
+    /// their own orders only (another's sends nothing, as one that does not exist). Ends
+    /// when the service shuts down, or with TOKEN_EXPIRED when the connection's token
+    /// expires.
     async fn order_updated(
         &self,
         ctx: &Context<'_>,
         id: ID,
     ) -> Result<impl Stream<Item = Result<Order>>> {
+        let owner = match scope(ctx)? {
+            Scope::All => None,
+            Scope::User(own) => Some(own),
+        };
+        let expires_at = caller(ctx)?.principal().map(|p| p.expires_at);
         let id = parse_id("id", &id)?;
         let services = services(ctx);
         let follow = Follow {
             db: services.db.clone(),
             watch: services.freshness.watch(id)?,
             order_id: id,
+            owner,
             seen: 0,
             started: false,
         };
-        Ok(futures::stream::unfold(follow, Follow::next))
+        Ok(until_expiry(
+            futures::stream::unfold(follow, Follow::next),
+            expires_at,
+        ))
     }
 }
 
@@ -40,6 +52,8 @@ struct Follow {
     db: Db,
     watch: Watch,
     order_id: uuid::Uuid,
+    /// A customer's user id: rows of anyone else's order are never sent.
+    owner: Option<uuid::Uuid>,
     seen: i32,
     started: bool,
 }
@@ -54,6 +68,9 @@ impl Follow {
             }
             self.started = true;
             match self.db.order(self.order_id).await {
+                Ok(Some(row)) if self.owner.is_some_and(|owner| owner != row.user_id) => {
+                    self.seen = row.version;
+                }
                 Ok(Some(row)) if row.version > self.seen => {
                     self.seen = row.version;
                     return Some((Ok(Order(row)), self));
@@ -63,4 +80,31 @@ impl Follow {
             }
         }
     }
+}
+
+/// `updates` until the token behind them expires: then one TOKEN_EXPIRED error, and the
+/// end.
+fn until_expiry(
+    updates: impl Stream<Item = Result<Order>> + Send + 'static,
+    expires_at: Option<i64>,
+) -> impl Stream<Item = Result<Order>> {
+    let deadline = expires_at.map(|at| {
+        let left = at.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
+        tokio::time::Instant::now() + std::time::Duration::from_secs(left)
+    });
+    let updates = Box::pin(updates);
+    futures::stream::unfold(Some(updates), move |updates| async move {
+        let mut updates = updates?;
+        let Some(deadline) = deadline else {
+            let item = updates.next().await?;
+            return Some((item, Some(updates)));
+        };
+        tokio::select! {
+            item = updates.next() => Some((item?, Some(updates))),
+            () = tokio::time::sleep_until(deadline) => {
+                let expired = QueryError::Unauthenticated(AuthError::Expired).into();
+                Some((Err(expired), None))
+            }
+        }
+    })
 }

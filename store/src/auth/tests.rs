@@ -14,7 +14,15 @@ fn verify(auth: &Auth, token: &str) -> Result<Principal, AuthError> {
 }
 
 fn token(sub: &str, roles: &[Role], ttl: u64) -> String {
-    mint(SECRET.as_bytes(), DEFAULT_ISSUER, DEFAULT_AUDIENCE, sub, roles, Duration::from_secs(ttl)).unwrap()
+    mint(
+        SECRET.as_bytes(),
+        DEFAULT_ISSUER,
+        DEFAULT_AUDIENCE,
+        sub,
+        roles,
+        Duration::from_secs(ttl),
+    )
+    .unwrap()
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -25,7 +33,11 @@ fn b64(bytes: &[u8]) -> String {
 /// A token with `header` and `claims` and an HS256 signature by `secret` (or none).
 fn forge(header: serde_json::Value, claims: serde_json::Value, secret: Option<&[u8]>) -> String {
     use hmac::Mac as _;
-    let message = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let message = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let signature = match secret {
         Some(secret) => {
             let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
@@ -57,11 +69,19 @@ fn expired_tokens_are_refused_as_expired_past_the_leeway() {
     let now = chrono::Utc::now().timestamp();
     let mut old = claims(&Uuid::now_v7().to_string());
     old["exp"] = (now - 120).into();
-    let token = forge(serde_json::json!({"alg": "HS256", "typ": "JWT"}), old.clone(), Some(SECRET.as_bytes()));
+    let token = forge(
+        serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+        old.clone(),
+        Some(SECRET.as_bytes()),
+    );
     assert_eq!(verify(&hs256(), &token), Err(AuthError::Expired));
     // Within the 30 s leeway it still holds.
     old["exp"] = (now - 10).into();
-    let token = forge(serde_json::json!({"alg": "HS256"}), old, Some(SECRET.as_bytes()));
+    let token = forge(
+        serde_json::json!({"alg": "HS256"}),
+        old,
+        Some(SECRET.as_bytes()),
+    );
     assert!(verify(&hs256(), &token).is_ok());
 }
 
@@ -69,8 +89,15 @@ fn expired_tokens_are_refused_as_expired_past_the_leeway() {
 fn tokens_not_valid_yet_are_refused() {
     let mut early = claims(&Uuid::now_v7().to_string());
     early["nbf"] = (chrono::Utc::now().timestamp() + 600).into();
-    let token = forge(serde_json::json!({"alg": "HS256"}), early, Some(SECRET.as_bytes()));
-    assert!(matches!(verify(&hs256(), &token), Err(AuthError::Invalid(_))));
+    let token = forge(
+        serde_json::json!({"alg": "HS256"}),
+        early,
+        Some(SECRET.as_bytes()),
+    );
+    assert!(matches!(
+        verify(&hs256(), &token),
+        Err(AuthError::Invalid(_))
+    ));
 }
 
 #[test]
@@ -79,28 +106,55 @@ fn alg_none_wrong_secret_issuer_and_audience_are_refused() {
     let cases = [
         forge(serde_json::json!({"alg": "none"}), claims(&sub), None),
         forge(serde_json::json!({"alg": "HS256"}), claims(&sub), None),
-        forge(serde_json::json!({"alg": "HS256"}), claims(&sub), Some(b"another secret of thirty-two bytes!!")),
-        forge(serde_json::json!({"alg": "HS384"}), claims(&sub), Some(SECRET.as_bytes())),
-        forge(serde_json::json!({"alg": "HS256"}), {
-            let mut c = claims(&sub);
-            c["aud"] = "someone-else".into();
-            c
-        }, Some(SECRET.as_bytes())),
-        forge(serde_json::json!({"alg": "HS256"}), {
-            let mut c = claims(&sub);
-            c["iss"] = "elsewhere".into();
-            c
-        }, Some(SECRET.as_bytes())),
-        forge(serde_json::json!({"alg": "HS256"}), {
-            let mut c = claims(&sub);
-            c.as_object_mut().unwrap().remove("exp");
-            c
-        }, Some(SECRET.as_bytes())),
+        forge(
+            serde_json::json!({"alg": "HS256"}),
+            claims(&sub),
+            Some(b"another secret of thirty-two bytes!!"),
+        ),
+        forge(
+            serde_json::json!({"alg": "HS384"}),
+            claims(&sub),
+            Some(SECRET.as_bytes()),
+        ),
+        forge(
+            serde_json::json!({"alg": "HS256"}),
+            {
+                let mut c = claims(&sub);
+                c["aud"] = "someone-else".into();
+                c
+            },
+            Some(SECRET.as_bytes()),
+        ),
+        forge(
+            serde_json::json!({"alg": "HS256"}),
+            {
+                let mut c = claims(&sub);
+                c["iss"] = "elsewhere".into();
+                c
+            },
+            Some(SECRET.as_bytes()),
+        ),
+        forge(
+            serde_json::json!({"alg": "HS256"}),
+            {
+                let mut c = claims(&sub);
+                c.as_object_mut().unwrap().remove("exp");
+                c
+            },
+            Some(SECRET.as_bytes()),
+        ),
         // A customer must be a user id.
-        forge(serde_json::json!({"alg": "HS256"}), claims("not-a-uuid"), Some(SECRET.as_bytes())),
+        forge(
+            serde_json::json!({"alg": "HS256"}),
+            claims("not-a-uuid"),
+            Some(SECRET.as_bytes()),
+        ),
     ];
     for token in cases {
-        assert!(matches!(verify(&hs256(), &token), Err(AuthError::Invalid(_))), "accepted {token}");
+        assert!(
+            matches!(verify(&hs256(), &token), Err(AuthError::Invalid(_))),
+            "accepted {token}"
+        );
     }
 }
 
@@ -160,7 +214,10 @@ fn a_jwks_verifier_picks_the_key_by_kid() {
     assert!(verify(&auth, &signed).unwrap().customer);
     header.kid = Some("unknown".into());
     let unknown = jsonwebtoken::encode(&header, &body, &key).unwrap();
-    assert!(matches!(verify(&auth, &unknown), Err(AuthError::Invalid(_))));
+    assert!(matches!(
+        verify(&auth, &unknown),
+        Err(AuthError::Invalid(_))
+    ));
 }
 
 #[test]
@@ -188,10 +245,16 @@ fn authorization_headers_need_the_bearer_scheme() {
     let auth = hs256();
     let mut headers = HeaderMap::new();
     assert_eq!(auth.caller(&headers), Ok(Caller::Anonymous));
-    headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+    );
     assert!(matches!(auth.caller(&headers), Err(AuthError::Invalid(_))));
     let good = token("ops", &[Role::Admin], 60);
-    headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("bearer {good}")).unwrap());
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("bearer {good}")).unwrap(),
+    );
     assert!(auth.caller(&headers).unwrap().is_admin());
 }
 
@@ -254,7 +317,11 @@ mod fuzz {
         let decode = |token: &str| -> Option<Vec<Vec<u8>>> {
             token
                 .split('.')
-                .map(|part| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok())
+                .map(|part| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(part)
+                        .ok()
+                })
                 .collect()
         };
         decode(a).is_some() && decode(a) == decode(b)
