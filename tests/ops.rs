@@ -49,12 +49,50 @@ struct Role {
     _child: Child,
 }
 
+/// The HS256 secret the command and query roles verify with here (`orderflow dev` makes
+/// its own, under `ORDERFLOW_HOME`).
+const SECRET: &str = "ops-tests-secret-0123456789abcdef-0123";
+
+/// An admin token signed with `secret`.
+fn admin_token(secret: &str) -> String {
+    orderflow_store::auth::mint(
+        secret.as_bytes(),
+        orderflow_store::auth::DEFAULT_ISSUER,
+        orderflow_store::auth::DEFAULT_AUDIENCE,
+        "ops-tests",
+        &[orderflow_store::auth::Role::Admin],
+        Duration::from_secs(3600),
+    )
+    .expect("a token")
+}
+
+/// A client that sends an admin token signed with `secret`.
+fn admin_client(secret: &str) -> reqwest::Client {
+    let token = admin_token(secret);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client")
+}
+
 impl Role {
     fn start(args: &[&str], database: &str, brokers: &str) -> Self {
+        Self::start_in(args, database, brokers, Path::new(env!("CARGO_TARGET_TMPDIR")))
+    }
+
+    /// With `ORDERFLOW_HOME` (where `orderflow dev` keeps its secret) at `home`.
+    fn start_in(args: &[&str], database: &str, brokers: &str, home: &Path) -> Self {
         let child = Command::new(BIN)
             .args(args)
             .env("DATABASE_URL", database)
             .env("KAFKA_BROKERS", brokers)
+            .env("ORDERFLOW_AUTH_SECRET", SECRET)
+            .env("ORDERFLOW_HOME", home)
             .env(
                 "RUST_LOG",
                 std::env::var("ORDERFLOW_TEST_ROLE_LOG").unwrap_or_else(|_| "warn".into()),
@@ -178,7 +216,8 @@ async fn metrics_lag_json_graphql_and_the_ops_page_agree_on_a_running_platform(p
     let brokers = brokers();
     let prefix = format!("ops{}", uuid::Uuid::new_v4().simple());
     let (api, query) = (free_port().await, free_port().await);
-    let _dev = Role::start(
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&prefix);
+    let _dev = Role::start_in(
         &[
             "dev",
             "--topic-prefix",
@@ -196,6 +235,7 @@ async fn metrics_lag_json_graphql_and_the_ops_page_agree_on_a_running_platform(p
         ],
         &database,
         &brokers,
+        &home,
     );
     let (api, query) = (format!("http://{api}"), format!("http://{query}"));
     poll(
@@ -204,7 +244,16 @@ async fn metrics_lag_json_graphql_and_the_ops_page_agree_on_a_running_platform(p
         |s, _| s == 200,
     )
     .await;
-    let client = reqwest::Client::new();
+    // The secret `orderflow dev` made for its data directory signs the tokens it accepts.
+    let secret = std::fs::read_to_string(home.join("auth-secret")).expect("dev's secret");
+    let client = admin_client(secret.trim());
+    let anonymous = reqwest::Client::new()
+        .post(format!("{query}/graphql"))
+        .json(&json!({"query": "{ consumerGroups { group } }"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(anonymous.status(), 401, "GraphQL answers only with a token");
     some_traffic(&client, &api).await;
 
     // The saga has finished and every group has consumed everything.
@@ -335,6 +384,7 @@ async fn metrics_lag_json_graphql_and_the_ops_page_agree_on_a_running_platform(p
         Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ops-browser-check"))
             .arg(&query)
             .arg(&screenshot)
+            .env("OPS_TOKEN", admin_token(secret.trim()))
             .output()
             .await
             .expect("scripts/ops-browser-check runs");
@@ -606,6 +656,7 @@ async fn a_requests_correlation_id_reaches_the_spans_exported_over_otlp(pool: Pg
         .env("DATABASE_URL", &database)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("ORDERFLOW_AUTH_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true)

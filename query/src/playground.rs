@@ -89,12 +89,31 @@ pub(crate) fn page() -> Response {
     const http = new URL("{graphql}", window.location.href);
     const ws = new URL("{ws}", window.location.href);
     ws.protocol = http.protocol === "https:" ? "wss:" : "ws:";
-    const fetcher = GraphiQL.createFetcher({{ url: http.href, subscriptionUrl: ws.href }});
+    // A token given as /#token=<JWT> is kept (and taken off the address bar); the headers
+    // tab holds it for queries, connection_init carries it for subscriptions.
+    const given = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+    if (given) {{
+      try {{ localStorage.setItem("orderflow.token", decodeURIComponent(given[1])); }} catch {{}}
+      history.replaceState(null, "", window.location.pathname + window.location.search);
+    }}
+    let token = null;
+    try {{ token = localStorage.getItem("orderflow.token"); }} catch {{}}
+    const authorization = "Bearer " + (token || "<paste a token from orderflow dev or orderflow token>");
+    const fetcher = GraphiQL.createFetcher({{
+      url: http.href,
+      subscriptionUrl: ws.href,
+      wsConnectionParams: token ? {{ authorization }} : {{}},
+    }});
     const example = "# orderflow's read side: orders, users and products.\n" +
       "# Ctrl-Enter runs the query; the Docs button lists the schema.\n" +
       "{{\n  orders(first: 5) {{\n    totalCount\n    nodes {{ id status total {{ formatted }} user {{ name }} }}\n  }}\n}}\n";
     ReactDOM.createRoot(document.getElementById("graphiql")).render(
-      React.createElement(GraphiQL, {{ fetcher, defaultQuery: example }})
+      React.createElement(GraphiQL, {{
+        fetcher,
+        defaultQuery: example,
+        defaultHeaders: JSON.stringify({{ Authorization: authorization }}, null, 2),
+        defaultEditorToolsVisibility: token ? false : "headers",
+      }})
     );
   </script>
 </body>

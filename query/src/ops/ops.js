@@ -135,12 +135,44 @@ class OpsError extends Error {
   }
 }
 
+// The admin token GraphQL needs: given once in the form the page shows when it is refused,
+// or as /ops#token=<JWT> (taken off the address bar at once), and kept in localStorage.
+const TOKEN_KEY = "orderflow.token";
+const AUTH_CODES = new Set(["UNAUTHENTICATED", "TOKEN_EXPIRED", "FORBIDDEN"]);
+
 function token() {
   try {
-    return localStorage.getItem("orderflow.token");
+    return localStorage.getItem(TOKEN_KEY);
   } catch {
     return null; // storage disabled
   }
+}
+
+function saveToken(value) {
+  try {
+    localStorage.setItem(TOKEN_KEY, value.trim().replace(/^Bearer\s+/i, ""));
+  } catch {
+    // storage disabled: the token lasts until the page is left
+  }
+}
+
+function tokenFromFragment() {
+  const match = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+  if (!match) return;
+  saveToken(decodeURIComponent(match[1]));
+  history.replaceState(null, "", window.location.pathname + window.location.search);
+}
+
+function tokenForm() {
+  const input = el("input", { type: "password", id: "token-input", placeholder: "admin token (JWT)", autocomplete: "off", "aria-label": "Admin token" });
+  const form = el("form", { id: "token-form", class: "token-form" }, input, " ", el("button", { type: "submit" }, "Use token"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!input.value.trim()) return;
+    saveToken(input.value);
+    refresh({ once: true });
+  });
+  return form;
 }
 
 async function fetchOps() {
@@ -192,7 +224,7 @@ async function fetchOps() {
 
 // ---- Refresh loop ------------------------------------------------------------------------
 
-async function refresh() {
+async function refresh({ once = false } = {}) {
   try {
     const { data, partial } = await fetchOps();
     // A field that failed this time keeps what it showed before.
@@ -207,7 +239,7 @@ async function refresh() {
     if (!(error instanceof OpsError)) throw error; // our own bug: let it surface
     showError(error);
   } finally {
-    setTimeout(refresh, refreshSeconds * 1000);
+    if (!once) setTimeout(refresh, refreshSeconds * 1000);
   }
 }
 
@@ -232,6 +264,7 @@ function showError(error) {
         ? `Showing the data from ${fmtClock(state.lastGood)}; retrying every ${refreshSeconds} s.`
         : `No data yet; retrying every ${refreshSeconds} s.`),
   );
+  if (AUTH_CODES.has(error.code)) banner.append(tokenForm());
   banner.hidden = false;
   dot.className = "dot failed";
   document.body.dataset.error = error.code ?? "ERROR";
@@ -586,6 +619,7 @@ function drawChart(selector, series, { yFormat, durations = false }) {
 // ---- Start -------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
+  tokenFromFragment();
   $("#refresh-every").textContent = `· every ${refreshSeconds} s`;
   $("#groups tbody").addEventListener("click", (event) => {
     const row = event.target.closest("tr.group-row");
