@@ -60,6 +60,11 @@ pub(crate) struct CommandsArgs {
     /// Port of the private PostgreSQL the bench starts.
     #[arg(long, default_value_t = 54339)]
     pg_port: u16,
+    /// Admin token for --target (the bench's own service gets a secret and a token of its
+    /// own). Load from one subject exceeds any sane rate limit: run the target with
+    /// --rate-limit 0.
+    #[arg(long, env = "ORDERFLOW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 pub(crate) async fn run(bench: Bench) -> anyhow::Result<()> {
@@ -77,13 +82,19 @@ async fn commands(args: CommandsArgs) -> anyhow::Result<()> {
     }
     let Some(target) = args.target.clone() else {
         let platform = OwnPlatform::start(&args.data_dir, args.pg_port).await?;
-        let result = drive(&args, &platform.url, Some(&platform)).await;
+        let result = drive(&args, &platform.url, Some(&platform.token), Some(&platform)).await;
         platform.stop().await?;
         let report = result?;
         report.print(args.json);
         return Ok(());
     };
-    let report = drive(&args, target.trim_end_matches('/'), None).await?;
+    let report = drive(
+        &args,
+        target.trim_end_matches('/'),
+        args.token.as_deref(),
+        None,
+    )
+    .await?;
     report.print(args.json);
     Ok(())
 }
@@ -161,9 +172,10 @@ impl Report {
 async fn drive(
     args: &CommandsArgs,
     base: &str,
+    token: Option<&str>,
     platform: Option<&OwnPlatform>,
 ) -> anyhow::Result<Report> {
-    let client = reqwest::Client::builder()
+    let client = with_token(token)?
         .pool_max_idle_per_host(args.concurrency as usize)
         .timeout(Duration::from_secs(30))
         .build()
@@ -351,6 +363,32 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Resu
         .with_context(|| format!("no streamId in {text}"))
 }
 
+/// A client builder whose requests carry `token` as their bearer token.
+pub(crate) fn with_token(token: Option<&str>) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value: reqwest::header::HeaderValue = format!("Bearer {}", token.trim())
+            .parse()
+            .context("the token is not a header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder().default_headers(headers))
+}
+
+/// An admin token for a platform the bench started with `secret`.
+pub(crate) fn admin_token(secret: &str) -> anyhow::Result<String> {
+    orderflow_store::auth::mint(
+        secret.as_bytes(),
+        orderflow_store::auth::DEFAULT_ISSUER,
+        orderflow_store::auth::DEFAULT_AUDIENCE,
+        "bench",
+        &[orderflow_store::auth::Role::Admin],
+        Duration::from_secs(24 * 3600),
+    )
+    .map_err(anyhow::Error::msg)
+}
+
 /// Wait until `url`'s `/ready` answers 2xx, failing if `child` (`what`) exits first or
 /// `within` passes.
 pub(crate) async fn wait_ready(
@@ -383,6 +421,8 @@ struct OwnPlatform {
     data_dir: PathBuf,
     server: Child,
     url: String,
+    /// An admin's.
+    token: String,
 }
 
 impl OwnPlatform {
@@ -396,9 +436,13 @@ impl OwnPlatform {
             .context("finding a free port")?
             .port();
         let exe = std::env::current_exe().context("locating the orderflow binary")?;
+        let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
         let mut server = Command::new(exe)
             .arg("command")
             .env("DATABASE_URL", pg.url())
+            .env("ORDERFLOW_AUTH_SECRET", &secret)
+            // One subject makes all the load.
+            .env("ORDERFLOW_RATE_LIMIT", "0")
             .env("ORDERFLOW_COMMAND_LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -420,6 +464,7 @@ impl OwnPlatform {
             data_dir: data_dir.to_owned(),
             server,
             url,
+            token: admin_token(&secret)?,
         })
     }
 

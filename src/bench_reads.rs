@@ -46,6 +46,11 @@ pub(crate) struct PlatformArgs {
     /// Port of that private PostgreSQL.
     #[arg(long, default_value_t = 54359)]
     pg_port: u16,
+    /// Admin token for --command-url and --query-url (the platform the bench starts gets
+    /// one of its own). Load from one subject exceeds any sane rate limit: run those
+    /// services with --rate-limit 0.
+    #[arg(long, env = "ORDERFLOW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +105,8 @@ pub(crate) const COMPOSED_ORDER: &str = "query Composed($id: ID!) { order(id: $i
 struct Platform {
     command: String,
     query: String,
+    /// An admin's, when there is one.
+    token: Option<String>,
     child: Option<DevChild>,
 }
 
@@ -109,6 +116,7 @@ impl Platform {
             return Ok(Self {
                 command: command.trim_end_matches('/').to_owned(),
                 query: query.trim_end_matches('/').to_owned(),
+                token: args.token.clone(),
                 child: None,
             });
         }
@@ -116,6 +124,7 @@ impl Platform {
         Ok(Self {
             command: child.command.clone(),
             query: child.query.clone(),
+            token: Some(child.token.clone()),
             child: Some(child),
         })
     }
@@ -132,6 +141,7 @@ struct DevChild {
     process: Child,
     command: String,
     query: String,
+    token: String,
 }
 
 impl DevChild {
@@ -157,6 +167,9 @@ impl DevChild {
             .arg(format!("127.0.0.1:{query_port}"))
             .arg("--topic-prefix")
             .arg(format!("bench{}", Uuid::now_v7().simple()))
+            // One subject makes all the load.
+            .arg("--rate-limit")
+            .arg("0")
             .env_remove("DATABASE_URL")
             .env_remove("KAFKA_BROKERS")
             .env("RUST_LOG", "warn")
@@ -177,10 +190,19 @@ impl DevChild {
             wait_ready(&mut process, "orderflow dev", url, Duration::from_secs(120)).await?;
         }
         eprintln!("platform ready: commands {command}, queries {query}");
+        // `orderflow dev` keeps its secret beside the data directory.
+        let data_dir = absolute(&args.data_dir)?;
+        let secret_file = data_dir
+            .parent()
+            .context("the data directory has no parent")?
+            .join("auth-secret");
+        let secret = std::fs::read_to_string(&secret_file)
+            .with_context(|| format!("reading {}", secret_file.display()))?;
         Ok(Self {
             process,
             command,
             query,
+            token: crate::bench::admin_token(secret.trim())?,
         })
     }
 
@@ -382,7 +404,7 @@ async fn measure_freshness(
     args: &FreshnessArgs,
     platform: &Platform,
 ) -> anyhow::Result<FreshnessReport> {
-    let client = reqwest::Client::builder()
+    let client = crate::bench::with_token(platform.token.as_deref())?
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(1024)
         .build()
@@ -611,7 +633,7 @@ pub(crate) async fn graphql_bench(args: GraphqlArgs) -> anyhow::Result<()> {
 }
 
 async fn measure_graphql(args: &GraphqlArgs, platform: &Platform) -> anyhow::Result<GraphqlReport> {
-    let client = reqwest::Client::builder()
+    let client = crate::bench::with_token(platform.token.as_deref())?
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(args.connections as usize)
         .build()

@@ -82,7 +82,12 @@ fn admin_client(secret: &str) -> reqwest::Client {
 
 impl Role {
     fn start(args: &[&str], database: &str, brokers: &str) -> Self {
-        Self::start_in(args, database, brokers, Path::new(env!("CARGO_TARGET_TMPDIR")))
+        Self::start_in(
+            args,
+            database,
+            brokers,
+            Path::new(env!("CARGO_TARGET_TMPDIR")),
+        )
     }
 
     /// With `ORDERFLOW_HOME` (where `orderflow dev` keeps its secret) at `home`.

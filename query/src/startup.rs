@@ -265,7 +265,7 @@ async fn graphql_get(
     }
     let caller = match authenticated(request.extensions().get()) {
         Ok(caller) => caller,
-        Err(refused) => return refused,
+        Err(refused) => return edge::unauthenticated(Shape::GraphQl, &refused),
     };
     let request = GraphQLRequest::<BadRequest>::from_request(request, &state).await;
     match request {
@@ -282,7 +282,7 @@ async fn graphql_post(
 ) -> Response {
     let caller = match authenticated(authenticated_as.as_ref().map(|e| &e.0)) {
         Ok(caller) => caller,
-        Err(refused) => return refused,
+        Err(refused) => return edge::unauthenticated(Shape::GraphQl, &refused),
     };
     match request {
         Ok(request) => execute(&state, &headers, caller, request.into_inner()).await,
@@ -290,14 +290,12 @@ async fn graphql_post(
     }
 }
 
-/// The caller of a GraphQL request, or its 401: every operation needs a token.
-fn authenticated(authenticated: Option<&Authenticated>) -> Result<Caller, Response> {
+/// The caller of a GraphQL request, or why it gets a 401: every operation needs a token.
+fn authenticated(authenticated: Option<&Authenticated>) -> Result<Caller, AuthError> {
     match authenticated {
-        Some(Authenticated(Ok(Caller::Anonymous))) | None => {
-            Err(edge::unauthenticated(Shape::GraphQl, &AuthError::Missing))
-        }
+        Some(Authenticated(Ok(Caller::Anonymous))) | None => Err(AuthError::Missing),
         Some(Authenticated(Ok(caller))) => Ok(caller.clone()),
-        Some(Authenticated(Err(err))) => Err(edge::unauthenticated(Shape::GraphQl, err)),
+        Some(Authenticated(Err(err))) => Err(err.clone()),
     }
 }
 
