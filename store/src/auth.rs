@@ -588,5 +588,8 @@ pub fn mint(
     .map_err(|err| err.to_string())
 }
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 #[cfg(test)]
 mod tests;

@@ -19,11 +19,22 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(pool: PgPool) -> TestApp {
+    spawn_app_with(pool, orderflow_command::startup::ApiOptions::default()).await
+}
+
+/// The API with authentication and limits of the test's choosing.
+pub async fn spawn_app_with(
+    pool: PgPool,
+    options: orderflow_command::startup::ApiOptions,
+) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let addr = listener.local_addr().unwrap();
-    let server_pool = pool.clone();
+    let writer = orderflow_command::write::Writer::new(
+        pool.clone(),
+        orderflow_command::startup::DEFAULT_AGGREGATE_CACHE,
+    );
     tokio::spawn(async move {
-        orderflow_command::startup::serve(listener, server_pool, std::future::pending())
+        orderflow_command::startup::serve_with(listener, writer, options, std::future::pending())
             .await
             .expect("server runs");
     });
