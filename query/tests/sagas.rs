@@ -87,6 +87,7 @@ async fn append_saga(app: &TestApp, order_id: Uuid, version: i32, events: &[Saga
         causation_id: None,
         command_id: format!("test-saga-{}", Uuid::now_v7()),
         actor: Some("test saga".into()),
+        actor_roles: Vec::new(),
     };
     let mut tx = app.pool.begin().await.unwrap();
     orderflow_store::append(

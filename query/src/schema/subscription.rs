@@ -88,9 +88,14 @@ fn until_expiry(
     updates: impl Stream<Item = Result<Order>> + Send + 'static,
     expires_at: Option<i64>,
 ) -> impl Stream<Item = Result<Order>> {
+    // A token holds through its `exp` second (the verifier refuses it once that second
+    // has passed), so the subscription ends when the next one begins.
     let deadline = expires_at.map(|at| {
-        let left = at.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
-        tokio::time::Instant::now() + std::time::Duration::from_secs(left)
+        let end_ms = at.saturating_add(1).saturating_mul(1000);
+        let left = end_ms
+            .saturating_sub(chrono::Utc::now().timestamp_millis())
+            .max(0) as u64;
+        tokio::time::Instant::now() + std::time::Duration::from_millis(left)
     });
     let updates = Box::pin(updates);
     futures::stream::unfold(Some(updates), move |updates| async move {

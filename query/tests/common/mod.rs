@@ -52,7 +52,7 @@ pub async fn spawn_with(pool: PgPool, options: QueryOptions) -> TestApp {
     let service = QueryService::new(pool.clone(), options);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let query = listener.local_addr().unwrap();
-    let app = service.router();
+    let app = service.router().expect("valid limits");
     tokio::spawn(async move {
         axum::serve(listener, app).await.expect("query API runs");
     });
@@ -222,6 +222,7 @@ impl TestApp {
             causation_id: None,
             command_id: format!("test-saga-{}", Uuid::now_v7()),
             actor: Some("test saga".into()),
+            actor_roles: Vec::new(),
         };
         let outcome = orderflow_store::append(
             &mut tx,
