@@ -356,3 +356,141 @@ pub fn describe(args: &EdgeArgs, role: &str) {
         "edge limits"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn slow_app(args: EdgeArgs) -> Router {
+        let edge = Edge::new(args, Shape::Rest).unwrap();
+        let app = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        );
+        let app = edge.apply(app);
+        let app = match edge.cors() {
+            Some(cors) => app.layer(cors),
+            None => app,
+        };
+        // As serving does: handlers become services once, so the layers' state (the
+        // concurrency bound's semaphore) is shared by every request.
+        app.with_state(())
+    }
+
+    async fn code(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        body["error"]["code"].as_str().unwrap().to_owned()
+    }
+
+    fn get_slow() -> Request {
+        Request::get("/slow").body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_timeout_is_answered_503_with_retry_after() {
+        let app = slow_app(EdgeArgs {
+            request_timeout: Duration::from_millis(50),
+            ..EdgeArgs::default()
+        });
+        let response = app.oneshot(get_slow()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(code(response).await, "TIMEOUT");
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_concurrency_bound_are_shed_at_once() {
+        let app = slow_app(EdgeArgs {
+            max_concurrent_requests: 1,
+            ..EdgeArgs::default()
+        });
+        let busy = tokio::spawn(app.clone().oneshot(get_slow()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let shed = app.clone().oneshot(get_slow()).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "shed, not queued: {:?} {}",
+            started.elapsed(),
+            shed.status()
+        );
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(code(shed).await, "OVERLOADED");
+        assert_eq!(busy.await.unwrap().unwrap().status(), StatusCode::OK);
+        // The slot is free again.
+        assert_eq!(
+            app.oneshot(get_slow()).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn cors_is_off_by_default_and_answers_preflights_for_listed_origins() {
+        let preflight = || {
+            Request::builder()
+                .method(Method::OPTIONS)
+                .uri("/slow")
+                .header(header::ORIGIN, "https://shop.example")
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let off = slow_app(EdgeArgs::default())
+            .oneshot(preflight())
+            .await
+            .unwrap();
+        assert!(off
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none());
+        let on = slow_app(EdgeArgs {
+            cors_allow_origin: vec!["https://shop.example".into()],
+            ..EdgeArgs::default()
+        })
+        .oneshot(preflight())
+        .await
+        .unwrap();
+        assert_eq!(
+            on.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://shop.example"
+        );
+        let other = slow_app(EdgeArgs {
+            cors_allow_origin: vec!["https://elsewhere.example".into()],
+            ..EdgeArgs::default()
+        })
+        .oneshot(preflight())
+        .await
+        .unwrap();
+        assert!(other
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none());
+    }
+
+    #[test]
+    fn bad_limits_are_refused() {
+        let zero_burst = EdgeArgs {
+            rate_limit: 5,
+            rate_limit_burst: 0,
+            ..EdgeArgs::default()
+        };
+        assert!(Edge::new(zero_burst, Shape::Rest).is_err());
+        let bad_origin = EdgeArgs {
+            cors_allow_origin: vec!["bad\norigin".into()],
+            ..EdgeArgs::default()
+        };
+        assert!(Edge::new(bad_origin, Shape::Rest).is_err());
+    }
+}
