@@ -18,31 +18,9 @@ use tokio::io::AsyncReadExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_orderflow");
+mod common;
 
-fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS")
-        .expect("KAFKA_BROKERS names the test broker (scripts/test sets it)")
-}
-
-/// The URL of the test's own database.
-fn database_url(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options
-            .get_database()
-            .expect("the test database has a name")
-    )
-}
-
-async fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    listener.local_addr().unwrap()
-}
+use common::{brokers, database_url, free_port, BIN};
 
 /// A child process, killed when dropped.
 struct Role {
