@@ -272,12 +272,13 @@ async fn run(role: Role) -> anyhow::Result<()> {
             Ok(())
         }
         Role::Command(args) => {
+            // Refused before anything is touched.
+            let options = args.api_options().map_err(anyhow::Error::msg)?;
             let pool = args
                 .database
                 .connect_for_writes()
                 .await
                 .context("connecting to the database")?;
-            let options = args.api_options().map_err(anyhow::Error::msg)?;
             let listener = bind(args.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "command API listening");
             if let Some(addr) = args.metrics_listen {

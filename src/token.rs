@@ -81,11 +81,16 @@ pub(crate) fn run(args: TokenArgs) -> anyhow::Result<()> {
 }
 
 /// The HS256 secret of the `orderflow dev` whose data lives under `home`: made on first use
-/// (256 random bits, readable by the owner only) and kept, so tokens outlive restarts.
+/// (two random UUIDs, 244 random bits, readable by the owner only) and kept, so tokens
+/// outlive restarts.
 pub(crate) fn dev_secret(home: &Path) -> anyhow::Result<(PathBuf, String)> {
+    use std::os::unix::fs::PermissionsExt as _;
     let path = home.join("auth-secret");
     if let Ok(secret) = std::fs::read_to_string(&path) {
         if secret.trim().len() >= auth::MIN_SECRET_LEN {
+            // Whoever could read it could mint an admin's token.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private", path.display()))?;
             return Ok((path, secret.trim().to_owned()));
         }
     }

@@ -75,9 +75,12 @@ impl CommandHeaders {
             dedupe: self.idempotency_key.as_ref().map(|key| Dedupe {
                 // Length-prefixed, so no subject and key can spell another pair (nor the
                 // saga's reserved prefix).
-                command_id: match principal {
-                    Some(p) => format!("{}:{}:{key}", p.sub.len(), p.sub),
-                    None => key.clone(),
+                command_id: match (&self.caller, principal) {
+                    (_, Some(p)) => format!("{}:{}:{key}", p.sub.len(), p.sub),
+                    // Anonymous callers share a namespace of their own (a subject is
+                    // never empty).
+                    (Caller::Anonymous, None) => format!("0::{key}"),
+                    (_, None) => key.clone(),
                 },
                 fingerprint: crate::exec::fingerprint(&self.target, body),
                 status: success.as_u16() as i16,

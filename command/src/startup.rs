@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-use orderflow_store::auth::Auth;
+use orderflow_store::auth::{Auth, AuthError, Authenticated, Caller};
 use orderflow_store::edge::{Edge, EdgeArgs, Shape};
 
 use crate::error::{ApiError, UnexpectedError};
@@ -71,7 +71,7 @@ pub fn router(state: AppState, options: &ApiOptions) -> Result<Router, String> {
         .merge(crate::streams::router());
     let auth = options.auth.clone();
     let router = edge
-        .apply(api)
+        .apply(api.route_layer(middleware::from_fn(deny_anonymous)))
         .merge(crate::health::router(options.metrics_on_api))
         .merge(crate::openapi::router())
         .fallback(not_found)
@@ -91,6 +91,21 @@ pub fn router(state: AppState, options: &ApiOptions) -> Result<Router, String> {
         Some(cors) => router.layer(cors),
         None => router,
     })
+}
+
+/// Deny by default: an API route answers a request without a verified token only if it is
+/// registration. Handlers still check who may do what ([`crate::access`]); this holds if one
+/// forgets.
+async fn deny_anonymous(request: Request, next: Next) -> Response {
+    let public =
+        request.method() == axum::http::Method::POST && request.uri().path() == "/api/users";
+    match request.extensions().get::<Authenticated>() {
+        Some(Authenticated(Err(err))) => ApiError::Unauthenticated(err.clone()).into_response(),
+        Some(Authenticated(Ok(Caller::Anonymous))) | None if !public => {
+            ApiError::Unauthenticated(AuthError::Missing).into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -1,5 +1,5 @@
 //! `GET /api/streams/{id}/events`: a stream exactly as stored, for audits and debugging
-//! (admins any; customers their own user, their orders and products).
+//! (admins any; customers their own user and their orders).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -11,7 +11,6 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use orderflow_domain::order::Order;
-use orderflow_domain::product::Product;
 use orderflow_domain::user::User;
 use orderflow_domain::Aggregate;
 use orderflow_store::auth::Scope;
@@ -116,8 +115,9 @@ pub async fn read(
     }))
 }
 
-/// Whether the caller may read stream `id`: admins any; customers their own user stream,
-/// their own orders and the products of the catalogue.
+/// Whether the caller may read stream `id`: admins any; customers their own user stream and
+/// their own orders. Not products: their streams hold every customer's reservations (the
+/// catalogue is GraphQL's `products`).
 async fn visible(
     state: &AppState,
     caller: &Authed,
@@ -129,7 +129,6 @@ async fn visible(
     };
     Ok(match stream_type {
         _ if stream_type == User::STREAM_TYPE => id == user,
-        _ if stream_type == Product::STREAM_TYPE => true,
         _ if stream_type == Order::STREAM_TYPE => {
             let order = state.writer.read::<Order>(id, false).await?;
             order.state.user_id() == Some(user)

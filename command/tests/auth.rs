@@ -260,8 +260,8 @@ fn cases(w: &World) -> Vec<Case> {
             Method::GET,
             format!("/api/streams/{product}/events"),
             None,
-            200,
-            200,
+            404,
+            404,
             200,
         ),
     ]

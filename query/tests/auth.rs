@@ -110,6 +110,20 @@ fn fields(shop: &Shop) -> Vec<Field> {
             admin: Data(|d, s| d["product"]["id"] == s.mug.to_string()),
         },
         Field {
+            name: "product (sales figures)",
+            query: format!("{{ product(id: \"{mug}\") {{ sku reserved unitsSold revenue {{ amountMinor }} }} }}"),
+            own: Forbidden,
+            other: Forbidden,
+            admin: Data(|d, _| d["product"]["unitsSold"].is_number()),
+        },
+        Field {
+            name: "order (saga and events)",
+            query: format!("{{ order(id: \"{order}\") {{ saga {{ state }} events {{ type }} timeline {{ type }} }} }}"),
+            own: Data(|d, _| d["order"]["events"][0]["type"] == "OrderCreated"),
+            other: Data(|d, _| d["order"].is_null()),
+            admin: Data(|d, _| d["order"]["events"].as_array().is_some_and(|e| e.len() >= 3)),
+        },
+        Field {
             name: "products",
             query: "{ products { totalCount } }".into(),
             own: Data(|d, _| d["products"]["totalCount"] == 2),

@@ -155,6 +155,9 @@ impl AuthArgs {
                 }
             }
         };
+        if self.leeway > Duration::from_secs(300) {
+            return Err("--auth-leeway must be at most 5m".into());
+        }
         let mut validation = Validation::new(self.algorithm.jwt());
         validation.leeway = self.leeway.as_secs();
         validation.validate_nbf = true;
@@ -195,13 +198,23 @@ impl AuthArgs {
             .map_err(|err| format!("reading {}: {err}", path.display()))?;
         let set: JwkSet = serde_json::from_str(&text)
             .map_err(|err| format!("{} is not a JWKS: {err}", path.display()))?;
-        let family = self.algorithm.jwt().family();
+        let algorithm = self.algorithm.jwt();
+        // A key for encryption, or one its provider meant for another algorithm, verifies
+        // nothing here.
         let keys: Vec<_> = set
             .keys
             .iter()
+            .filter(|jwk| {
+                !matches!(jwk.common.public_key_use, Some(ref usage) if *usage != jsonwebtoken::jwk::PublicKeyUse::Signature)
+            })
+            .filter(|jwk| {
+                jwk.common
+                    .key_algorithm
+                    .is_none_or(|alg| alg.to_string() == format!("{algorithm:?}"))
+            })
             .filter_map(|jwk| {
                 let key = DecodingKey::from_jwk(jwk).ok()?;
-                (key.family() == family).then(|| (jwk.common.key_id.clone(), key))
+                (key.family() == algorithm.family()).then(|| (jwk.common.key_id.clone(), key))
             })
             .collect();
         if keys.is_empty() {
@@ -382,10 +395,13 @@ impl Principal {
         // Roles other than orderflow's are another application's business, and grant nothing.
         let roles: HashSet<&str> = claims.roles.iter().map(String::as_str).collect();
         let customer = roles.contains(Role::Customer.as_str());
-        let user_id = Uuid::parse_str(&claims.sub).ok();
+        // The nil and max UUIDs are markers, never users.
+        let user_id = Uuid::parse_str(&claims.sub)
+            .ok()
+            .filter(|id| !id.is_nil() && !id.is_max());
         if customer && user_id.is_none() {
             return Err(AuthError::Invalid(
-                "a customer's `sub` must be their user id (a UUID)".into(),
+                "a customer's `sub` must be their user id (a UUID, not nil or max)".into(),
             ));
         }
         Ok(Self {

@@ -18,6 +18,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use serde_json::json;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -66,6 +67,12 @@ pub struct EdgeArgs {
     #[arg(long = "max-concurrent-requests", env = "ORDERFLOW_MAX_CONCURRENT_REQUESTS", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_concurrent_requests: u32,
+    /// Take the client's IP (for the anonymous rate limit) from the last address of
+    /// `X-Forwarded-For`: set this only behind exactly one proxy that appends it (a load
+    /// balancer, an ingress), or every client shares the proxy's address; never without
+    /// one, or clients choose their own.
+    #[arg(long = "trust-forwarded-for", env = "ORDERFLOW_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
     /// Origins browsers may call from (CORS), comma-separated, or `*` for any; off when
     /// empty (the default).
     #[arg(
@@ -86,6 +93,7 @@ impl Default for EdgeArgs {
             anonymous_rate_limit_burst: 10,
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 512,
+            trust_forwarded_for: false,
             cors_allow_origin: Vec::new(),
         }
     }
@@ -121,6 +129,9 @@ pub struct Edge {
     shape: Shape,
     subjects: Option<Arc<Limiter>>,
     anonymous: Option<Arc<Limiter>>,
+    /// One bound for every route: axum layers each endpoint on its own, so the permits
+    /// must be made here, once.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -157,6 +168,9 @@ impl Edge {
                 args.anonymous_rate_limit_burst,
                 "anonymous rate limit",
             )?,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                args.max_concurrent_requests as usize,
+            )),
             args,
             shape,
         })
@@ -173,7 +187,9 @@ impl Edge {
                 overloaded(shape, &err, timeout)
             }))
             .load_shed()
-            .concurrency_limit(self.args.max_concurrent_requests as usize)
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+                self.in_flight.clone(),
+            ))
             .timeout(timeout);
         let edge = self.clone();
         let router =
@@ -249,10 +265,17 @@ impl Edge {
             .extensions()
             .get::<Authenticated>()
             .and_then(|authenticated| authenticated.0.as_ref().ok());
-        let ip = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
+        let forwarded = self
+            .args
+            .trust_forwarded_for
+            .then(|| last_forwarded_for(request.headers()))
+            .flatten();
+        let ip = forwarded.or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip())
+        });
         let (limiter, key) = match (caller, ip) {
             (Some(Caller::Token(principal)), _) => {
                 (&self.subjects, format!("sub:{}", principal.sub))
@@ -296,8 +319,35 @@ impl Edge {
     }
 }
 
+/// The bucket of a client address: an IPv6 client is its /64, since one host commonly
+/// holds a whole /64 and could otherwise take a fresh bucket per request.
 fn ip_key(ip: Option<IpAddr>) -> String {
-    ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}"))
+    match ip {
+        None => "ip:unknown".to_owned(),
+        Some(IpAddr::V4(v4)) => format!("ip:{v4}"),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// The address the nearest proxy appended to `X-Forwarded-For`.
+fn last_forwarded_for(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()?
+        .to_str()
+        .ok()?
+        .rsplit(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Whole seconds, rounded up (a client told 0 would retry at once).
@@ -318,7 +368,10 @@ fn overloaded(shape: Shape, err: &BoxError, timeout: Duration) -> Response {
     let (code, message) = if err.is::<tower::timeout::error::Elapsed>() {
         (
             "TIMEOUT",
-            format!("the request took longer than {} ms", timeout.as_millis()),
+            format!(
+                "the request took longer than {} ms; a write may have been applied: retry with the same Idempotency-Key",
+                timeout.as_millis()
+            ),
         )
     } else if err.is::<tower::load_shed::error::Overloaded>() {
         (
@@ -342,19 +395,6 @@ pub fn unauthenticated(shape: Shape, err: &crate::auth::AuthError) -> Response {
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, err.challenge());
     response
-}
-
-/// Log once when the role runs without rate limits.
-pub fn describe(args: &EdgeArgs, role: &str) {
-    tracing::info!(
-        role,
-        rate_limit = args.rate_limit,
-        anonymous_rate_limit = args.anonymous_rate_limit,
-        timeout_ms = args.request_timeout.as_millis() as u64,
-        max_concurrent = args.max_concurrent_requests,
-        cors = ?args.cors_allow_origin,
-        "edge limits"
-    );
 }
 
 #[cfg(test)]
@@ -433,6 +473,55 @@ mod tests {
             app.oneshot(get_slow()).await.unwrap().status(),
             StatusCode::OK
         );
+    }
+
+    #[tokio::test]
+    async fn the_concurrency_bound_holds_across_routes() {
+        let edge = Edge::new(
+            EdgeArgs {
+                max_concurrent_requests: 1,
+                ..EdgeArgs::default()
+            },
+            Shape::Rest,
+        )
+        .unwrap();
+        let slow = || async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "done"
+        };
+        let app = edge
+            .apply(Router::new().route("/a", get(slow)).route("/b", get(slow)))
+            .with_state(());
+        let busy = tokio::spawn(
+            app.clone()
+                .oneshot(Request::get("/a").body(Body::empty()).unwrap()),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let other = app
+            .oneshot(Request::get("/b").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(other.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn clients_are_keyed_by_address_and_ipv6_by_its_64() {
+        let v6 = |text: &str| ip_key(Some(text.parse().unwrap()));
+        assert_eq!(v6("2001:db8:1:2:aaaa::1"), v6("2001:db8:1:2:bbbb::2"));
+        assert_ne!(v6("2001:db8:1:2::1"), v6("2001:db8:1:3::1"));
+        assert_eq!(v6("::ffff:10.0.0.1"), v6("10.0.0.1"));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 10.1.2.3"),
+        );
+        assert_eq!(
+            last_forwarded_for(&headers),
+            Some("10.1.2.3".parse().unwrap())
+        );
+        headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(last_forwarded_for(&headers), None);
     }
 
     #[tokio::test]

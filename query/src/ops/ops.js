@@ -163,6 +163,10 @@ function tokenFromFragment() {
   history.replaceState(null, "", window.location.pathname + window.location.search);
 }
 
+// While the page waits for a token, it does not poll: a refresh would redraw the banner
+// under the user's typing.
+let awaitingToken = false;
+
 function tokenForm() {
   const input = el("input", { type: "password", id: "token-input", placeholder: "admin token (JWT)", autocomplete: "off", "aria-label": "Admin token" });
   const form = el("form", { id: "token-form", class: "token-form" }, input, " ", el("button", { type: "submit" }, "Use token"));
@@ -170,7 +174,8 @@ function tokenForm() {
     event.preventDefault();
     if (!input.value.trim()) return;
     saveToken(input.value);
-    refresh({ once: true });
+    awaitingToken = false;
+    refresh();
   });
   return form;
 }
@@ -224,7 +229,7 @@ async function fetchOps() {
 
 // ---- Refresh loop ------------------------------------------------------------------------
 
-async function refresh({ once = false } = {}) {
+async function refresh() {
   try {
     const { data, partial } = await fetchOps();
     // A field that failed this time keeps what it showed before.
@@ -239,7 +244,7 @@ async function refresh({ once = false } = {}) {
     if (!(error instanceof OpsError)) throw error; // our own bug: let it surface
     showError(error);
   } finally {
-    if (!once) setTimeout(refresh, refreshSeconds * 1000);
+    if (!awaitingToken) setTimeout(refresh, refreshSeconds * 1000);
   }
 }
 
@@ -264,7 +269,10 @@ function showError(error) {
         ? `Showing the data from ${fmtClock(state.lastGood)}; retrying every ${refreshSeconds} s.`
         : `No data yet; retrying every ${refreshSeconds} s.`),
   );
-  if (AUTH_CODES.has(error.code)) banner.append(tokenForm());
+  if (AUTH_CODES.has(error.code)) {
+    awaitingToken = true;
+    banner.append(tokenForm());
+  }
   banner.hidden = false;
   dot.className = "dot failed";
   document.body.dataset.error = error.code ?? "ERROR";

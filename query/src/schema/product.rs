@@ -5,7 +5,7 @@ use async_graphql::{Context, Object, Result, SimpleObject, ID};
 
 use super::connection::{id_cursor, Page, PageInfo};
 use super::money::MoneyView;
-use super::services;
+use super::{require_admin, services};
 use crate::db::{ProductFilter, ProductRow};
 use crate::error::QueryError;
 
@@ -38,22 +38,26 @@ impl Product {
         self.0.on_hand
     }
 
-    /// Units held for placed orders not yet confirmed.
-    async fn reserved(&self) -> i64 {
-        self.0.reserved
+    /// Units held for placed orders not yet confirmed (admins; null with FORBIDDEN for
+    /// customers: it tells what others are buying).
+    async fn reserved(&self, ctx: &Context<'_>) -> Result<Option<i64>> {
+        require_admin(ctx)?;
+        Ok(Some(self.0.reserved))
     }
 
-    /// Units in confirmed orders.
-    async fn units_sold(&self) -> i64 {
-        self.0.units_sold
+    /// Units in confirmed orders (admins).
+    async fn units_sold(&self, ctx: &Context<'_>) -> Result<Option<i64>> {
+        require_admin(ctx)?;
+        Ok(Some(self.0.units_sold))
     }
 
-    /// Line totals of confirmed orders, in the product's currency.
-    async fn revenue(&self) -> Result<MoneyView> {
-        Ok(MoneyView::from_parts(
+    /// Line totals of confirmed orders, in the product's currency (admins).
+    async fn revenue(&self, ctx: &Context<'_>) -> Result<Option<MoneyView>> {
+        require_admin(ctx)?;
+        Ok(Some(MoneyView::from_parts(
             self.0.revenue_minor,
             &self.0.currency,
-        )?)
+        )?))
     }
 
     /// The version of the product's stream this view reflects.

@@ -221,6 +221,31 @@ fn a_jwks_verifier_picks_the_key_by_kid() {
 }
 
 #[test]
+fn jwks_keys_for_encryption_or_another_algorithm_are_not_used() {
+    let dir = std::env::temp_dir().join(format!("orderflow-auth-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/es256-jwks.json")).unwrap();
+    for (field, value) in [("use", "enc"), ("alg", "ES384")] {
+        let mut set = fixture.clone();
+        set["keys"][0][field] = value.into();
+        let path = dir.join(format!("{field}.json"));
+        std::fs::write(&path, set.to_string()).unwrap();
+        let refused = AuthArgs {
+            algorithm: AuthAlgorithm::Es256,
+            secret: None,
+            jwks_file: Some(path),
+            ..AuthArgs::with_secret("")
+        }
+        .auth();
+        assert!(
+            refused.is_err(),
+            "a JWKS whose only key has {field} {value} was used"
+        );
+    }
+}
+
+#[test]
 fn misconfigured_keys_refuse_to_start() {
     assert!(AuthArgs::with_secret("short").auth().is_err());
     let none = AuthArgs {
