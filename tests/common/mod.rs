@@ -1,6 +1,6 @@
 //! What the binary's tests share: where the test database and broker are, free ports.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 
