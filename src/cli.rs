@@ -417,12 +417,11 @@ async fn run(role: Role) -> anyhow::Result<()> {
             let pool = connect(&args.database).await?;
             let listener = bind(args.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "query service listening");
-            let service = orderflow_query::QueryService::new(pool, options.clone());
+            let service = orderflow_query::QueryService::new(pool, options);
             if let Some(addr) = args.metrics_listen {
                 serve_metrics(addr, service.metrics_router()).await?;
             }
-            orderflow_query::startup::serve_service(listener, service, options, shutdown_signal())
-                .await
+            orderflow_query::startup::serve_service(listener, service, shutdown_signal()).await
         }
         Role::Dev(args) => dev(args).await,
         Role::Lag(cli) => crate::lag::run(cli).await,

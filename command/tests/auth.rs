@@ -344,7 +344,8 @@ async fn every_route_answers_every_kind_of_caller_as_the_rules_say(pool: PgPool)
         }
         // Customers and admins.
         type Token = fn(&World) -> Option<String>;
-        let callers: [(&str, Token, fn(&Case) -> u16); 3] = [
+        type Expected = fn(&Case) -> u16;
+        let callers: [(&str, Token, Expected); 3] = [
             ("the owner", |w| Some(testing::customer(w.ada)), |c| c.own),
             (
                 "another customer",

@@ -133,13 +133,7 @@ impl QueryService {
                 orderflow_store::telemetry::track_http("query", request, next)
             }))
             .layer(TraceLayer::new_for_http())
-            .with_state(AppState {
-                schema: self.schema.clone(),
-                pool: self.pool.clone(),
-                relay: self.relay.clone(),
-                lag: self.lag.clone(),
-                auth: self.auth.clone(),
-            });
+            .with_state(self.state());
         Ok(match edge.cors() {
             Some(cors) => router.layer(cors),
             None => router,
@@ -150,13 +144,17 @@ impl QueryService {
     pub fn metrics_router(&self) -> Router {
         Router::new()
             .route("/metrics", get(metrics))
-            .with_state(AppState {
-                schema: self.schema.clone(),
-                pool: self.pool.clone(),
-                relay: self.relay.clone(),
-                lag: self.lag.clone(),
-                auth: self.auth.clone(),
-            })
+            .with_state(self.state())
+    }
+
+    fn state(&self) -> AppState {
+        AppState {
+            schema: self.schema.clone(),
+            pool: self.pool.clone(),
+            relay: self.relay.clone(),
+            lag: self.lag.clone(),
+            auth: self.auth.clone(),
+        }
     }
 
     /// SQL statements run since the service started: lets a test prove that a page costs a
@@ -198,19 +196,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     options.validate()?;
-    let service = QueryService::new(pool, options.clone());
-    serve_service(listener, service, options, shutdown).await
+    serve_service(listener, QueryService::new(pool, options), shutdown).await
 }
 
-/// [`serve`] with a service the caller made (to serve its metrics elsewhere too).
+/// [`serve`] with a service the caller made from validated options (to serve its metrics
+/// elsewhere too).
 pub async fn serve_service(
     listener: TcpListener,
     service: QueryService,
-    options: QueryOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    options.validate()?;
-    options.auth.warn_if_off("query");
+    service.auth.warn_if_off("query");
     let app = service.router().map_err(anyhow::Error::msg)?;
     axum::serve(
         listener,

@@ -392,3 +392,41 @@ async fn the_pages_sdl_and_probes_need_no_token(pool: PgPool) {
         assert_eq!(response.status(), 200, "{path}");
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn graphql_is_rate_limited_per_subject_with_a_graphql_error(pool: PgPool) {
+    let app = spawn_with(
+        pool,
+        QueryOptions {
+            edge: orderflow_store::edge::EdgeArgs {
+                rate_limit: 1,
+                rate_limit_burst: 1,
+                ..orderflow_store::edge::EdgeArgs::default()
+            },
+            ..options()
+        },
+    )
+    .await;
+    let admin = testing::admin();
+    let (status, _) = ask(&app, Some(&admin), "{ products { totalCount } }").await;
+    assert_eq!(status, 200);
+    let response = app
+        .client
+        .post(app.query_url("/graphql"))
+        .bearer_auth(&admin)
+        .json(&json!({"query": "{ products { totalCount } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(code(&body), Some("RATE_LIMITED"));
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let (status, _) = ask(&app, Some(&admin), "{ products { totalCount } }").await;
+    assert_eq!(status, 200, "the caller is let back after Retry-After");
+}

@@ -25,7 +25,9 @@ use uuid::Uuid;
 pub(crate) struct QueryRoot;
 
 /// Reads over the read models. Unknown ids answer null; ids that are not UUIDs are
-/// BAD_USER_INPUT.
+/// BAD_USER_INPUT. Customers read their own orders and user and the catalogue (anyone
+/// else's answers as unknown); `users`, `sagas` and the operations fields are an admin's
+/// (FORBIDDEN otherwise).
 #[Object(name = "Query")]
 impl QueryRoot {
     /// One order. With `minVersion`, waits (up to the service's bound, 5 s by default)
