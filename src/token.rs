@@ -64,8 +64,11 @@ pub(crate) fn run(args: TokenArgs) -> anyhow::Result<()> {
         ..auth::AuthArgs::with_secret("")
     };
     let secret = verifier.secret().map_err(anyhow::Error::msg)?;
-    if args.roles.contains(&Role::Customer) && uuid::Uuid::parse_str(&args.sub).is_err() {
-        anyhow::bail!("a customer's --sub is their user id (a UUID), as the command API answered when they registered");
+    let user = uuid::Uuid::parse_str(&args.sub)
+        .ok()
+        .filter(|id| !id.is_nil() && !id.is_max());
+    if args.roles.contains(&Role::Customer) && user.is_none() {
+        anyhow::bail!("a customer's --sub is their user id (a UUID, not nil or max), as the command API answered when they registered");
     }
     let token = auth::mint(
         &secret,
@@ -113,6 +116,9 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // `mode` only applies to a file it creates: an existing one is made private here.
+    use std::os::unix::fs::PermissionsExt as _;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(contents.as_bytes())
 }
 

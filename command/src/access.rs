@@ -3,7 +3,7 @@
 //! [`Scope`] or for an admin.
 //!
 //! The rules: customers register themselves, create orders for themselves, change, place
-//! and cancel their own orders and read their own streams (and products'); admins do
+//! and cancel their own orders and read their own user's and orders' streams; admins do
 //! everything. A customer asking for something of someone else's hears "not found", as
 //! for something that does not exist.
 

@@ -42,6 +42,8 @@ impl CommandArgs {
     /// The API's guards from the flags; refused without a key to verify tokens with,
     /// unless `--insecure-no-auth`.
     pub fn api_options(&self) -> Result<crate::startup::ApiOptions, String> {
+        // Limits that cannot be built are refused here too, before the database.
+        orderflow_store::edge::Edge::new(self.edge.clone(), orderflow_store::edge::Shape::Rest)?;
         Ok(crate::startup::ApiOptions {
             auth: self.auth.auth()?,
             edge: self.edge.clone(),

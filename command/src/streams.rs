@@ -18,6 +18,7 @@ use orderflow_store::auth::Scope;
 use crate::access::Authed;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
+use crate::saga::ACTOR as SAGA_ACTOR;
 use crate::startup::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -106,7 +107,24 @@ pub async fn read(
     if !visible(&state, &caller, id, &stream_type).await? {
         return Err(ApiError::not_found("stream", id));
     }
-    let events = orderflow_store::read_stream(&state.pool, id, from_version, limit).await?;
+    let mut events = orderflow_store::read_stream(&state.pool, id, from_version, limit).await?;
+    if let Some(principal) = caller
+        .caller
+        .principal()
+        .filter(|_| !caller.caller.is_admin())
+    {
+        // A customer sees who acted on their stream, not another subject's id or keys.
+        for event in &mut events {
+            let metadata = &mut event.metadata;
+            if metadata.actor.as_deref() != Some(principal.sub.as_str()) {
+                metadata.command_id.clear();
+                if metadata.actor.is_some() && metadata.actor.as_deref() != Some(SAGA_ACTOR) {
+                    metadata.actor = Some("staff".into());
+                    metadata.actor_roles.clear();
+                }
+            }
+        }
+    }
     Ok(Json(StreamPage {
         stream_id: id,
         stream_type,

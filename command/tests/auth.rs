@@ -443,6 +443,37 @@ async fn events_record_who_asked_and_in_which_roles(pool: PgPool) {
         product["events"][0]["metadata"]["actorRoles"],
         json!(["admin"])
     );
+
+    // Ada sees that staff acted on her order, not who, nor with which key.
+    let cancelled = app
+        .client
+        .post(app.url(&format!("/api/orders/{}/cancel", w.order)))
+        .bearer_auth(&admin)
+        .header("Idempotency-Key", "staff-key")
+        .json(&json!({"reason": "fraud check"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let seen = send(
+        &app,
+        Method::GET,
+        &format!("/api/streams/{}/events", w.order),
+        Some(&testing::customer(w.ada)),
+        None,
+    )
+    .await
+    .json::<Value>()
+    .await
+    .unwrap();
+    let last = seen["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["eventType"], "OrderCancelled");
+    assert_eq!(last["metadata"]["actor"], "staff");
+    assert_eq!(last["metadata"]["commandId"], "");
+    assert!(last["metadata"].get("actorRoles").is_none(), "{last}");
+    // Her own events keep their keys.
+    assert_eq!(seen["events"][0]["metadata"]["actor"], w.ada.to_string());
+    assert_ne!(seen["events"][0]["metadata"]["commandId"], "");
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -130,7 +130,15 @@ impl QueryArgs {
             relay_name: self.relay_name.clone(),
             lag: None,
             auth: self.auth.auth().map_err(anyhow::Error::msg)?,
-            edge: self.edge.clone(),
+            // Refused here, before the database, if it cannot be built.
+            edge: {
+                orderflow_store::edge::Edge::new(
+                    self.edge.clone(),
+                    orderflow_store::edge::Shape::GraphQl,
+                )
+                .map_err(anyhow::Error::msg)?;
+                self.edge.clone()
+            },
             metrics_on_api: self.metrics_listen.is_none(),
         };
         options.validate()?;

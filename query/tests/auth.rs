@@ -111,7 +111,7 @@ fn fields(shop: &Shop) -> Vec<Field> {
         },
         Field {
             name: "product (sales figures)",
-            query: format!("{{ product(id: \"{mug}\") {{ sku reserved unitsSold revenue {{ amountMinor }} }} }}"),
+            query: format!("{{ product(id: \"{mug}\") {{ sku reserved unitsSold revenue {{ amountMinor }} version }} }}"),
             own: Forbidden,
             other: Forbidden,
             admin: Data(|d, _| d["product"]["unitsSold"].is_number()),

@@ -125,7 +125,7 @@ impl AuthArgs {
                 Keys::One(DecodingKey::from_secret(&self.secret()?).map_err(|err| err.to_string())?)
             }
             AuthAlgorithm::Rs256 | AuthAlgorithm::Es256 => {
-                if self.secret.is_some() || self.secret_file.is_some() {
+                if self.given_secret().is_some() || self.secret_file.is_some() {
                     return Err(format!("{:?} verifies with a public key (--auth-public-key-file or --auth-jwks-file), not a shared secret", self.algorithm.jwt()));
                 }
                 match (&self.public_key_file, &self.jwks_file) {
@@ -171,9 +171,17 @@ impl AuthArgs {
         })))
     }
 
+    /// `--auth-secret` when it holds more than whitespace (an empty variable, as compose
+    /// passes one, counts as none).
+    fn given_secret(&self) -> Option<&str> {
+        self.secret
+            .as_deref()
+            .filter(|secret| !secret.trim().is_empty())
+    }
+
     /// The HS256 secret, from the flag or the file.
     pub fn secret(&self) -> Result<Vec<u8>, String> {
-        let secret = match (&self.secret, &self.secret_file) {
+        let secret = match (self.given_secret(), &self.secret_file) {
             (Some(_), Some(_)) => {
                 return Err("give --auth-secret or --auth-secret-file, not both".into())
             }

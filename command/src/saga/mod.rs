@@ -60,7 +60,7 @@ use rows::{Claimed, Placed};
 pub const GROUP: &str = "orderflow-saga";
 
 /// Who the saga's commands are recorded as.
-const ACTOR: &str = "saga";
+pub const ACTOR: &str = "saga";
 
 /// How the orchestrator runs sagas.
 #[derive(Debug, Clone)]

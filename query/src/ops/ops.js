@@ -164,8 +164,11 @@ function tokenFromFragment() {
 }
 
 // While the page waits for a token, it does not poll: a refresh would redraw the banner
-// under the user's typing.
+// under the user's typing. One loop at most: a token given while a refresh is in flight
+// lets that refresh schedule the next.
 let awaitingToken = false;
+let inFlight = false;
+let timer = null;
 
 function tokenForm() {
   const input = el("input", { type: "password", id: "token-input", placeholder: "admin token (JWT)", autocomplete: "off", "aria-label": "Admin token" });
@@ -175,7 +178,7 @@ function tokenForm() {
     if (!input.value.trim()) return;
     saveToken(input.value);
     awaitingToken = false;
-    refresh();
+    if (!inFlight) refresh();
   });
   return form;
 }
@@ -230,6 +233,8 @@ async function fetchOps() {
 // ---- Refresh loop ------------------------------------------------------------------------
 
 async function refresh() {
+  clearTimeout(timer);
+  inFlight = true;
   try {
     const { data, partial } = await fetchOps();
     // A field that failed this time keeps what it showed before.
@@ -244,7 +249,8 @@ async function refresh() {
     if (!(error instanceof OpsError)) throw error; // our own bug: let it surface
     showError(error);
   } finally {
-    if (!awaitingToken) setTimeout(refresh, refreshSeconds * 1000);
+    inFlight = false;
+    if (!awaitingToken) timer = setTimeout(refresh, refreshSeconds * 1000);
   }
 }
 
