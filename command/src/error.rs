@@ -47,6 +47,9 @@ pub enum ApiError {
     VersionMismatch { expected: i32, current: i32 },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The database cannot be reached right now: 503 with `Retry-After`, nothing written.
+    #[error("the database is unavailable; retry shortly")]
+    Unavailable,
     /// Another writer appended to `stream_id` first.
     #[error("stream {stream_id} was changed concurrently; retry")]
     StreamConflict { stream_id: uuid::Uuid },
@@ -113,6 +116,7 @@ impl ApiError {
             Self::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::StreamConflict { .. } => (StatusCode::CONFLICT, CONCURRENCY_CONFLICT),
+            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE"),
             Self::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -189,6 +193,7 @@ impl From<StoreError> for ApiError {
                 expected,
                 ..
             } => Self::not_found(expected, stream_id),
+            StoreError::Unavailable(_) => Self::Unavailable,
             other => Self::Unexpected(anyhow::Error::new(other).context("event store")),
         }
     }
@@ -246,6 +251,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let Self::Unavailable = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         if let Self::Unauthenticated(err) = &self {
             response
                 .headers_mut()

@@ -701,3 +701,34 @@ async fn two_users_swapping_emails_at_once_never_get_a_500(pool: PgPool) {
         }
     }
 }
+
+#[tokio::test]
+async fn commands_answer_503_with_retry_after_while_the_database_is_unreachable() {
+    // Nothing listens on port 1: every connection is refused.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/orderflow")
+        .expect("a lazy pool");
+    let app = spawn_app(pool).await;
+    let product = Uuid::now_v7();
+    let requests = [
+        app.post(
+            "/api/users",
+            json!({"name": "Ada", "email": "ada@example.com"}),
+        )
+        .await,
+        app.post(
+            &format!("/api/products/{product}/restock"),
+            json!({"quantity": 1}),
+        )
+        .await,
+        app.get(&format!("/api/streams/{product}/events")).await,
+    ];
+    for response in requests {
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let (_, code) = error_of(response).await;
+        assert_eq!(code, "DATABASE_UNAVAILABLE");
+    }
+    assert_eq!(app.get("/ready").await.status(), 503);
+}

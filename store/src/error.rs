@@ -36,6 +36,10 @@ pub enum StoreError {
     },
     #[error("a snapshot cannot be serialized")]
     Snapshot(#[source] serde_json::Error),
+    /// PostgreSQL cannot be reached, or is shutting down or starting: the request may
+    /// succeed if retried shortly.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
     #[error(transparent)]
     Database(sqlx::Error),
 }
@@ -48,7 +52,25 @@ impl From<sqlx::Error> for StoreError {
             {
                 Self::Raced(err)
             }
+            _ if unavailable(&err) => Self::Unavailable(err),
             _ => Self::Database(err),
         }
+    }
+}
+
+/// Whether `err` says the database cannot serve right now, rather than that the statement
+/// is wrong: no connection (refused, reset, pool timed out or closed), or a server that is
+/// shutting down, starting, or out of connections (SQLSTATE class 08, 57P01-57P03, 53300).
+pub fn unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
