@@ -188,4 +188,112 @@ mod tests {
         );
         assert!(matches!(decode(&garbage), Err(EnvelopeError::Payload(_))));
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const NAMES: [&str; 14] = [
+            EVENT_ID,
+            EVENT_TYPE,
+            STREAM_TYPE,
+            STREAM_ID,
+            VERSION,
+            POSITION,
+            TX_ID,
+            SCHEMA_VERSION,
+            CORRELATION_ID,
+            CAUSATION_ID,
+            COMMAND_ID,
+            ACTOR,
+            ACTOR_ROLES,
+            RECORDED_AT,
+        ];
+
+        fn record(
+            payload: Option<Vec<u8>>,
+            headers: Vec<(String, Option<Vec<u8>>)>,
+        ) -> OwnedMessage {
+            let headers = headers.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                })
+            });
+            OwnedMessage::new(
+                payload,
+                None,
+                "orderflow.order.events".into(),
+                Timestamp::NotAvailable,
+                0,
+                0,
+                Some(headers),
+            )
+        }
+
+        fn header() -> impl Strategy<Value = (String, Option<Vec<u8>>)> {
+            (
+                prop_oneof![
+                    prop::sample::select(NAMES.to_vec()).prop_map(str::to_owned),
+                    "[a-z_]{0,12}",
+                ],
+                prop::option::of(prop::collection::vec(any::<u8>(), 0..64)),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            /// Random payloads and headers: decoded or refused, never a panic.
+            #[test]
+            fn random_records_never_panic(
+                payload in prop::option::of(prop::collection::vec(any::<u8>(), 0..128)),
+                headers in prop::collection::vec(header(), 0..20),
+            ) {
+                let _ = decode(&record(payload, headers));
+            }
+
+            /// A real record with one header's value replaced by random bytes (or dropped):
+            /// refused with an error or decoded, never a panic.
+            #[test]
+            fn mutated_records_never_panic(
+                which in 0usize..NAMES.len(),
+                value in prop::option::of(prop::collection::vec(any::<u8>(), 0..48)),
+            ) {
+                let event = StoredEvent {
+                    position: 7,
+                    tx_id: 9,
+                    stream_id: Uuid::nil(),
+                    stream_type: "order".into(),
+                    version: 1,
+                    event_type: "OrderCreated".into(),
+                    schema_version: 1,
+                    payload: serde_json::json!({"currency": "EUR"}),
+                    metadata: EventMetadata {
+                        event_id: Uuid::nil(),
+                        correlation_id: Uuid::nil(),
+                        causation_id: None,
+                        command_id: "k".into(),
+                        actor: Some("a".into()),
+                        actor_roles: vec!["admin".into()],
+                    },
+                    recorded_at: DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+                        .unwrap()
+                        .with_timezone(&Utc),
+                };
+                let good = headers(&event);
+                let mut fields: Vec<(String, Option<Vec<u8>>)> = good
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect();
+                match fields.iter_mut().find(|(key, _)| key == NAMES[which]) {
+                    Some(field) => field.1 = value,
+                    None => fields.push((NAMES[which].to_owned(), value)),
+                }
+                let payload = serde_json::to_vec(&event.payload).unwrap();
+                let _ = decode(&record(Some(payload), fields));
+            }
+        }
+    }
 }
