@@ -9,6 +9,7 @@
 //! settings and `orderflow command` as a child process, whose CPU time (and PostgreSQL's)
 //! per command it also reports.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -51,6 +52,10 @@ pub(crate) struct CommandsArgs {
     /// Products the orders draw from (created by the bench).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(3..=100_000))]
     products: u32,
+    /// At most this many commands per second over all clients (0: as fast as they go), for
+    /// a target that cannot take more (e.g. a slow broker behind it).
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -104,6 +109,7 @@ struct Report {
     seconds: f64,
     commands: u64,
     errors: u64,
+    error_kinds: BTreeMap<String, u64>,
     first_error: Option<String>,
     /// Sorted, in microseconds.
     latencies: Vec<u64>,
@@ -139,6 +145,7 @@ impl Report {
                 "throughput": self.throughput(),
                 "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
                 "errors": self.errors,
+                "error_kinds": self.error_kinds,
                 "first_error": self.first_error,
                 "server_cpu_ms_per_command": self.per_command(self.server_cpu_ms),
                 "postgres_cpu_ms_per_command": self.per_command(self.postgres_cpu_ms),
@@ -160,6 +167,14 @@ impl Report {
             self.per_command(self.postgres_cpu_ms),
         ) {
             println!("cpu ms per command: command service {server:.3}, PostgreSQL {pg:.3} (this load generator runs on the same machine)");
+        }
+        if !self.error_kinds.is_empty() {
+            let kinds: Vec<String> = self
+                .error_kinds
+                .iter()
+                .map(|(kind, count)| format!("{kind}: {count}"))
+                .collect();
+            println!("errors by kind: {}", kinds.join(", "));
         }
         if let Some(error) = &self.first_error {
             println!("first error: {error}");
@@ -213,9 +228,13 @@ async fn drive(
     let end = measure_from + args.duration;
     let mut clients = tokio::task::JoinSet::new();
     for seed in 0..args.concurrency {
+        // Each client's share of the rate: one command per `pace`.
+        let pace = (args.rate > 0)
+            .then(|| Duration::from_secs_f64(f64::from(args.concurrency) / f64::from(args.rate)));
         clients.spawn(client_loop(
             shared.clone(),
             seed as usize,
+            pace,
             measure_from,
             end,
         ));
@@ -225,6 +244,7 @@ async fn drive(
         seconds: args.duration.as_secs_f64(),
         commands: 0,
         errors: 0,
+        error_kinds: BTreeMap::new(),
         first_error: None,
         latencies: Vec::new(),
         server_cpu_ms: None,
@@ -244,6 +264,9 @@ async fn drive(
         let tally = joined.context("a bench client panicked")?;
         report.commands += tally.latencies.len() as u64;
         report.errors += tally.errors;
+        for (kind, count) in tally.error_kinds {
+            *report.error_kinds.entry(kind).or_default() += count;
+        }
         report.latencies.extend(tally.latencies);
         if report.first_error.is_none() {
             report.first_error = tally.first_error;
@@ -270,6 +293,8 @@ struct Shared {
 struct Tally {
     latencies: Vec<u64>,
     errors: u64,
+    /// Errors by [`Failure`] kind (`other` for answers that are not what a command returns).
+    error_kinds: BTreeMap<String, u64>,
     first_error: Option<String>,
 }
 
@@ -282,6 +307,10 @@ impl Tally {
             Ok(_) => self.latencies.push(started.elapsed().as_micros() as u64),
             Err(err) => {
                 self.errors += 1;
+                let kind = err
+                    .downcast_ref::<Failure>()
+                    .map_or("other", |failure| failure.kind.as_str());
+                *self.error_kinds.entry(kind.to_owned()).or_default() += 1;
                 self.first_error.get_or_insert_with(|| format!("{err:#}"));
             }
         }
@@ -292,13 +321,28 @@ impl Tally {
 async fn client_loop(
     shared: Arc<Shared>,
     seed: usize,
+    pace: Option<Duration>,
     measure_from: Instant,
     end: Instant,
 ) -> Tally {
     let mut tally = Tally::default();
     let base = &shared.base;
     let mut next = seed.wrapping_mul(7919);
+    let mut ticker = pace.map(|pace| {
+        let mut ticker = tokio::time::interval(pace);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
+    // Waits for the client's next slot when the bench runs at a rate.
+    macro_rules! paced {
+        () => {
+            if let Some(ticker) = ticker.as_mut() {
+                ticker.tick().await;
+            }
+        };
+    }
     'orders: while Instant::now() < end {
+        paced!();
         let started = Instant::now();
         let counted = started >= measure_from;
         let created = post(
@@ -308,11 +352,16 @@ async fn client_loop(
         )
         .await;
         tally.record(started, counted, &created);
-        let Ok(order) = created else { continue };
+        let Ok(order) = created else {
+            // A service that is down or overloaded gets a moment, as real clients give it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         next = next.wrapping_add(7);
         for line in 0..3 {
             // Three distinct products (there are at least three).
             let product = shared.products[(next + line) % shared.products.len()];
+            paced!();
             let started = Instant::now();
             let counted = started >= measure_from && started < end;
             let added = post(
@@ -323,9 +372,11 @@ async fn client_loop(
             .await;
             tally.record(started, counted, &added);
             if added.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue 'orders;
             }
         }
+        paced!();
         let started = Instant::now();
         let counted = started >= measure_from && started < end;
         let placed = post(
@@ -339,7 +390,37 @@ async fn client_loop(
     tally
 }
 
-/// POST and return the `streamId` of a 2xx answer; anything else is an error with its body.
+/// What went wrong with one request, by kind: the status (`503 with Retry-After` when it
+/// says when to retry), `timeout`, `refused` (no connection) or `connection lost`.
+#[derive(Debug)]
+struct Failure {
+    kind: String,
+    message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn transport_failure(url: &str, err: reqwest::Error) -> Failure {
+    let kind = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "refused"
+    } else {
+        "connection lost"
+    };
+    Failure {
+        kind: kind.to_owned(),
+        message: format!("POST {url}: {err:#}"),
+    }
+}
+
+/// POST and return the `streamId` of a 2xx answer; anything else is a [`Failure`].
 async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Uuid> {
     let request = client.post(url);
     let request = if body.is_null() {
@@ -350,11 +431,26 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Resu
     let response = request
         .send()
         .await
-        .with_context(|| format!("POST {url}"))?;
+        .map_err(|err| transport_failure(url, err))?;
     let status = response.status();
-    let text = response.text().await.context("reading the response")?;
+    let retry_after = response
+        .headers()
+        .contains_key(reqwest::header::RETRY_AFTER);
+    let text = response
+        .text()
+        .await
+        .map_err(|err| transport_failure(url, err))?;
     if !status.is_success() {
-        bail!("POST {url}: {status}: {text}");
+        let kind = if retry_after {
+            format!("{} with Retry-After", status.as_u16())
+        } else {
+            status.as_u16().to_string()
+        };
+        return Err(Failure {
+            kind,
+            message: format!("POST {url}: {status}: {text}"),
+        }
+        .into());
     }
     let value: Value = serde_json::from_str(&text).context("a JSON response")?;
     value["streamId"]

@@ -61,6 +61,9 @@ enum Role {
     Saga(SagaCli),
     /// Rebuild read models from the event store and swap them in.
     Replay(ReplayArgs),
+    /// Check the platform against its records: each read model against a fresh fold of the
+    /// store, the topics against the store, sagas, stock and payments; exit 1 on a violation.
+    Verify(crate::verify::VerifyCli),
     /// Run the GraphQL query service (playground at its root).
     Query(QueryArgs),
     /// Run the whole platform in one process, starting a private PostgreSQL when no
@@ -427,6 +430,10 @@ async fn run(role: Role) -> anyhow::Result<()> {
         Role::Lag(cli) => crate::lag::run(cli).await,
         Role::Bench(bench) => crate::bench::run(bench).await,
         Role::Token(args) => crate::token::run(args),
+        Role::Verify(cli) => match crate::verify::run(cli).await? {
+            0 => Ok(()),
+            violations => Err(anyhow::anyhow!("{violations} violations")),
+        },
     }
 }
 
@@ -516,11 +523,25 @@ async fn connect(database: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
         .context("connecting to the database")
 }
 
+/// Creates the topics, waiting for the broker as long as it takes: a role started while
+/// the broker is down starts when it is back. Ctrl-C or SIGTERM ends the wait.
 async fn create_topics(kafka: &KafkaArgs) -> anyhow::Result<()> {
-    orderflow_kafka::topics::ensure_topics(kafka)
-        .await
-        .context("creating the Kafka topics")?;
-    Ok(())
+    let mut backoff = orderflow_kafka::Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(10),
+    );
+    let mut shutdown = shutdown_watch();
+    loop {
+        match orderflow_kafka::topics::ensure_topics(kafka).await {
+            Ok(_) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(%err, brokers = %kafka.kafka_brokers, "cannot create the Kafka topics (is the broker up?); trying again");
+                if backoff.wait(&mut shutdown).await {
+                    anyhow::bail!("stopped while waiting for the broker to create the topics");
+                }
+            }
+        }
+    }
 }
 
 /// `/metrics` on a listener of its own, until the process ends.

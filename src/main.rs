@@ -8,6 +8,7 @@ mod devdb;
 mod lag;
 mod ops;
 mod token;
+mod verify;
 
 fn main() -> std::process::ExitCode {
     cli::main()

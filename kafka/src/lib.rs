@@ -7,6 +7,7 @@
 //! - [`topics`]: topic names and creating them at start.
 //! - [`envelope`]: a stored event as a Kafka record and back.
 //! - [`producer`]: the idempotent publisher the relay uses.
+//! - [`readback`]: reading a topic back from its start (what `orderflow verify` checks).
 //! - [`consumer`]: batched consumption with offsets committed after the work is durable.
 //! - [`dlq`]: dead-letter records carrying the original plus the error.
 //! - [`lag`]: the consumer-lag monitor (offsets, lag in records and seconds, Burrow-style
@@ -22,6 +23,7 @@ pub mod dlq;
 pub mod envelope;
 pub mod lag;
 pub mod producer;
+pub mod readback;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;

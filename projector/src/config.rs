@@ -97,7 +97,7 @@ pub fn parse_selection(value: &str) -> Result<Vec<&'static dyn Projection>, Stri
 }
 
 /// Each selected projection once, in the order of [`PROJECTIONS`].
-fn flatten(selections: &[Vec<&'static dyn Projection>]) -> Vec<&'static dyn Projection> {
+pub fn flatten(selections: &[Vec<&'static dyn Projection>]) -> Vec<&'static dyn Projection> {
     PROJECTIONS
         .iter()
         .copied()

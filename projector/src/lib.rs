@@ -20,6 +20,7 @@
 //! - [`projection`]: the [`Projection`] and [`Rows`] traits, [`find`] by name, [`Tables`].
 //! - [`engine`]: [`apply_batch`]; checkpoints, gap filling, rejection, the shared fold.
 //! - [`replay`]: [`replay`] into shadow tables, the catch-up and the swap.
+//! - [`verify`]: [`verify`], a fold into temporary tables compared with the live ones.
 //! - [`error`]: [`ProjectionError`], [`Rejected`] and [`Refusal`].
 //! - [`worker`]: the live Kafka consumer loop, one consumer group per projection.
 //! - [`config`]: the flags of `orderflow projector` and `orderflow replay`.
@@ -35,6 +36,7 @@ pub mod error;
 pub mod event;
 pub mod projection;
 pub mod replay;
+pub mod verify;
 pub mod worker;
 
 mod cache;
@@ -51,6 +53,7 @@ pub use product_view::ProductView;
 pub use projection::{find, Projection, Rows, Tables, UnknownProjection};
 pub use replay::{replay, ReplayOptions, ReplayReport};
 pub use user_view::UserView;
+pub use verify::{verify, VerifyOptions, VerifyReport};
 
 /// Every projection, in the order `all` runs them.
 pub const PROJECTIONS: &[&dyn Projection] = &[&OrderView, &UserView, &ProductView, &PaymentView];

@@ -17,8 +17,9 @@ use crate::{Refusal, PROJECTIONS};
 /// object-safe and the registry can be one list of `&dyn Projection`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Implements [`Projection::tables`] and [`Projection::shadow_tables`] from the live view's
-/// and helper's names: the checkpoint table and every shadow name follow from them.
+/// Implements [`Projection::tables`], [`Projection::shadow_tables`] and
+/// [`Projection::verify_tables`] from the live view's and helper's names: the checkpoint
+/// table and every other name follow from them.
 macro_rules! table_names {
     ($view:literal, $helper:literal) => {
         fn tables(&self) -> $crate::Tables {
@@ -34,6 +35,14 @@ macro_rules! table_names {
                 view: concat!($view, "_shadow"),
                 helper: concat!($helper, "_shadow"),
                 checkpoints: concat!($view, "_checkpoints_shadow"),
+            }
+        }
+
+        fn verify_tables(&self) -> $crate::Tables {
+            $crate::Tables {
+                view: concat!($view, "_verify"),
+                helper: concat!($helper, "_verify"),
+                checkpoints: concat!($view, "_checkpoints_verify"),
             }
         }
     };
@@ -56,6 +65,10 @@ pub trait Projection: fmt::Debug + Send + Sync {
 
     /// The tables a replay builds before swapping them in: the live names plus `_shadow`.
     fn shadow_tables(&self) -> Tables;
+
+    /// The temporary tables `orderflow verify` rebuilds into and compares with the live
+    /// ones: the live names plus `_verify`, private to the verifying session.
+    fn verify_tables(&self) -> Tables;
 
     /// Distinguishes this projection's advisory locks from the other projections'. Held
     /// across processes and builds, so a projection keeps its id for ever and no two share one.
@@ -134,7 +147,7 @@ pub fn find(name: &str) -> Result<&'static dyn Projection, UnknownProjection> {
 }
 
 /// `a, b or c`: the names of every registered projection, then `extra`.
-pub(crate) fn names_or<'a>(extra: impl IntoIterator<Item = &'a str>) -> String {
+pub fn names_or<'a>(extra: impl IntoIterator<Item = &'a str>) -> String {
     let names: Vec<&str> = PROJECTIONS
         .iter()
         .map(|projection| projection.name())
@@ -201,12 +214,14 @@ mod tests {
     }
 
     #[test]
-    fn shadow_tables_are_the_live_names_with_a_suffix() {
+    fn shadow_and_verify_tables_are_the_live_names_with_a_suffix() {
         for projection in PROJECTIONS {
             let live = projection.tables().all();
             let shadow = projection.shadow_tables().all();
-            for (live, shadow) in live.iter().zip(shadow) {
+            let verify = projection.verify_tables().all();
+            for ((live, shadow), verify) in live.iter().zip(shadow).zip(verify) {
                 assert_eq!(format!("{live}_shadow"), shadow);
+                assert_eq!(format!("{live}_verify"), verify);
             }
         }
     }

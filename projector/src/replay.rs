@@ -26,11 +26,11 @@ const REPLAY_LOCK: i32 = 0x6f66_7072; // "ofpr"
 
 /// Events folded between two writes of the shadow tables (each write commits): keeps
 /// writes large, each row written about once.
-const WRITE_EVERY: usize = 100_000;
+pub(crate) const WRITE_EVERY: usize = 100_000;
 
 /// Rows held in memory that also trigger a write, and are then forgotten: bounds memory
 /// however many entities the events touch.
-const MAX_ROWS: usize = 200_000;
+pub(crate) const MAX_ROWS: usize = 200_000;
 
 /// How long the swap waits to lock the live tables. Every query that comes meanwhile
 /// queues behind its request, so a long query holding a live table would otherwise stop

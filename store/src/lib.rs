@@ -40,7 +40,7 @@ pub use append::{
 pub use config::DatabaseArgs;
 pub use error::StoreError;
 pub use event::{EventMetadata, NewEvent, StoredEvent};
-pub use reader::{read_after, read_stream, Cursor};
+pub use reader::{read_after, read_snapshot_after, read_stream, Cursor};
 
 /// The migrations of every crate's tables, embedded so `orderflow migrate` needs no files.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -49,6 +49,31 @@ pub async fn read_after<'e>(
         .await?)
 }
 
+/// Up to `limit` events of the given stream types after `position`, in position order, with
+/// no bound at running transactions: for a reader inside one repeatable-read snapshot (a
+/// verification), which sees exactly what was committed when it began and never anything
+/// later, so nothing can appear behind it. A reader that follows new events uses
+/// [`read_after`].
+pub async fn read_snapshot_after<'e>(
+    executor: impl PgExecutor<'e>,
+    position: i64,
+    stream_types: &[&str],
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "select {COLUMNS} from events \
+         where position > $1 and stream_type = any($2) \
+         order by position \
+         limit $3"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(position)
+        .bind(stream_types)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?)
+}
+
 /// A stream's events from `from_version` on (inclusive), in version order.
 pub async fn read_stream<'e>(
     executor: impl PgExecutor<'e>,

@@ -1,0 +1,90 @@
+//! Reading an events topic back from the beginning, partition by partition, up to the end
+//! it had when the read began: what `orderflow verify` compares with the event store.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::envelope::{decode, EnvelopeError};
+use crate::KafkaArgs;
+use orderflow_store::StoredEvent;
+
+/// How long one metadata or watermark request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the read may go without a record while some partition is short of its end.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the read covered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicRead {
+    pub partitions: usize,
+    /// Records read.
+    pub records: u64,
+    /// Records before the low watermarks (deleted by retention), which could not be read.
+    pub deleted: u64,
+}
+
+/// Reads every record of `topic` from its first offset to the high watermark each partition
+/// had when the read began, in partition order, and hands each to `record` with its
+/// partition: decoded, or why not.
+///
+/// Blocking (librdkafka's own thread does the network work): run it on a blocking thread.
+pub fn read_topic(
+    kafka: &KafkaArgs,
+    topic: &str,
+    mut record: impl FnMut(i32, Result<StoredEvent, EnvelopeError>),
+) -> KafkaResult<TopicRead> {
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", "orderflow-verify")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let partitions: Vec<i32> = match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) => match t.error() {
+            Some(code) => return Err(KafkaError::MetadataFetch(code.into())),
+            None => t.partitions().iter().map(|p| p.id()).collect(),
+        },
+        None => Vec::new(),
+    };
+    let mut read = TopicRead {
+        partitions: partitions.len(),
+        ..TopicRead::default()
+    };
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)?;
+        read.deleted += u64::try_from(low).unwrap_or(0);
+        if high <= low {
+            continue;
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
+        consumer.assign(&assignment)?;
+        let mut last_progress = Instant::now();
+        let mut next = low;
+        while next < high {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => {
+                    last_progress = Instant::now();
+                    next = message.offset() + 1;
+                    read.records += 1;
+                    record(partition, decode(&message));
+                }
+                Some(Err(err)) => return Err(err),
+                None if last_progress.elapsed() > STALL_TIMEOUT => {
+                    return Err(KafkaError::MessageConsumption(
+                        rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                    ));
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(read)
+}
