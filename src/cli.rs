@@ -168,7 +168,7 @@ pub(crate) fn main() -> ExitCode {
     } else {
         cli.log_format
     };
-    let traces = init_tracing(format);
+    let traces = init_tracing(format, cli.role.prints_report());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -192,21 +192,52 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
-/// Logs to stdout, and spans to an OTLP collector when the standard
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) variable names one: the exporter
-/// then reads the other `OTEL_EXPORTER_OTLP_*` variables (headers, timeout) itself.
-fn init_tracing(format: LogFormat) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+impl Role {
+    /// Tools whose standard output is their report (a table or JSON for scripts): their
+    /// logs go to standard error, where they cannot corrupt it.
+    fn prints_report(&self) -> bool {
+        matches!(
+            self,
+            Self::Verify(_) | Self::Lag(_) | Self::Bench(_) | Self::Token(_)
+        )
+    }
+}
+
+/// Logs to stdout (to stderr for tools that print a report), and spans to an OTLP collector
+/// when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) variable names
+/// one: the exporter then reads the other `OTEL_EXPORTER_OTLP_*` variables (headers,
+/// timeout) itself.
+fn init_tracing(
+    format: LogFormat,
+    to_stderr: bool,
+) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
     use std::io::IsTerminal as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let writer = move || -> Box<dyn std::io::Write> {
+        if to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
+    };
+    let terminal = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
     let logs = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(writer)
+            .boxed(),
         // Colour escapes only where a terminal renders them, not into files or pipes.
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_ansi(terminal)
+            .with_writer(writer)
             .boxed(),
     }
     .with_filter(filter);
@@ -333,6 +364,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 groups,
                 shutdown.clone(),
             );
+            orderflow_kafka::consumer::watch_stalls_with(monitor.clone());
             let ops = crate::ops::serve(
                 args.ops_listen,
                 "projector",
@@ -377,6 +409,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 vec![group],
                 shutdown.clone(),
             );
+            orderflow_kafka::consumer::watch_stalls_with(monitor.clone());
             let figures_pool = pool.clone();
             let figures: crate::ops::Figures = std::sync::Arc::new(move || {
                 let pool = figures_pool.clone();

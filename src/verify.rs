@@ -218,10 +218,16 @@ async fn published(pool: &PgPool, kafka: &KafkaArgs, settled: bool) -> anyhow::R
         .await?;
         let stored: HashMap<Uuid, i32> = stored.into_iter().collect();
         let (mut unpublished, mut uncommitted) = (0i64, 0i64);
+        let mut behind = Vec::new();
         for (stream, last) in &stored {
             let seen = streams.get(stream).map_or(0, |wire| wire.last);
-            unpublished += i64::from((last - seen).max(0));
+            if seen < *last {
+                unpublished += i64::from(last - seen);
+                behind.push(format!("{stream} v{}..=v{last}", seen + 1));
+            }
         }
+        behind.sort();
+        behind.truncate(3);
         for (stream, wire) in &streams {
             let last = stored.get(stream).copied().unwrap_or(0);
             uncommitted += i64::from((wire.last - last).max(0));
@@ -241,8 +247,23 @@ async fn published(pool: &PgPool, kafka: &KafkaArgs, settled: bool) -> anyhow::R
                 "{} records in {} partitions for {events} stored events; {duplicates} repeats \
                  (at-least-once), {out_of_order} out of order or skipped, {uncommitted} not in \
                  the store, {unpublished} not yet published, {undecodable} undecodable, {} \
-                 deleted by retention",
-                read.records, read.partitions, read.deleted
+                 deleted by retention{}{}",
+                read.records,
+                read.partitions,
+                read.deleted,
+                if read.past_end > 0 {
+                    format!(
+                        "; {} records lay past the end the broker reported (a broker fault)",
+                        read.past_end
+                    )
+                } else {
+                    String::new()
+                },
+                if behind.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not published: {}…)", behind.join(", "))
+                }
             ),
         });
     }

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures::FutureExt as _;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -97,4 +99,105 @@ pub fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), K
         list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
     }
     consumer.commit(&list, CommitMode::Async)
+}
+
+/// How often [`AssignmentWatch`] looks at how many partitions its consumer holds.
+const ASSIGNMENT_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a consumer holds no partition before it leaves its group and joins again; it
+/// doubles at each rejoin that does not help, up to [`UNASSIGNED_LIMIT_MAX`].
+///
+/// tansu 0.6.0's group coordinator can end a rebalance with no assignment for anyone: when
+/// the leader died without leaving (`kill -9`) and a new member joins before the dead one's
+/// session expires, the expiry is noticed in a follower's SyncGroup, which then completes
+/// the group with that follower's empty assignment list. The consumer then sits idle in a
+/// "stable" group for ever. Leaving and joining again lets the coordinator elect a live
+/// leader, which assigns every partition. A real Kafka never does this; with more members
+/// than partitions an idle member rejoins now and then, which costs its group a short
+/// rebalance.
+const UNASSIGNED_LIMIT: Duration = Duration::from_secs(30);
+const UNASSIGNED_LIMIT_MAX: Duration = Duration::from_secs(600);
+
+/// The lag monitor of this process, when it runs one (see [`watch_stalls_with`]).
+static LAG_MONITOR: std::sync::OnceLock<crate::lag::LagMonitor> = std::sync::OnceLock::new();
+
+/// Lets every [`AssignmentWatch`] of this process read `monitor`'s reports: a member of a
+/// group the monitor reports as STALL (members present, lag not shrinking for its window)
+/// leaves and joins again, as one holding no partition does. That covers the other shape
+/// of the coordinator fault described at [`UNASSIGNED_LIMIT`]: partitions left assigned to
+/// a member that died, while the live members hold the rest. The first call wins.
+pub fn watch_stalls_with(monitor: crate::lag::LagMonitor) {
+    let _ = LAG_MONITOR.set(monitor);
+}
+
+/// Watches the partitions a group member holds, as the
+/// `orderflow_consumer_assigned_partitions{group}` gauge, and says when it has held none
+/// for too long (see [`UNASSIGNED_LIMIT`]), or its group has been STALL for as long (see
+/// [`watch_stalls_with`]); each such rejoin counts in
+/// `orderflow_consumer_rejoins_total{group}`.
+#[derive(Debug)]
+pub struct AssignmentWatch {
+    group: String,
+    checked_at: Instant,
+    empty_since: Option<Instant>,
+    limit: Duration,
+}
+
+impl AssignmentWatch {
+    pub fn new(group: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            checked_at: Instant::now(),
+            empty_since: None,
+            limit: UNASSIGNED_LIMIT,
+        }
+    }
+
+    /// Whether the member should leave its group and join again (drop the consumer and
+    /// subscribe anew): checked every few seconds, true once it has held no partition for
+    /// the limit.
+    pub fn must_rejoin(&mut self, consumer: &StreamConsumer) -> bool {
+        let now = Instant::now();
+        if now - self.checked_at < ASSIGNMENT_CHECK_EVERY {
+            return false;
+        }
+        self.checked_at = now;
+        let Ok(assigned) = consumer.assignment().map(|list| list.count()) else {
+            return false;
+        };
+        metrics::gauge!("orderflow_consumer_assigned_partitions", "group" => self.group.clone())
+            .set(assigned as f64);
+        let stalled = LAG_MONITOR.get().is_some_and(|monitor| {
+            monitor
+                .latest()
+                .group(&self.group)
+                .is_some_and(|group| group.status == crate::lag::eval::Status::Stall)
+        });
+        if assigned > 0 && !stalled {
+            self.empty_since = None;
+            self.limit = UNASSIGNED_LIMIT;
+            return false;
+        }
+        let since = *self.empty_since.get_or_insert(now);
+        if now - since < self.limit {
+            return false;
+        }
+        let why = if assigned == 0 {
+            "this member has held no partition of its group"
+        } else {
+            "the lag monitor has reported this member's group as STALL"
+        };
+        tracing::warn!(
+            group = %self.group,
+            assigned,
+            seconds = (now - since).as_secs(),
+            "{why} for a while: leaving the group and joining again (a coordinator can end a \
+             rebalance with partitions assigned to no live member after a member died)"
+        );
+        metrics::counter!("orderflow_consumer_rejoins_total", "group" => self.group.clone())
+            .increment(1);
+        self.empty_since = None;
+        self.limit = (self.limit * 2).min(UNASSIGNED_LIMIT_MAX);
+        true
+    }
 }

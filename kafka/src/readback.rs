@@ -18,6 +18,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the read may go without a record while some partition is short of its end.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a partition read past its reported end must stay quiet to count as read.
+const PAST_END_QUIET: Duration = Duration::from_millis(500);
+
 /// What the read covered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicRead {
@@ -26,10 +29,13 @@ pub struct TopicRead {
     pub records: u64,
     /// Records before the low watermarks (deleted by retention), which could not be read.
     pub deleted: u64,
+    /// Of `records`, those at or past the high watermark the broker reported.
+    pub past_end: u64,
 }
 
-/// Reads every record of `topic` from its first offset to the high watermark each partition
-/// had when the read began, in partition order, and hands each to `record` with its
+/// Reads every record of `topic` from its first offset to the end of each partition (the
+/// high watermark it had when the read began, or further while records keep coming), in
+/// partition order, and hands each to `record` with its
 /// partition: decoded, or why not.
 ///
 /// Blocking (librdkafka's own thread does the network work): run it on a blocking thread.
@@ -68,16 +74,25 @@ pub fn read_topic(
         consumer.assign(&assignment)?;
         let mut last_progress = Instant::now();
         let mut next = low;
-        while next < high {
-            match consumer.poll(Duration::from_millis(200)) {
+        // Past the high watermark, read on until the partition stays quiet: a broker may
+        // report an end below records it acknowledged (tansu 0.6.0 does, after bursts of
+        // concurrent produce requests), and those records are delivered all the same.
+        while next < high || last_progress.elapsed() < PAST_END_QUIET {
+            match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
                     last_progress = Instant::now();
+                    if message.offset() < next {
+                        continue;
+                    }
                     next = message.offset() + 1;
                     read.records += 1;
+                    if message.offset() >= high {
+                        read.past_end += 1;
+                    }
                     record(partition, decode(&message));
                 }
                 Some(Err(err)) => return Err(err),
-                None if last_progress.elapsed() > STALL_TIMEOUT => {
+                None if next < high && last_progress.elapsed() > STALL_TIMEOUT => {
                     return Err(KafkaError::MessageConsumption(
                         rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
                     ));

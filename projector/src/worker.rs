@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use orderflow_kafka::consumer::{commit, next_batch, subscribe};
+use orderflow_kafka::consumer::{commit, next_batch, subscribe, AssignmentWatch};
 use orderflow_kafka::dlq::dead_letter;
 use orderflow_kafka::topics::{dead_letter_topic, events_topic};
 use orderflow_kafka::{envelope, Backoff, KafkaArgs};
 use orderflow_store::StoredEvent;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
@@ -59,23 +59,6 @@ impl WorkerOptions {
 /// the consumer may report no further errors) `/ready` goes from this reason to the
 /// monitor's without turning ready in between.
 const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(40);
-
-/// How often a worker looks at how many partitions it holds.
-const ASSIGNMENT_CHECK_EVERY: Duration = Duration::from_secs(5);
-
-/// How long a worker holds no partition before it leaves its group and joins again; it
-/// doubles at each rejoin that does not help, up to [`UNASSIGNED_LIMIT_MAX`].
-///
-/// tansu 0.6.0's group coordinator can end a rebalance with no assignment for anyone: when
-/// the leader died without leaving (`kill -9`) and a new member joins before the dead one's
-/// session expires, the expiry is noticed in a follower's SyncGroup, which then completes
-/// the group with that follower's empty assignment list. The consumer sits idle in a
-/// "stable" group for ever. Leaving and joining again lets the coordinator elect a live
-/// leader, which assigns every partition. A real Kafka never does this; with more
-/// instances than partitions an idle member rejoins now and then, which costs its group a
-/// short rebalance.
-const UNASSIGNED_LIMIT: Duration = Duration::from_secs(30);
-const UNASSIGNED_LIMIT_MAX: Duration = Duration::from_secs(600);
 
 /// Run a worker for each of `projections` until `shutdown` flips to true.
 pub async fn run(
@@ -135,9 +118,9 @@ pub async fn run_one(
     // partitions moved to another instance) proves it works again only by a while without
     // errors.
     let mut failed_at: Option<tokio::time::Instant> = None;
-    let mut assignment = AssignmentWatch::new();
+    let mut assignment = AssignmentWatch::new(&group);
     while !*shutdown.borrow() {
-        if assignment.must_rejoin(&consumer, projection) {
+        if assignment.must_rejoin(&consumer) {
             drop(consumer);
             consumer = subscribe(&kafka, &group, &topics).context("subscribing again")?;
         }
@@ -201,60 +184,6 @@ pub async fn run_one(
     }
     tracing::info!(%projection, "projector worker stopped");
     Ok(())
-}
-
-/// Watches the partitions a worker holds, as the `orderflow_projector_assigned_partitions`
-/// gauge, and says when it has held none for too long (see [`UNASSIGNED_LIMIT`]).
-struct AssignmentWatch {
-    checked_at: tokio::time::Instant,
-    empty_since: Option<tokio::time::Instant>,
-    limit: Duration,
-}
-
-impl AssignmentWatch {
-    fn new() -> Self {
-        Self {
-            checked_at: tokio::time::Instant::now(),
-            empty_since: None,
-            limit: UNASSIGNED_LIMIT,
-        }
-    }
-
-    /// Whether the worker should leave its group and join again: checked every
-    /// [`ASSIGNMENT_CHECK_EVERY`], true once it has held no partition for the limit.
-    fn must_rejoin(&mut self, consumer: &StreamConsumer, projection: &dyn Projection) -> bool {
-        let now = tokio::time::Instant::now();
-        if now - self.checked_at < ASSIGNMENT_CHECK_EVERY {
-            return false;
-        }
-        self.checked_at = now;
-        let Ok(assigned) = consumer.assignment().map(|list| list.count()) else {
-            return false;
-        };
-        metrics::gauge!("orderflow_projector_assigned_partitions", "projection" => projection.name())
-            .set(assigned as f64);
-        if assigned > 0 {
-            self.empty_since = None;
-            self.limit = UNASSIGNED_LIMIT;
-            return false;
-        }
-        let since = *self.empty_since.get_or_insert(now);
-        if now - since < self.limit {
-            return false;
-        }
-        tracing::warn!(
-            %projection,
-            seconds = (now - since).as_secs(),
-            "the worker has held no partition of its group for a while: leaving the group and \
-             joining again (a coordinator can end a rebalance with no assignment after a member \
-             died)"
-        );
-        metrics::counter!("orderflow_projector_rejoins_total", "projection" => projection.name())
-            .increment(1);
-        self.empty_since = None;
-        self.limit = (self.limit * 2).min(UNASSIGNED_LIMIT_MAX);
-        true
-    }
 }
 
 /// The topic prefix, and the stream type each consumed topic carries.
