@@ -344,7 +344,7 @@ async fn client_loop(
     'orders: while Instant::now() < end {
         paced!();
         let started = Instant::now();
-        let counted = started >= measure_from;
+        let counted = started >= measure_from && started < end;
         let created = post(
             &shared.client,
             &format!("{base}/api/orders"),
@@ -386,6 +386,9 @@ async fn client_loop(
         )
         .await;
         tally.record(started, counted, &placed);
+        if placed.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     tally
 }

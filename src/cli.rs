@@ -556,8 +556,10 @@ async fn connect(database: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
         .context("connecting to the database")
 }
 
-/// Creates the topics, waiting for the broker as long as it takes: a role started while
-/// the broker is down starts when it is back. Ctrl-C or SIGTERM ends the wait.
+/// Creates the topics, waiting for the broker as long as it cannot be reached: a role
+/// started while the broker is down starts when it is back. A request the broker refuses
+/// (a bad replication factor, no authorization) fails at once. Ctrl-C or SIGTERM ends the
+/// wait.
 async fn create_topics(kafka: &KafkaArgs) -> anyhow::Result<()> {
     let mut backoff = orderflow_kafka::Backoff::new(
         std::time::Duration::from_millis(500),
@@ -567,6 +569,9 @@ async fn create_topics(kafka: &KafkaArgs) -> anyhow::Result<()> {
     loop {
         match orderflow_kafka::topics::ensure_topics(kafka).await {
             Ok(_) => return Ok(()),
+            Err(err) if !broker_unreachable(&err) => {
+                return Err(err).context("creating the Kafka topics");
+            }
             Err(err) => {
                 tracing::warn!(%err, brokers = %kafka.kafka_brokers, "cannot create the Kafka topics (is the broker up?); trying again");
                 if backoff.wait(&mut shutdown).await {
@@ -575,6 +580,26 @@ async fn create_topics(kafka: &KafkaArgs) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Whether `err` says the broker could not be reached or did not answer (worth waiting
+/// for), rather than that it refused the request (a configuration to fix).
+fn broker_unreachable(err: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            Code::OperationTimedOut
+                | Code::RequestTimedOut
+                | Code::AllBrokersDown
+                | Code::BrokerTransportFailure
+                | Code::BrokerNotAvailable
+                | Code::NetworkException
+                | Code::LeaderNotAvailable
+                | Code::NotController
+                | Code::Resolve
+        )
+    )
 }
 
 /// `/metrics` on a listener of its own, until the process ends.

@@ -163,25 +163,33 @@ pub fn correlation_id(headers: &HeaderMap) -> Result<Uuid, ApiError> {
     }
 }
 
-/// `3`, `"3"` and `W/"3"` name version 3; `*` asks for no particular version.
+/// `3`, `"3"` and `W/"3"` name version 3 (up to nine digits); `*` asks for no particular
+/// version. The OpenAPI document declares exactly this grammar ([`IF_MATCH_PATTERN`]).
 fn parse_if_match(value: &str) -> Result<Option<i32>, ApiError> {
     if value == "*" {
         return Ok(None);
     }
-    value
-        .trim_start_matches("W/")
-        .trim_matches('"')
-        .parse::<i32>()
-        .ok()
-        .filter(|v| *v >= 0)
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "INVALID_HEADER",
-                "If-Match must be a stream version such as \"3\"",
-            )
-        })
+    let quoted = value
+        .strip_prefix("W/")
+        .unwrap_or(value)
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'));
+    let digits = match quoted {
+        Some(digits) => digits,
+        None if !value.starts_with("W/") => value,
+        None => "",
+    };
+    if (1..=9).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(digits.parse().ok());
+    }
+    Err(ApiError::bad_request(
+        "INVALID_HEADER",
+        "If-Match must be a stream version such as \"3\" (up to nine digits), or *",
+    ))
 }
+
+/// What `If-Match` may hold (see [`parse_if_match`]).
+pub const IF_MATCH_PATTERN: &str = r#"^(\*|(W/)?"[0-9]{1,9}"|[0-9]{1,9})$"#;
 
 #[cfg(test)]
 mod tests {
@@ -195,5 +203,28 @@ mod tests {
         assert_eq!(parse_if_match("*").unwrap(), None);
         assert!(parse_if_match("abc").is_err());
         assert!(parse_if_match("-1").is_err());
+    }
+
+    #[test]
+    fn if_match_refuses_what_its_documented_pattern_refuses() {
+        assert_eq!(parse_if_match("000000007").unwrap(), Some(7));
+        assert_eq!(
+            parse_if_match("W/\"999999999\"").unwrap(),
+            Some(999_999_999)
+        );
+        for refused in [
+            "",
+            "W/3",
+            "\"\"3",
+            "\"3",
+            "3\"",
+            "1234567890",
+            "+3",
+            " 3",
+            "W/",
+            "**",
+        ] {
+            assert!(parse_if_match(refused).is_err(), "{refused:?}");
+        }
     }
 }

@@ -46,6 +46,7 @@ pub struct CreateOrder {
 pub struct AddItem {
     pub product_id: Uuid,
     #[schema(example = 2)]
+    #[serde(deserialize_with = "orderflow_domain::integral::deserialize")]
     pub quantity: u32,
 }
 
@@ -53,6 +54,7 @@ pub struct AddItem {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateQuantity {
     #[schema(example = 3)]
+    #[serde(deserialize_with = "orderflow_domain::integral::deserialize")]
     pub quantity: u32,
 }
 

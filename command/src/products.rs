@@ -48,6 +48,7 @@ pub struct CreateProduct {
     #[schema(value_type = MoneySchema)]
     pub price: Money,
     #[schema(example = 100)]
+    #[serde(deserialize_with = "orderflow_domain::integral::deserialize")]
     pub initial_stock: u32,
 }
 
@@ -62,6 +63,7 @@ pub struct ChangePrice {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Restock {
     #[schema(example = 25)]
+    #[serde(deserialize_with = "orderflow_domain::integral::deserialize")]
     pub quantity: u32,
 }
 

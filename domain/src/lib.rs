@@ -21,6 +21,7 @@
 
 pub mod aggregate;
 pub mod error;
+pub mod integral;
 pub mod money;
 pub mod order;
 pub mod payment;

@@ -66,6 +66,11 @@ impl Currency {
         Self { code, minor_units }
     }
 
+    /// Every code [`Currency::parse`] accepts (in uppercase; any letter case parses).
+    pub fn codes() -> impl Iterator<Item = &'static str> {
+        CURRENCIES.iter().map(|&(code, _)| code)
+    }
+
     /// Accepts any letter case (`"eur"`) and normalizes to the uppercase code.
     pub fn parse(code: &str) -> Result<Self, MoneyError> {
         CURRENCIES
@@ -125,6 +130,7 @@ impl<'de> Deserialize<'de> for Currency {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Money {
+    #[serde(deserialize_with = "crate::integral::deserialize")]
     pub amount_minor: i64,
     pub currency: Currency,
 }

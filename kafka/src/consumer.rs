@@ -104,42 +104,44 @@ pub fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), K
 /// How often [`AssignmentWatch`] looks at how many partitions its consumer holds.
 const ASSIGNMENT_CHECK_EVERY: Duration = Duration::from_secs(5);
 
-/// How long a consumer holds no partition before it leaves its group and joins again; it
-/// doubles at each rejoin that does not help, up to [`UNASSIGNED_LIMIT_MAX`].
+/// How long a fault must last before a member leaves its group and joins again; it doubles
+/// at each rejoin that does not cure it, up to [`REJOIN_AFTER_MAX`], plus up to
+/// [`REJOIN_JITTER`] so members of one group do not all rejoin at once.
 ///
-/// tansu 0.6.0's group coordinator can end a rebalance with no assignment for anyone: when
-/// the leader died without leaving (`kill -9`) and a new member joins before the dead one's
-/// session expires, the expiry is noticed in a follower's SyncGroup, which then completes
-/// the group with that follower's empty assignment list. The consumer then sits idle in a
-/// "stable" group for ever. Leaving and joining again lets the coordinator elect a live
-/// leader, which assigns every partition. A real Kafka never does this; with more members
-/// than partitions an idle member rejoins now and then, which costs its group a short
-/// rebalance.
-const UNASSIGNED_LIMIT: Duration = Duration::from_secs(30);
-const UNASSIGNED_LIMIT_MAX: Duration = Duration::from_secs(600);
+/// tansu 0.6.0's group coordinator can end a rebalance with partitions assigned to no live
+/// member: when the leader died without leaving (`kill -9`) and a new member joins before
+/// the dead one's session expires, the expiry is noticed in a follower's SyncGroup, which
+/// then completes the group with that follower's empty assignment list, or with the dead
+/// member's partitions still assigned to it. The group then looks stable for ever while
+/// those partitions are consumed by nobody. Leaving and joining again lets the coordinator
+/// elect a live leader, which assigns every partition. A real Kafka does not do this.
+const REJOIN_AFTER: Duration = Duration::from_secs(30);
+const REJOIN_AFTER_MAX: Duration = Duration::from_secs(600);
+const REJOIN_JITTER: Duration = Duration::from_secs(5);
 
 /// The lag monitor of this process, when it runs one (see [`watch_stalls_with`]).
 static LAG_MONITOR: std::sync::OnceLock<crate::lag::LagMonitor> = std::sync::OnceLock::new();
 
-/// Lets every [`AssignmentWatch`] of this process read `monitor`'s reports: a member of a
-/// group the monitor reports as STALL (members present, lag not shrinking for its window)
-/// leaves and joins again, as one holding no partition does. That covers the other shape
-/// of the coordinator fault described at [`UNASSIGNED_LIMIT`]: partitions left assigned to
-/// a member that died, while the live members hold the rest. The first call wins.
+/// Lets every [`AssignmentWatch`] of this process judge its group by `monitor`'s reports
+/// (the first call wins). With a monitor, a member rejoins when, for [`REJOIN_AFTER`], the
+/// monitor can read the broker and reports partitions of the member's group as STALL
+/// (members present, lag not shrinking) that the member does not hold itself: partitions
+/// nobody live consumes. Its own stalled partitions are its own problem (a database
+/// outage, a replay's lock), which a rejoin cannot cure. Without a monitor, a member that
+/// holds no partition at all for that long rejoins.
 pub fn watch_stalls_with(monitor: crate::lag::LagMonitor) {
     let _ = LAG_MONITOR.set(monitor);
 }
 
-/// Watches the partitions a group member holds, as the
-/// `orderflow_consumer_assigned_partitions{group}` gauge, and says when it has held none
-/// for too long (see [`UNASSIGNED_LIMIT`]), or its group has been STALL for as long (see
-/// [`watch_stalls_with`]); each such rejoin counts in
+/// Watches a group member: its partitions, as the
+/// `orderflow_consumer_assigned_partitions{group}` gauge, and whether partitions of its
+/// group are left to nobody (see [`watch_stalls_with`]); each rejoin it asks for counts in
 /// `orderflow_consumer_rejoins_total{group}`.
 #[derive(Debug)]
 pub struct AssignmentWatch {
     group: String,
     checked_at: Instant,
-    empty_since: Option<Instant>,
+    faulty_since: Option<Instant>,
     limit: Duration,
 }
 
@@ -148,56 +150,82 @@ impl AssignmentWatch {
         Self {
             group: group.to_owned(),
             checked_at: Instant::now(),
-            empty_since: None,
-            limit: UNASSIGNED_LIMIT,
+            faulty_since: None,
+            limit: REJOIN_AFTER + jitter(group),
         }
     }
 
-    /// Whether the member should leave its group and join again (drop the consumer and
-    /// subscribe anew): checked every few seconds, true once it has held no partition for
-    /// the limit.
+    /// Whether the member should leave its group and join again (drop the consumer, off
+    /// the async threads, and subscribe anew): checked every few seconds.
     pub fn must_rejoin(&mut self, consumer: &StreamConsumer) -> bool {
         let now = Instant::now();
         if now - self.checked_at < ASSIGNMENT_CHECK_EVERY {
             return false;
         }
         self.checked_at = now;
-        let Ok(assigned) = consumer.assignment().map(|list| list.count()) else {
+        let Ok(assignment) = consumer.assignment() else {
             return false;
         };
+        let mine: std::collections::HashSet<(String, i32)> = assignment
+            .elements()
+            .iter()
+            .map(|element| (element.topic().to_owned(), element.partition()))
+            .collect();
         metrics::gauge!("orderflow_consumer_assigned_partitions", "group" => self.group.clone())
-            .set(assigned as f64);
-        let stalled = LAG_MONITOR.get().is_some_and(|monitor| {
-            monitor
-                .latest()
-                .group(&self.group)
-                .is_some_and(|group| group.status == crate::lag::eval::Status::Stall)
-        });
-        if assigned > 0 && !stalled {
-            self.empty_since = None;
-            self.limit = UNASSIGNED_LIMIT;
+            .set(mine.len() as f64);
+        let fault = match LAG_MONITOR.get() {
+            Some(monitor) => {
+                let report = monitor.latest();
+                let orphans = report
+                    .group(&self.group)
+                    .filter(|_| report.up)
+                    .map_or(0, |group| {
+                        group
+                            .partitions
+                            .iter()
+                            .filter(|p| p.status == crate::lag::eval::Status::Stall)
+                            .filter(|p| !mine.contains(&(p.topic.clone(), p.partition)))
+                            .count()
+                    });
+                (orphans > 0)
+                    .then(|| format!("{orphans} partitions of its group are STALL and not its own"))
+            }
+            None => mine
+                .is_empty()
+                .then(|| "it has held no partition of its group".to_owned()),
+        };
+        let Some(fault) = fault else {
+            self.faulty_since = None;
             return false;
-        }
-        let since = *self.empty_since.get_or_insert(now);
+        };
+        let since = *self.faulty_since.get_or_insert(now);
         if now - since < self.limit {
             return false;
         }
-        let why = if assigned == 0 {
-            "this member has held no partition of its group"
-        } else {
-            "the lag monitor has reported this member's group as STALL"
-        };
         tracing::warn!(
             group = %self.group,
-            assigned,
+            assigned = mine.len(),
             seconds = (now - since).as_secs(),
-            "{why} for a while: leaving the group and joining again (a coordinator can end a \
+            "{fault} for a while: leaving the group and joining again (a coordinator can end a \
              rebalance with partitions assigned to no live member after a member died)"
         );
         metrics::counter!("orderflow_consumer_rejoins_total", "group" => self.group.clone())
             .increment(1);
-        self.empty_since = None;
-        self.limit = (self.limit * 2).min(UNASSIGNED_LIMIT_MAX);
+        self.faulty_since = None;
+        self.limit = (self.limit * 2).min(REJOIN_AFTER_MAX) + jitter(&self.group);
         true
     }
+}
+
+/// Up to [`REJOIN_JITTER`], different per process and group.
+fn jitter(group: &str) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(group.as_bytes());
+    Duration::from_millis(hasher.finish() % REJOIN_JITTER.as_millis() as u64)
+}
+
+/// Drops a consumer off the async threads: closing it (leaving its group) blocks.
+pub fn close(consumer: StreamConsumer) {
+    tokio::task::spawn_blocking(move || drop(consumer));
 }

@@ -19,7 +19,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a partition read past its reported end must stay quiet to count as read.
-const PAST_END_QUIET: Duration = Duration::from_millis(500);
+const PAST_END_QUIET: Duration = Duration::from_millis(300);
+
+/// The partition a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub id: i32,
+    /// Retention deleted the partition's first records (its log starts past 0).
+    pub trimmed: bool,
+}
 
 /// What the read covered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,7 +50,7 @@ pub struct TopicRead {
 pub fn read_topic(
     kafka: &KafkaArgs,
     topic: &str,
-    mut record: impl FnMut(i32, Result<StoredEvent, EnvelopeError>),
+    mut record: impl FnMut(Partition, Result<StoredEvent, EnvelopeError>),
 ) -> KafkaResult<TopicRead> {
     let consumer: BaseConsumer = kafka
         .client_config()
@@ -66,9 +74,10 @@ pub fn read_topic(
     for partition in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)?;
         read.deleted += u64::try_from(low).unwrap_or(0);
-        if high <= low {
-            continue;
-        }
+        let from = Partition {
+            id: partition,
+            trimmed: low > 0,
+        };
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
         consumer.assign(&assignment)?;
@@ -89,7 +98,7 @@ pub fn read_topic(
                     if message.offset() >= high {
                         read.past_end += 1;
                     }
-                    record(partition, decode(&message));
+                    record(from, decode(&message));
                 }
                 Some(Err(err)) => return Err(err),
                 None if next < high && last_progress.elapsed() > STALL_TIMEOUT => {

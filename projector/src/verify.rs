@@ -1,8 +1,11 @@
 //! Checking a live projection against a fresh fold of the event store, on a live system.
 //!
 //! Everything happens in one repeatable-read transaction, which sees the live tables and
-//! the store as they were at one instant while workers go on writing: nothing is locked
-//! beyond what any query takes. The live checkpoints say, per stream, the last version the
+//! the store as they were at one instant while workers and queries go on: it takes only
+//! the share locks any query takes, held to its end. A replay's swap of the same
+//! projection, which needs the tables to itself, waits for it (and gives up after its
+//! attempts if a verification runs for longer than a minute); the snapshot also holds
+//! back vacuum while it lasts. The live checkpoints say, per stream, the last version the
 //! live tables have applied; the fold replays exactly those versions of each stream (and
 //! nothing of a stream the live tables have not started) into temporary copies of the
 //! tables, which vanish with the transaction. A projection's rows depend on each stream's

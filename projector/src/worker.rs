@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use orderflow_kafka::consumer::{commit, next_batch, subscribe, AssignmentWatch};
+use orderflow_kafka::consumer::{close, commit, next_batch, subscribe, AssignmentWatch};
 use orderflow_kafka::dlq::dead_letter;
 use orderflow_kafka::topics::{dead_letter_topic, events_topic};
 use orderflow_kafka::{envelope, Backoff, KafkaArgs};
@@ -121,7 +121,7 @@ pub async fn run_one(
     let mut assignment = AssignmentWatch::new(&group);
     while !*shutdown.borrow() {
         if assignment.must_rejoin(&consumer) {
-            drop(consumer);
+            close(consumer);
             consumer = subscribe(&kafka, &group, &topics).context("subscribing again")?;
         }
         let batch = tokio::select! {

@@ -40,7 +40,7 @@ use orderflow_domain::saga::{
     authorize_key, payment_id, saga_id, Action, Saga, SagaCommand, SagaLine, SagaStatus,
 };
 use orderflow_domain::{Aggregate, DomainError};
-use orderflow_kafka::consumer::{commit, next_batch, subscribe, AssignmentWatch};
+use orderflow_kafka::consumer::{close, commit, next_batch, subscribe, AssignmentWatch};
 use orderflow_kafka::dlq::dead_letter;
 use orderflow_kafka::topics::events_topic;
 use orderflow_kafka::{envelope, Backoff, KafkaArgs};
@@ -314,7 +314,7 @@ impl<G: PaymentGateway> Orchestrator<G> {
         let mut assignment = AssignmentWatch::new(&group);
         while !*shutdown.borrow() {
             if assignment.must_rejoin(&consumer) {
-                drop(consumer);
+                close(consumer);
                 consumer = subscribe(&kafka, &group, &topics).context("subscribing again")?;
             }
             let batch = tokio::select! {
