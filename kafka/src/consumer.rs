@@ -140,7 +140,8 @@ pub fn watch_stalls_with(monitor: crate::lag::LagMonitor) {
 #[derive(Debug)]
 pub struct AssignmentWatch {
     group: String,
-    checked_at: Instant,
+    /// `None` until the first look, which is at once.
+    checked_at: Option<Instant>,
     faulty_since: Option<Instant>,
     limit: Duration,
 }
@@ -149,7 +150,7 @@ impl AssignmentWatch {
     pub fn new(group: &str) -> Self {
         Self {
             group: group.to_owned(),
-            checked_at: Instant::now(),
+            checked_at: None,
             faulty_since: None,
             limit: REJOIN_AFTER + jitter(group),
         }
@@ -159,10 +160,13 @@ impl AssignmentWatch {
     /// the async threads, and subscribe anew): checked every few seconds.
     pub fn must_rejoin(&mut self, consumer: &StreamConsumer) -> bool {
         let now = Instant::now();
-        if now - self.checked_at < ASSIGNMENT_CHECK_EVERY {
+        if self
+            .checked_at
+            .is_some_and(|at| now - at < ASSIGNMENT_CHECK_EVERY)
+        {
             return false;
         }
-        self.checked_at = now;
+        self.checked_at = Some(now);
         let Ok(assignment) = consumer.assignment() else {
             return false;
         };

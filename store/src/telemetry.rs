@@ -52,7 +52,7 @@ pub fn install() {
 /// Help texts of the metrics the roles record (a family without one is a lint error to
 /// Prometheus's tools).
 fn describe() {
-    use metrics::{describe_counter, describe_histogram, Unit};
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_histogram!(
         "http_request_duration_seconds",
         Unit::Seconds,
@@ -74,6 +74,14 @@ fn describe() {
         "orderflow_projection_apply_latency_seconds",
         Unit::Seconds,
         "From an event's commit to its projection's batch commit, by projection"
+    );
+    describe_gauge!(
+        "orderflow_consumer_assigned_partitions",
+        "Partitions this process's member of a consumer group holds, by group"
+    );
+    describe_counter!(
+        "orderflow_consumer_rejoins_total",
+        "Times a member left its group and joined again because partitions of the group were left to nobody, by group"
     );
     describe_histogram!(
         "orderflow_saga_step_duration_seconds",
