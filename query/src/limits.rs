@@ -20,7 +20,7 @@
 //!   none when the response leaves (input coercion during execution) is BAD_USER_INPUT, as
 //!   resolvers only raise coded errors. INTERNAL errors are logged with their cause here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +30,7 @@ use async_graphql::extensions::{
     NextRequest, NextSubscribe, NextValidation,
 };
 use async_graphql::futures_util::stream::BoxStream;
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::{Directive, ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{
     Name, Positioned, Request, Response, ServerError, ServerResult, ValidationResult, Variables,
 };
@@ -229,6 +229,12 @@ impl Extension for Limits {
             }
             Some(_) => {}
         }
+        if let Some(directive) = repeated_directive(&parsed) {
+            return Err(server_error(
+                code::GRAPHQL_VALIDATION_FAILED,
+                format!("the directive @{directive} appears more than once in one place"),
+            ));
+        }
         let depth = depth(&parsed);
         if depth > self.max_depth {
             return Err(server_error(
@@ -423,6 +429,46 @@ impl<'a> FragmentSizes<'a> {
     }
 }
 
+/// A directive used twice in one place, which GraphQL's "directives are unique per
+/// location" rule forbids (none of this schema's directives is repeatable) and
+/// async-graphql does not check: thousands of `@skip` on one field would otherwise all be
+/// parsed, validated and evaluated.
+pub(crate) fn repeated_directive(document: &ExecutableDocument) -> Option<String> {
+    fn once(directives: &[Positioned<Directive>]) -> Option<String> {
+        let mut seen = HashSet::new();
+        directives
+            .iter()
+            .find(|directive| !seen.insert(&directive.node.name.node))
+            .map(|directive| directive.node.name.node.to_string())
+    }
+    fn walk(selection_set: &Positioned<SelectionSet>) -> Option<String> {
+        selection_set
+            .node
+            .items
+            .iter()
+            .find_map(|selection| match &selection.node {
+                Selection::Field(field) => {
+                    once(&field.node.directives).or_else(|| walk(&field.node.selection_set))
+                }
+                Selection::InlineFragment(inline) => {
+                    once(&inline.node.directives).or_else(|| walk(&inline.node.selection_set))
+                }
+                Selection::FragmentSpread(spread) => once(&spread.node.directives),
+            })
+    }
+    document
+        .operations
+        .iter()
+        .find_map(|(_, operation)| {
+            once(&operation.node.directives).or_else(|| walk(&operation.node.selection_set))
+        })
+        .or_else(|| {
+            document.fragments.values().find_map(|fragment| {
+                once(&fragment.node.directives).or_else(|| walk(&fragment.node.selection_set))
+            })
+        })
+}
+
 /// The deepest field nesting of any operation, introspection fields excluded.
 pub(crate) fn depth(document: &ExecutableDocument) -> usize {
     let mut fragments = FragmentDepths {
@@ -507,6 +553,24 @@ mod tests {
             0
         );
         assert_eq!(depth_of("{ a { __typename } }"), 1);
+    }
+
+    #[test]
+    fn a_directive_repeated_in_one_place_is_found_anywhere() {
+        let repeated =
+            |query: &str| repeated_directive(&async_graphql::parser::parse_query(query).unwrap());
+        assert_eq!(repeated("{ a @skip(if: false) b @skip(if: true) }"), None);
+        assert_eq!(repeated("{ a @skip(if: false) @include(if: true) }"), None);
+        assert_eq!(
+            repeated("{ a { b @skip(if: false) @skip(if: true) } }"),
+            Some("skip".into())
+        );
+        assert_eq!(
+            repeated(
+                "{ ...F } fragment F on Query { ... @include(if: true) @include(if: true) { a } }"
+            ),
+            Some("include".into())
+        );
     }
 
     #[test]
