@@ -124,10 +124,14 @@ fn from_headers(
     caller: Caller,
 ) -> Result<CommandHeaders, ApiError> {
     let idempotency_key = match header(headers, IDEMPOTENCY_KEY)? {
-        Some(key) if key.is_empty() || key.len() > 255 => {
+        Some(key)
+            if key.is_empty()
+                || key.len() > 255
+                || !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) =>
+        {
             return Err(ApiError::bad_request(
                 "INVALID_HEADER",
-                "Idempotency-Key must be 1 to 255 characters",
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
             ))
         }
         // The saga's command ids live under this prefix; a client key there could answer

@@ -6,6 +6,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use orderflow_domain::money::Currency;
 use orderflow_domain::order::MAX_LINE_QUANTITY;
+use orderflow_domain::product::MAX_PRICE;
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
@@ -136,12 +137,14 @@ fn precise(document: &mut Value) {
                     response["headers"] = headers.clone();
                 }
             };
+            // Any route, the probes included: a malformed X-Correlation-Id.
+            answer(
+                "400",
+                "A header (X-Correlation-Id must be a UUID), path or query parameter that \
+                 does not parse",
+                None,
+            );
             if api {
-                answer(
-                    "400",
-                    "A header, path or query parameter that does not parse",
-                    None,
-                );
                 answer("429", "RATE_LIMITED", Some(&retry_after));
                 answer(
                     "503",
@@ -240,7 +243,7 @@ fn constrain_bodies(document: &mut Value) {
         "description": "ISO 4217 code (any letter case)"});
     let name = json!({"type": "string", "pattern": text_pattern(200),
         "description": "1 to 200 characters once trimmed, no control characters"});
-    let email = json!({"type": "string", "maxLength": 254,
+    let email = json!({"type": "string",
         "pattern": r"^\s*[^\s@\x00-\x1f\x7f-\x9f]+@[^\s@.\x00-\x1f\x7f-\x9f]+(?:\.[^\s@.\x00-\x1f\x7f-\x9f]+)+\s*$",
         "description": "One @, something before it, a dotted domain after it; at most 254 characters once trimmed"});
     let line = json!({"type": "integer", "minimum": 1, "maximum": MAX_LINE_QUANTITY});
@@ -276,7 +279,7 @@ fn constrain_bodies(document: &mut Value) {
     set(
         "Money",
         "amountMinor",
-        &json!({"type": "integer", "format": "int64", "minimum": 0}),
+        &json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_PRICE}),
     );
     set("CreateOrder", "currency", &currency);
     for schema in ["RegisterUser", "RenameUser", "CreateProduct"] {

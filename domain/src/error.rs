@@ -31,6 +31,8 @@ pub enum DomainError {
     QuantityZero,
     #[error("a price cannot be negative, got {price}")]
     PriceNegative { price: Money },
+    #[error("a price can be at most {max} minor units, got {price}")]
+    PriceTooLarge { price: Money, max: i64 },
     #[error("the amount must be positive, got {amount}")]
     AmountNotPositive { amount: Money },
     #[error("unknown currency code {0:?}")]
@@ -93,6 +95,7 @@ impl DomainError {
             | Self::QuantityOutOfRange { .. }
             | Self::QuantityZero
             | Self::PriceNegative { .. }
+            | Self::PriceTooLarge { .. }
             | Self::AmountNotPositive { .. }
             | Self::CurrencyMismatch { .. }
             | Self::MoneyOverflow
@@ -122,6 +125,7 @@ impl DomainError {
             Self::InvalidAuthorizationId { .. } => "INVALID_AUTHORIZATION_ID",
             Self::QuantityOutOfRange { .. } | Self::QuantityZero => "QUANTITY_OUT_OF_RANGE",
             Self::PriceNegative { .. } => "PRICE_NEGATIVE",
+            Self::PriceTooLarge { .. } => "PRICE_TOO_LARGE",
             Self::AmountNotPositive { .. } => "AMOUNT_NOT_POSITIVE",
             Self::UnknownCurrency(_) => "UNKNOWN_CURRENCY",
             Self::CurrencyMismatch { .. } => "CURRENCY_MISMATCH",

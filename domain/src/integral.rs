@@ -17,6 +17,9 @@ where
     deserializer.deserialize_any(Integral(PhantomData))
 }
 
+/// 2^53: every integer below it has a float of its own, and no other integer rounds to it.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
 struct Integral<T>(PhantomData<T>);
 
 impl<T: TryFrom<i128>> Integral<T> {
@@ -41,8 +44,10 @@ impl<'de, T: TryFrom<i128>> Visitor<'de> for Integral<T> {
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<T, E> {
-        // Beyond 2^63 no float is an exact i64 or u32 anyway; the range check refuses it.
-        if value.fract() == 0.0 && value.abs() < 1e19 {
+        // From 2^53 on a float no longer holds every integer: `9007199254740993.0` arrives
+        // as ...992, indistinguishable from it. Such a number is refused rather than read as
+        // another amount; integers written as integers have no such limit.
+        if value.fract() == 0.0 && value.abs() < MAX_EXACT {
             Self::fit(value as i128)
         } else {
             Err(E::invalid_type(de::Unexpected::Float(value), &self))
@@ -66,6 +71,21 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
+    #[derive(Debug, Deserialize)]
+    struct Wide {
+        #[serde(deserialize_with = "super::deserialize")]
+        n: i64,
+    }
+
+    #[test]
+    fn floats_past_two_to_the_53_are_refused_not_rounded() {
+        let wide = |json: &str| serde_json::from_str::<Wide>(json).map(|w| w.n);
+        assert_eq!(wide(r#"{"n": 9007199254740991.0}"#).unwrap(), (1 << 53) - 1);
+        assert!(wide(r#"{"n": 9007199254740992.0}"#).is_err());
+        assert!(wide(r#"{"n": 9007199254740993.0}"#).is_err());
+        assert_eq!(wide(r#"{"n": 9007199254740993}"#).unwrap(), (1 << 53) + 1);
+    }
+
     #[test]
     fn integral_floats_count_as_integers_and_ranges_hold() {
         assert_eq!(n(r#"{"n": 3}"#), Ok(3));
@@ -75,6 +95,7 @@ mod tests {
         assert!(n(r#"{"n": -1}"#).is_err());
         assert!(n(r#"{"n": 2.5}"#).is_err());
         assert!(n(r#"{"n": 1e300}"#).is_err());
+        assert!(n(r#"{"n": -0.0}"#) == Ok(0));
         assert!(n(r#"{"n": "3"}"#).is_err());
     }
 }

@@ -189,9 +189,18 @@ impl Product {
     }
 }
 
+/// The largest price, in minor units: 2^53 - 1, the largest integer every JSON client
+/// (JavaScript's numbers included) reads exactly.
+pub const MAX_PRICE: i64 = (1 << 53) - 1;
+
 fn ensure_price(price: Money) -> Result<(), DomainError> {
     if price.is_negative() {
         Err(DomainError::PriceNegative { price })
+    } else if price.amount_minor > MAX_PRICE {
+        Err(DomainError::PriceTooLarge {
+            price,
+            max: MAX_PRICE,
+        })
     } else {
         Ok(())
     }

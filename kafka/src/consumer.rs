@@ -125,10 +125,11 @@ static LAG_MONITOR: std::sync::OnceLock<crate::lag::LagMonitor> = std::sync::Onc
 /// Lets every [`AssignmentWatch`] of this process judge its group by `monitor`'s reports
 /// (the first call wins). With a monitor, a member rejoins when, for [`REJOIN_AFTER`], the
 /// monitor can read the broker and reports partitions of the member's group as STALL
-/// (members present, lag not shrinking) that the member does not hold itself: partitions
-/// nobody live consumes. Its own stalled partitions are its own problem (a database
+/// (members present, lag not shrinking), none of them the member's own: partitions nobody
+/// live consumes. When its own partitions stall as well, the cause is shared (a database
 /// outage, a replay's lock), which a rejoin cannot cure. Without a monitor, a member that
-/// holds no partition at all for that long rejoins.
+/// holds no partition at all for that long rejoins (with more members than partitions,
+/// an idle member then rejoins now and then).
 pub fn watch_stalls_with(monitor: crate::lag::LagMonitor) {
     let _ = LAG_MONITOR.set(monitor);
 }
@@ -180,17 +181,25 @@ impl AssignmentWatch {
         let fault = match LAG_MONITOR.get() {
             Some(monitor) => {
                 let report = monitor.latest();
-                let orphans = report
+                let stalled: Vec<bool> = report
                     .group(&self.group)
                     .filter(|_| report.up)
-                    .map_or(0, |group| {
+                    .map(|group| {
                         group
                             .partitions
                             .iter()
                             .filter(|p| p.status == crate::lag::eval::Status::Stall)
-                            .filter(|p| !mine.contains(&(p.topic.clone(), p.partition)))
-                            .count()
-                    });
+                            .map(|p| mine.contains(&(p.topic.clone(), p.partition)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // When this member's own partitions stall too, the cause is shared (the
+                // database, a replay's lock) and a rejoin cures nothing.
+                let orphans = if stalled.iter().any(|&own| own) {
+                    0
+                } else {
+                    stalled.len()
+                };
                 (orphans > 0)
                     .then(|| format!("{orphans} partitions of its group are STALL and not its own"))
             }
@@ -200,6 +209,7 @@ impl AssignmentWatch {
         };
         let Some(fault) = fault else {
             self.faulty_since = None;
+            self.limit = REJOIN_AFTER + jitter(&self.group);
             return false;
         };
         let since = *self.faulty_since.get_or_insert(now);
@@ -229,7 +239,10 @@ fn jitter(group: &str) -> Duration {
     Duration::from_millis(hasher.finish() % REJOIN_JITTER.as_millis() as u64)
 }
 
-/// Drops a consumer off the async threads: closing it (leaving its group) blocks.
-pub fn close(consumer: StreamConsumer) {
-    tokio::task::spawn_blocking(move || drop(consumer));
+/// Closes a consumer (it leaves its group) off the async threads, since that blocks, and
+/// returns once it has: a new member joining next to a departing one costs a rebalance.
+pub async fn close(consumer: StreamConsumer) {
+    if let Err(err) = tokio::task::spawn_blocking(move || drop(consumer)).await {
+        tracing::warn!(%err, "closing a consumer failed");
+    }
 }

@@ -121,7 +121,7 @@ pub async fn run_one(
     let mut assignment = AssignmentWatch::new(&group);
     while !*shutdown.borrow() {
         if assignment.must_rejoin(&consumer) {
-            close(consumer);
+            close(consumer).await;
             consumer = subscribe(&kafka, &group, &topics).context("subscribing again")?;
         }
         let batch = tokio::select! {

@@ -314,7 +314,7 @@ impl<G: PaymentGateway> Orchestrator<G> {
         let mut assignment = AssignmentWatch::new(&group);
         while !*shutdown.borrow() {
             if assignment.must_rejoin(&consumer) {
-                close(consumer);
+                close(consumer).await;
                 consumer = subscribe(&kafka, &group, &topics).context("subscribing again")?;
             }
             let batch = tokio::select! {
