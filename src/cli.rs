@@ -328,7 +328,6 @@ async fn run(role: Role) -> anyhow::Result<()> {
         }
         Role::Relay(args) => {
             let pool = connect(&args.database).await?;
-            create_topics(&args.kafka).await?;
             let shutdown = shutdown_watch();
             let options = args.options();
             let (figures_pool, relay) = (pool.clone(), options.name.clone());
@@ -345,7 +344,15 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 Some(figures),
                 shutdown.clone(),
             );
-            let relay = orderflow_command::relay::run(pool, args.kafka.clone(), options, shutdown);
+            // `/ready` answers (not ready) while a broker that is down keeps the topics from
+            // being created.
+            let (readiness, kafka) = (options.readiness.clone(), args.kafka.clone());
+            let relay = async move {
+                readiness.problem("broker", "waiting for the broker to create the topics");
+                create_topics(&kafka).await?;
+                readiness.ok("broker");
+                orderflow_command::relay::run(pool, kafka, options, shutdown).await
+            };
             tokio::try_join!(relay, ops).map(|_| ())
         }
         Role::Projector(args) => {
