@@ -9,6 +9,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::envelope::{decode, EnvelopeError};
+use crate::topics::partition_ids;
 use crate::KafkaArgs;
 use orderflow_store::StoredEvent;
 
@@ -59,14 +60,7 @@ pub fn read_topic(
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "10")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
-    let partitions: Vec<i32> = match metadata.topics().iter().find(|t| t.name() == topic) {
-        Some(t) => match t.error() {
-            Some(code) => return Err(KafkaError::MetadataFetch(code.into())),
-            None => t.partitions().iter().map(|p| p.id()).collect(),
-        },
-        None => Vec::new(),
-    };
+    let partitions = partition_ids(&consumer, topic, REQUEST_TIMEOUT)?;
     let mut read = TopicRead {
         partitions: partitions.len(),
         ..TopicRead::default()

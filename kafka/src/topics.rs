@@ -10,6 +10,8 @@ use orderflow_domain::user::User;
 use orderflow_domain::Aggregate;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::KafkaArgs;
@@ -41,6 +43,23 @@ pub fn all_topics(prefix: &str) -> Vec<String> {
             [dead_letter_topic(&topic), topic]
         })
         .collect()
+}
+
+/// The partition ids of `topic` as the broker's metadata lists them; none for a topic it
+/// does not know (yet).
+pub fn partition_ids(
+    client: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<Vec<i32>> {
+    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) => match t.error() {
+            Some(code) => Err(KafkaError::MetadataFetch(code.into())),
+            None => Ok(t.partitions().iter().map(|p| p.id()).collect()),
+        },
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Create every topic of [`all_topics`] that does not exist yet.

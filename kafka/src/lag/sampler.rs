@@ -243,24 +243,7 @@ impl Sampler {
         if let (Some(known), false) = (&known, self.refresh_due) {
             return Ok(known.clone());
         }
-        let looked_up = self
-            .admin
-            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-            .and_then(|metadata| {
-                let entry = metadata
-                    .topics()
-                    .iter()
-                    .find(|t| t.name() == topic)
-                    .map(|t| {
-                        let ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-                        (t.error(), ids)
-                    });
-                match entry {
-                    Some((None, partitions)) => Ok(partitions),
-                    Some((Some(code), _)) => Err(KafkaError::MetadataFetch(code.into())),
-                    None => Ok(Vec::new()),
-                }
-            });
+        let looked_up = crate::topics::partition_ids(&self.admin, topic, REQUEST_TIMEOUT);
         match (looked_up, known) {
             (Ok(partitions), _) if !partitions.is_empty() => {
                 self.partitions.insert(topic.to_owned(), partitions.clone());
