@@ -8,20 +8,97 @@ use tokio::time::Instant;
 
 use futures::FutureExt as _;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::KafkaArgs;
+
+/// The most records the relay puts in one producer batch (its `batch.num.messages`), and so
+/// how far back from its group's committed offset a member starts on a partition it is
+/// assigned (see [`Rewind`]).
+pub const MAX_BATCH_RECORDS: i64 = 1000;
+
+/// How long an assignment waits for the group's committed offsets before starting from them
+/// without the rewind.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A member of a consumer group, as [`subscribe`] makes it.
+pub type GroupConsumer = StreamConsumer<Rewind>;
+
+/// Starts each assigned partition up to [`MAX_BATCH_RECORDS`] before the group's committed
+/// offset; consumers dedupe what comes again.
+///
+/// Offsets are committed per record, so a commit can fall inside a producer batch. A Kafka
+/// broker answers a fetch from there with the whole batch, and the client drops the records
+/// before the offset. tansu 0.6.0 (its object-store engines, the memory one included)
+/// answers with the batches that *start* at the offset or later: the rest of the batch is
+/// skipped, and when that batch is the partition's last, its high watermark (one past the
+/// batch's first record) says nothing is left, so the records wait, unseen by the lag
+/// monitor, until another batch arrives and then are skipped. Starting before the batch's
+/// first record gets them from either broker.
+#[derive(Debug, Default)]
+pub struct Rewind;
+
+impl ClientContext for Rewind {}
+
+impl ConsumerContext for Rewind {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        // The eager protocol (the default assignors): an assignment replaces the last one.
+        let outcome = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                rewind(consumer, tpl);
+                consumer.assign(tpl)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => consumer.unassign(),
+            other => {
+                tracing::warn!(error = ?other, "a rebalance failed; holding no partitions until the next");
+                consumer.unassign()
+            }
+        };
+        if let Err(err) = outcome {
+            tracing::error!(%err, "applying a rebalance failed");
+        }
+    }
+}
+
+/// Sets each partition of `assignment` to start [`MAX_BATCH_RECORDS`] before the group's
+/// committed offset (not before 0); partitions without one keep `auto.offset.reset`.
+fn rewind(consumer: &BaseConsumer<Rewind>, assignment: &mut TopicPartitionList) {
+    let committed = match consumer.committed_offsets(assignment.clone(), COMMITTED_TIMEOUT) {
+        Ok(committed) => committed,
+        Err(err) => {
+            tracing::warn!(%err, "reading the group's committed offsets failed: starting from them without rewinding");
+            return;
+        }
+    };
+    for element in committed.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            let from = Offset::Offset((offset - MAX_BATCH_RECORDS).max(0));
+            if let Err(err) =
+                assignment.set_partition_offset(element.topic(), element.partition(), from)
+            {
+                tracing::warn!(%err, topic = element.topic(), partition = element.partition(), "rewinding a partition failed");
+            }
+        }
+    }
+}
 
 /// A consumer in `group` subscribed to `topics`, committing offsets only by hand.
 pub fn subscribe(
     args: &KafkaArgs,
     group: &str,
     topics: &[String],
-) -> Result<StreamConsumer, KafkaError> {
-    let consumer: StreamConsumer = args
+) -> Result<GroupConsumer, KafkaError> {
+    let consumer: GroupConsumer = args
         .client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -31,7 +108,7 @@ pub fn subscribe(
         .set("heartbeat.interval.ms", "1000")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", args.kafka_fetch_wait_ms.to_string())
-        .create()?;
+        .create_with_context(Rewind)?;
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
@@ -43,7 +120,7 @@ pub fn subscribe(
 /// batches, while on an idle system each record is handed over at once. An empty batch
 /// means nothing arrived within `idle`.
 pub async fn next_batch(
-    consumer: &StreamConsumer,
+    consumer: &GroupConsumer,
     max: usize,
     idle: Duration,
     linger: Duration,
@@ -83,7 +160,7 @@ pub async fn next_batch(
 /// Commit the offsets just past every record in `batch`, without blocking the thread: a
 /// commit that fails is repaired by the next one, and until then the records are at most
 /// delivered again, which consumers dedupe.
-pub fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
+pub fn commit(consumer: &GroupConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
     let mut next: HashMap<(&str, i32), i64> = HashMap::new();
     for message in batch {
         let entry = next
@@ -159,7 +236,7 @@ impl AssignmentWatch {
 
     /// Whether the member should leave its group and join again (drop the consumer, off
     /// the async threads, and subscribe anew): checked every few seconds.
-    pub fn must_rejoin(&mut self, consumer: &StreamConsumer) -> bool {
+    pub fn must_rejoin(&mut self, consumer: &GroupConsumer) -> bool {
         let now = Instant::now();
         if self
             .checked_at
@@ -241,7 +318,7 @@ fn jitter(group: &str) -> Duration {
 
 /// Closes a consumer (it leaves its group) off the async threads, since that blocks, and
 /// returns once it has: a new member joining next to a departing one costs a rebalance.
-pub async fn close(consumer: StreamConsumer) {
+pub async fn close(consumer: GroupConsumer) {
     if let Err(err) = tokio::task::spawn_blocking(move || drop(consumer)).await {
         tracing::warn!(%err, "closing a consumer failed");
     }

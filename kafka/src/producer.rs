@@ -63,6 +63,12 @@ impl EventPublisher {
             // event on an idle system goes out after at most a millisecond.
             .set("linger.ms", "1")
             .set("compression.type", "lz4")
+            // Consumers rewind this far when they are assigned a partition (see
+            // `consumer::Rewind`).
+            .set(
+                "batch.num.messages",
+                crate::consumer::MAX_BATCH_RECORDS.to_string(),
+            )
             .set(
                 "message.timeout.ms",
                 delivery_timeout.as_millis().to_string(),

@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use orderflow_kafka::consumer::{close, commit, next_batch, subscribe, AssignmentWatch};
+use orderflow_kafka::consumer::{
+    close, commit, next_batch, subscribe, AssignmentWatch, GroupConsumer,
+};
 use orderflow_kafka::dlq::dead_letter;
 use orderflow_kafka::topics::{dead_letter_topic, events_topic};
 use orderflow_kafka::{envelope, Backoff, KafkaArgs};
 use orderflow_store::StoredEvent;
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
@@ -195,7 +196,7 @@ struct Topics {
 #[tracing::instrument(name = "apply", skip_all, fields(projection = %projection, records = batch.len()))]
 async fn handle(
     pool: &PgPool,
-    consumer: &StreamConsumer,
+    consumer: &GroupConsumer,
     dead_letters: &FutureProducer,
     projection: &dyn Projection,
     group: &str,
