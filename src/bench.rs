@@ -35,6 +35,16 @@ pub(crate) enum Bench {
     Freshness(crate::bench_reads::FreshnessArgs),
     /// Composed order queries per second and their latency, from N connections.
     Graphql(crate::bench_reads::GraphqlArgs),
+    /// Events per second the relay publishes (commit to the broker's acknowledgement), and
+    /// its drain after a broker outage, on a seeded store.
+    Relay(crate::bench_store::RelayArgs),
+    /// Events per second a replay folds into every projection, on a seeded store.
+    Replay(crate::bench_store::ReplayArgs),
+    /// The ceiling: pgbench's durable one-event insert (scripts/bench/one-event.sql).
+    Ceiling(crate::bench_all::CeilingArgs),
+    /// Every scenario in turn, then one table: each figure next to the ceiling measured in
+    /// the same run, and its goal.
+    All(crate::bench_all::AllArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +88,10 @@ pub(crate) async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Sagas(args) => crate::bench_saga::sagas(args).await,
         Bench::Freshness(args) => crate::bench_reads::freshness(args).await,
         Bench::Graphql(args) => crate::bench_reads::graphql_bench(args).await,
+        Bench::Relay(args) => crate::bench_store::relay_bench(args).await,
+        Bench::Replay(args) => crate::bench_store::replay_bench(args).await,
+        Bench::Ceiling(args) => crate::bench_all::ceiling(args).await,
+        Bench::All(args) => crate::bench_all::all(args).await,
     }
 }
 
@@ -115,6 +129,7 @@ struct Report {
     latencies: Vec<u64>,
     server_cpu_ms: Option<u64>,
     postgres_cpu_ms: Option<u64>,
+    generator: Option<GeneratorCpu>,
 }
 
 impl Report {
@@ -149,6 +164,7 @@ impl Report {
                 "first_error": self.first_error,
                 "server_cpu_ms_per_command": self.per_command(self.server_cpu_ms),
                 "postgres_cpu_ms_per_command": self.per_command(self.postgres_cpu_ms),
+                "generator_cpu": self.generator.map(|cpu| cpu.json()),
             });
             println!("{value}");
             return;
@@ -167,6 +183,9 @@ impl Report {
             self.per_command(self.postgres_cpu_ms),
         ) {
             println!("cpu ms per command: command service {server:.3}, PostgreSQL {pg:.3} (this load generator runs on the same machine)");
+        }
+        if let Some(generator) = &self.generator {
+            generator.print();
         }
         if !self.error_kinds.is_empty() {
             let kinds: Vec<String> = self
@@ -249,7 +268,9 @@ async fn drive(
         latencies: Vec::new(),
         server_cpu_ms: None,
         postgres_cpu_ms: None,
+        generator: None,
     };
+    let generator = GeneratorCpu::measure(measure_from.into(), end.into());
     let mut cpu = None;
     if let Some(platform) = platform {
         tokio::time::sleep_until(measure_from.into()).await;
@@ -273,6 +294,7 @@ async fn drive(
         }
     }
     report.latencies.sort_unstable();
+    report.generator = generator.await.ok().flatten();
     Ok(report)
 }
 
@@ -628,4 +650,104 @@ fn proc_stat(pid: u32) -> Option<ProcStat> {
         cpu_ms: (ticks(11)? + ticks(12)?) * 10,
         children_cpu_ms: (ticks(13)? + ticks(14)?) * 10,
     })
+}
+
+/// The load generator's CPU over a measured window: this process's CPU time against the
+/// machine's, from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GeneratorCpu {
+    /// Cores this process kept busy on average.
+    pub(crate) cores: f64,
+    /// Cores the machine has.
+    pub(crate) machine_cores: usize,
+    /// Share of the machine's CPU time that was busy (0 to 1).
+    pub(crate) machine_busy: f64,
+    /// This process's share of the busy CPU time (0 to 1).
+    pub(crate) share: f64,
+}
+
+impl GeneratorCpu {
+    /// Measures from `from` to `to` in the background.
+    pub(crate) fn measure(
+        from: tokio::time::Instant,
+        to: tokio::time::Instant,
+    ) -> tokio::task::JoinHandle<Option<Self>> {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(from).await;
+            let started = Instant::now();
+            let own = proc_stat(std::process::id())?.cpu_ms;
+            let (busy, total) = machine_ticks()?;
+            tokio::time::sleep_until(to).await;
+            let seconds = started.elapsed().as_secs_f64();
+            let own = proc_stat(std::process::id())?.cpu_ms.saturating_sub(own);
+            let (busy_now, total_now) = machine_ticks()?;
+            let (busy, total) = (
+                busy_now.saturating_sub(busy),
+                total_now.saturating_sub(total),
+            );
+            let machine_cores = std::thread::available_parallelism().map_or(1, usize::from);
+            Some(Self {
+                cores: own as f64 / 1000.0 / seconds.max(1e-9),
+                machine_cores,
+                machine_busy: busy as f64 / total.max(1) as f64,
+                // Ticks are 1/100 s.
+                share: own as f64 / (busy as f64 * 10.0).max(1.0),
+            })
+        })
+    }
+
+    /// When the generator, not the platform, may bound the figures: the machine was nearly
+    /// full and the generator took a large part of it, or it kept most cores busy itself.
+    pub(crate) fn warning(&self) -> Option<String> {
+        let bound = (self.machine_busy >= 0.85 && self.share >= 0.3)
+            || self.cores >= 0.8 * self.machine_cores as f64;
+        bound.then(|| {
+            format!(
+                "the load generator used {:.2} of {} cores ({:.0}% of the busy CPU, the machine {:.0}% busy): \
+                 it may be the bottleneck; run it on another machine against --target/--command-url",
+                self.cores,
+                self.machine_cores,
+                self.share * 100.0,
+                self.machine_busy * 100.0
+            )
+        })
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "cores": self.cores,
+            "machine_cores": self.machine_cores,
+            "machine_busy": self.machine_busy,
+            "share_of_busy": self.share,
+            "warning": self.warning(),
+        })
+    }
+
+    /// One line for the text reports (and the warning on stderr).
+    pub(crate) fn print(&self) {
+        println!(
+            "load generator CPU: {:.2} of {} cores ({:.0}% of the busy CPU; the machine {:.0}% busy)",
+            self.cores,
+            self.machine_cores,
+            self.share * 100.0,
+            self.machine_busy * 100.0
+        );
+        if let Some(warning) = self.warning() {
+            eprintln!("warning: {warning}");
+        }
+    }
+}
+
+/// (busy, total) clock ticks of every CPU since boot, from /proc/stat's first line.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
 }

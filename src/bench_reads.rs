@@ -24,7 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::bench::{percentile, wait_ready};
+use crate::bench::{percentile, wait_ready, GeneratorCpu};
 
 /// Where the platform is: running services, or `orderflow dev` started by the bench.
 #[derive(Debug, clap::Args)]
@@ -463,6 +463,7 @@ async fn measure_freshness(
         ));
     }
     drop(samples_tx);
+    let generator = GeneratorCpu::measure(measure_from, end);
     let mut report = FreshnessReport {
         rate: args.rate,
         seconds: args.duration.as_secs_f64(),
@@ -472,6 +473,7 @@ async fn measure_freshness(
         errors: 0,
         first_error: None,
         answered: 0,
+        generator: None,
     };
     // Every task still running holds a sender; they end within the client's timeout.
     while let Some((sample, in_window)) = samples_rx.recv().await {
@@ -490,6 +492,7 @@ async fn measure_freshness(
     }
     report.commands.sort_unstable();
     report.fresh.sort_unstable();
+    report.generator = generator.await.ok().flatten();
     Ok(report)
 }
 
@@ -578,6 +581,7 @@ struct FreshnessReport {
     first_error: Option<String>,
     /// Counted commands answered (2xx or not) before the window ended.
     answered: u64,
+    generator: Option<GeneratorCpu>,
 }
 
 /// p50, p90, p99 and max of sorted microseconds, in milliseconds.
@@ -604,6 +608,7 @@ impl FreshnessReport {
                 "first_error": self.first_error,
                 "fresh_p50_ms": p50, "fresh_p90_ms": p90, "fresh_p99_ms": p99, "fresh_max_ms": max,
                 "command_p50_ms": c50, "command_p99_ms": c99,
+                "generator_cpu": self.generator.map(|cpu| cpu.json()),
             });
             println!("{value}");
             return;
@@ -616,6 +621,9 @@ impl FreshnessReport {
             "2xx → visible through GraphQL ms: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  max {max:.1}"
         );
         println!("command latency ms: p50 {c50:.1}  p99 {c99:.1}");
+        if let Some(generator) = &self.generator {
+            generator.print();
+        }
         if let Some(error) = &self.first_error {
             println!("first error: {error}");
         }
@@ -705,6 +713,7 @@ async fn measure_graphql(args: &GraphqlArgs, platform: &Platform) -> anyhow::Res
         "{} connections for {:?} after a warm-up of {warm_up:?}",
         args.connections, args.duration
     );
+    let generator = GeneratorCpu::measure(measure_from.into(), end.into());
     let mut clients = tokio::task::JoinSet::new();
     for seed in 0..args.connections as usize {
         clients.spawn(graphql_client(shared.clone(), seed, measure_from, end));
@@ -716,6 +725,7 @@ async fn measure_graphql(args: &GraphqlArgs, platform: &Platform) -> anyhow::Res
         latencies: Vec::new(),
         errors: 0,
         first_error: None,
+        generator: None,
     };
     while let Some(joined) = clients.join_next().await {
         let (latencies, errors, first_error) = joined.context("a bench client panicked")?;
@@ -726,6 +736,7 @@ async fn measure_graphql(args: &GraphqlArgs, platform: &Platform) -> anyhow::Res
         }
     }
     report.latencies.sort_unstable();
+    report.generator = generator.await.ok().flatten();
     Ok(report)
 }
 
@@ -787,6 +798,7 @@ struct GraphqlReport {
     latencies: Vec<u64>,
     errors: u64,
     first_error: Option<String>,
+    generator: Option<GeneratorCpu>,
 }
 
 impl GraphqlReport {
@@ -800,6 +812,7 @@ impl GraphqlReport {
                 "requests_per_second": throughput, "errors": self.errors,
                 "first_error": self.first_error,
                 "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
+                "generator_cpu": self.generator.map(|cpu| cpu.json()),
             });
             println!("{value}");
             return;
@@ -817,6 +830,9 @@ impl GraphqlReport {
             self.errors
         );
         println!("latency ms: p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  max {max:.2}");
+        if let Some(generator) = &self.generator {
+            generator.print();
+        }
         if let Some(error) = &self.first_error {
             println!("first error: {error}");
         }

@@ -104,6 +104,11 @@ impl PrivatePostgres {
         Ok(pg)
     }
 
+    /// The directory of the server's binaries (and its client tools: psql, pgbench).
+    pub(crate) fn bindir(&self) -> &Path {
+        &self.tools.bindir
+    }
+
     /// e.g. postgres://postgres@127.0.0.1:54329/orderflow  (database `orderflow` created if missing)
     pub(crate) fn url(&self) -> &str {
         &self.url

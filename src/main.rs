@@ -1,8 +1,10 @@
 //! `orderflow`: one binary whose subcommands start each role of the platform.
 
 mod bench;
+mod bench_all;
 mod bench_reads;
 mod bench_saga;
+mod bench_store;
 mod cli;
 mod devdb;
 mod lag;

@@ -44,6 +44,10 @@ impl KafkaArgs {
         config
             .set("bootstrap.servers", &self.kafka_brokers)
             .set("broker.address.family", "v4")
+            // A broker that comes back is reconnected to within a second (librdkafka's
+            // default backs off up to 10 s, which held a relay's backlog that long after
+            // an outage).
+            .set("reconnect.backoff.max.ms", "1000")
             .set("log_level", "3");
         config
     }

@@ -5,4 +5,4 @@
 insert into events (stream_id, stream_type, version, event_type, payload, metadata)
 values (gen_random_uuid(), 'order', 1, 'OrderCreated',
         '{"userId": "01a22a00-0f72-74f6-8db4-eef257b78323", "currency": "EUR"}',
-        '{"eventId": "01a22a00-0f72-74f6-8db4-eef257b78324", "correlationId": "01a22a00-0f72-74f6-8db4-eef257b78325", "actor": "bench", "actorRoles": ["admin"]}');
+        '{"eventId": "01a22a00-0f72-74f6-8db4-eef257b78324", "correlationId": "01a22a00-0f72-74f6-8db4-eef257b78325", "commandId": "pgbench", "actor": "bench", "actorRoles": ["admin"]}');
