@@ -115,6 +115,15 @@ async fn ceiling_report(args: &CeilingArgs) -> anyhow::Result<Value> {
             .arg("-f")
             .arg(&script)
             .arg("orderflow")
+            // The server is ours, whatever PG* variables the caller has set.
+            .env_remove("PGOPTIONS")
+            .env_remove("PGSSLMODE")
+            .env_remove("PGSERVICE")
+            .env_remove("PGPASSFILE")
+            .env_remove("PGDATABASE")
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .env_remove("PGUSER")
             .stdin(Stdio::null())
             .output()
             .await
@@ -250,6 +259,14 @@ pub(crate) async fn all(args: AllArgs) -> anyhow::Result<()> {
         println!("{}", json!({"scenarios": reports, "table": rows}));
     } else {
         print_table(&rows);
+    }
+    let failed: Vec<&String> = reports
+        .iter()
+        .filter(|(_, report)| report.get("error").is_some())
+        .map(|(name, _)| name)
+        .collect();
+    if !failed.is_empty() {
+        bail!("scenarios failed: {failed:?} (their output is above)");
     }
     Ok(())
 }

@@ -443,6 +443,7 @@ async fn measure_freshness(
         "{} commands/s for {:?} after a warm-up of {warm_up:?}",
         args.rate, args.duration
     );
+    let generator = GeneratorCpu::measure(measure_from, end);
     loop {
         let now = ticks.tick().await;
         if now >= end {
@@ -463,7 +464,6 @@ async fn measure_freshness(
         ));
     }
     drop(samples_tx);
-    let generator = GeneratorCpu::measure(measure_from, end);
     let mut report = FreshnessReport {
         rate: args.rate,
         seconds: args.duration.as_secs_f64(),

@@ -210,10 +210,17 @@ pub(crate) async fn relay_report(args: &RelayArgs) -> anyhow::Result<Value> {
             options,
             shutdown,
         ));
+        let mut relay = relay;
         let outcome = async {
             eprintln!("publishing the {seeded} seeded events");
             let started = Instant::now();
-            caught_up(&pool, &name, Duration::from_secs(3600)).await?;
+            // A relay that cannot publish retries for ever: bounded here, and its end (an
+            // error, a panic) ends the bench.
+            let limit = Duration::from_secs(60 + seeded / 1_000);
+            tokio::select! {
+                caught = caught_up(&pool, &name, limit) => caught?,
+                ended = &mut relay => bail!("the relay ended early: {ended:?}"),
+            }
             let publish = started.elapsed();
             let mut report = json!({
                 "seeded": seeded,
@@ -224,7 +231,10 @@ pub(crate) async fn relay_report(args: &RelayArgs) -> anyhow::Result<Value> {
             });
             match &mock {
                 Some(mock) if !args.outage.is_zero() => {
-                    let outage = outage(&pool, mock, &name, args.outage, args.outage_rate).await?;
+                    let outage = tokio::select! {
+                        outage = outage(&pool, mock, &name, args.outage, args.outage_rate) => outage?,
+                        ended = &mut relay => bail!("the relay ended early: {ended:?}"),
+                    };
                     report["outage"] = outage;
                 }
                 _ => report["outage"] = Value::Null,
@@ -233,8 +243,14 @@ pub(crate) async fn relay_report(args: &RelayArgs) -> anyhow::Result<Value> {
         }
         .await;
         let _ = stop.send(true);
-        if let Ok(Err(err)) = relay.await {
-            tracing::warn!(error = %format!("{err:#}"), "the relay ended with an error");
+        if !relay.is_finished() || outcome.is_ok() {
+            match relay.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %format!("{err:#}"), "the relay ended with an error")
+                }
+                Err(err) => tracing::warn!(%err, "the relay panicked"),
+            }
         }
         outcome
     })
@@ -271,7 +287,7 @@ async fn outage(
     mock.broker_up(1)
         .context("starting the in-process broker again")?;
     let back = Instant::now();
-    caught_up(pool, relay, Duration::from_secs(600)).await?;
+    caught_up(pool, relay, Duration::from_secs(60 + appended / 1_000)).await?;
     let drain = back.elapsed();
     Ok(json!({
         "seconds": length.as_secs_f64(),

@@ -2,6 +2,7 @@
 //! committed only when the caller says the batch's effects are durable.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -9,7 +10,9 @@ use tokio::time::Instant;
 use futures::FutureExt as _;
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaRespErr;
@@ -18,7 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::KafkaArgs;
 
 /// The most records the relay puts in one producer batch (its `batch.num.messages`), and so
-/// how far back from its group's committed offset a member starts on a partition it is
+/// how far back from its group's committed offset a member fetches on a partition it is
 /// assigned (see [`Rewind`]).
 pub const MAX_BATCH_RECORDS: i64 = 1000;
 
@@ -29,8 +32,8 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 /// A member of a consumer group, as [`subscribe`] makes it.
 pub type GroupConsumer = StreamConsumer<Rewind>;
 
-/// Starts each assigned partition up to [`MAX_BATCH_RECORDS`] before the group's committed
-/// offset; consumers dedupe what comes again.
+/// Fetches each assigned partition from up to [`MAX_BATCH_RECORDS`] before the group's
+/// committed offset, and hands out only the records from that offset on.
 ///
 /// Offsets are committed per record, so a commit can fall inside a producer batch. A Kafka
 /// broker answers a fetch from there with the whole batch, and the client drops the records
@@ -38,10 +41,67 @@ pub type GroupConsumer = StreamConsumer<Rewind>;
 /// answers with the batches that *start* at the offset or later: the rest of the batch is
 /// skipped, and when that batch is the partition's last, its high watermark (one past the
 /// batch's first record) says nothing is left, so the records wait, unseen by the lag
-/// monitor, until another batch arrives and then are skipped. Starting before the batch's
-/// first record gets them from either broker.
+/// monitor, until another batch arrives, and are then skipped. Fetching from before the
+/// batch's first record gets them from either broker; the records before the committed
+/// offset are dropped here, as a Kafka client drops them, so nothing is handled twice and
+/// commits never move back.
 #[derive(Debug, Default)]
-pub struct Rewind;
+pub struct Rewind {
+    /// Per assigned (topic, partition): the group's committed offset at assignment, below
+    /// which fetched records are dropped.
+    floors: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl Rewind {
+    /// Whether `message` is at or past its partition's committed offset at assignment.
+    fn wanted<M: Message>(&self, message: &M) -> bool {
+        let floors = self
+            .floors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        floors
+            .get(&(message.topic().to_owned(), message.partition()))
+            .is_none_or(|&floor| message.offset() >= floor)
+    }
+
+    fn floors(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), i64>> {
+        self.floors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets each partition of `assignment` to start [`MAX_BATCH_RECORDS`] before the
+    /// group's committed offset (not before 0), which becomes its floor; partitions without
+    /// one keep `auto.offset.reset`. This reads the offsets from the group coordinator: one
+    /// round trip, on the thread polling the consumer.
+    fn rewind(&self, consumer: &BaseConsumer<Self>, assignment: &mut TopicPartitionList) {
+        let committed = match consumer.committed_offsets(assignment.clone(), COMMITTED_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(err) => {
+                metrics::counter!("orderflow_consumer_unrewound_assignments_total").increment(1);
+                tracing::warn!(%err, "reading the group's committed offsets failed: fetching from them without rewinding (on tansu the rest of a batch a commit falls inside can then be skipped)");
+                return;
+            }
+        };
+        let mut floors = self.floors();
+        for element in committed.elements() {
+            let key = (element.topic().to_owned(), element.partition());
+            let Offset::Offset(offset) = element.offset() else {
+                floors.remove(&key);
+                continue;
+            };
+            let from = Offset::Offset((offset - MAX_BATCH_RECORDS).max(0));
+            match assignment.set_partition_offset(element.topic(), element.partition(), from) {
+                Ok(()) => {
+                    floors.insert(key, offset);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, topic = element.topic(), partition = element.partition(), "rewinding a partition failed");
+                }
+            }
+        }
+    }
+}
 
 impl ClientContext for Rewind {}
 
@@ -52,42 +112,42 @@ impl ConsumerContext for Rewind {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        // The eager protocol (the default assignors): an assignment replaces the last one.
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         let outcome = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                rewind(consumer, tpl);
-                consumer.assign(tpl)
+                if !cooperative {
+                    self.floors().clear();
+                }
+                self.rewind(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
             }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => consumer.unassign(),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if cooperative => {
+                let mut floors = self.floors();
+                for element in tpl.elements() {
+                    floors.remove(&(element.topic().to_owned(), element.partition()));
+                }
+                drop(floors);
+                consumer.incremental_unassign(tpl)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.floors().clear();
+                consumer.unassign()
+            }
             other => {
                 tracing::warn!(error = ?other, "a rebalance failed; holding no partitions until the next");
+                self.floors().clear();
                 consumer.unassign()
             }
         };
         if let Err(err) = outcome {
             tracing::error!(%err, "applying a rebalance failed");
-        }
-    }
-}
-
-/// Sets each partition of `assignment` to start [`MAX_BATCH_RECORDS`] before the group's
-/// committed offset (not before 0); partitions without one keep `auto.offset.reset`.
-fn rewind(consumer: &BaseConsumer<Rewind>, assignment: &mut TopicPartitionList) {
-    let committed = match consumer.committed_offsets(assignment.clone(), COMMITTED_TIMEOUT) {
-        Ok(committed) => committed,
-        Err(err) => {
-            tracing::warn!(%err, "reading the group's committed offsets failed: starting from them without rewinding");
-            return;
-        }
-    };
-    for element in committed.elements() {
-        if let Offset::Offset(offset) = element.offset() {
-            let from = Offset::Offset((offset - MAX_BATCH_RECORDS).max(0));
-            if let Err(err) =
-                assignment.set_partition_offset(element.topic(), element.partition(), from)
-            {
-                tracing::warn!(%err, topic = element.topic(), partition = element.partition(), "rewinding a partition failed");
-            }
         }
     }
 }
@@ -108,7 +168,7 @@ pub fn subscribe(
         .set("heartbeat.interval.ms", "1000")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", args.kafka_fetch_wait_ms.to_string())
-        .create_with_context(Rewind)?;
+        .create_with_context(Rewind::default())?;
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
@@ -125,19 +185,23 @@ pub async fn next_batch(
     idle: Duration,
     linger: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
+    let rewind = consumer.context();
     let mut batch = Vec::new();
-    let busy = match consumer.recv().now_or_never() {
-        Some(message) => {
-            batch.push(message?.detach());
-            true
+    let idle_until = tokio::time::Instant::now() + idle;
+    // The first record handed out (records below their partition's floor are dropped), and
+    // whether it was already waiting.
+    let busy = loop {
+        let (message, waiting) = match consumer.recv().now_or_never() {
+            Some(message) => (message?, true),
+            None => match tokio::time::timeout_at(idle_until, consumer.recv()).await {
+                Err(_) => return Ok(batch),
+                Ok(message) => (message?, false),
+            },
+        };
+        if rewind.wanted(&message) {
+            batch.push(message.detach());
+            break waiting;
         }
-        None => match tokio::time::timeout(idle, consumer.recv()).await {
-            Err(_) => return Ok(batch),
-            Ok(message) => {
-                batch.push(message?.detach());
-                false
-            }
-        },
     };
     let deadline = tokio::time::Instant::now() + if busy { linger } else { Duration::ZERO };
     while batch.len() < max {
@@ -145,7 +209,11 @@ pub async fn next_batch(
         // with no time left.
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Err(_) => break,
-            Ok(Ok(message)) => batch.push(message.detach()),
+            Ok(Ok(message)) => {
+                if rewind.wanted(&message) {
+                    batch.push(message.detach());
+                }
+            }
             // The fetch position is already past what was gathered: hand it over (its
             // offsets get committed with it) and let the next call surface the error.
             Ok(Err(err)) => {

@@ -175,7 +175,7 @@ pub async fn run_one(
                 // Nothing was committed. A fresh subscription starts again from the group's
                 // committed offsets, whatever rebalance happened meanwhile.
                 tracing::error!(%projection, error = %format!("{err:#}"), "a batch failed; retrying");
-                drop(consumer);
+                close(consumer).await;
                 if backoff.wait(&mut shutdown).await {
                     break;
                 }

@@ -83,6 +83,10 @@ fn describe() {
         "orderflow_consumer_rejoins_total",
         "Times a member left its group and joined again because partitions of the group were left to nobody, by group"
     );
+    describe_counter!(
+        "orderflow_consumer_unrewound_assignments_total",
+        "Assignments started at the committed offsets without rewinding, because reading them failed"
+    );
     describe_histogram!(
         "orderflow_saga_step_duration_seconds",
         Unit::Seconds,

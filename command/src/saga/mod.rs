@@ -374,7 +374,7 @@ impl<G: PaymentGateway> Orchestrator<G> {
                 Err(err) => {
                     // Nothing committed: a fresh subscription starts from the committed offsets.
                     tracing::error!(%err, "recording placed orders failed; retrying");
-                    drop(consumer);
+                    close(consumer).await;
                     if backoff.wait(&mut shutdown).await {
                         break;
                     }
