@@ -14,8 +14,8 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::KafkaArgs;
@@ -77,6 +77,10 @@ impl Rewind {
     fn rewind(&self, consumer: &BaseConsumer<Self>, assignment: &mut TopicPartitionList) {
         let committed = match consumer.committed_offsets(assignment.clone(), COMMITTED_TIMEOUT) {
             Ok(committed) => committed,
+            // The consumer is being closed: nothing will be fetched.
+            Err(err) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::BrokerDestroy) => {
+                return;
+            }
             Err(err) => {
                 metrics::counter!("orderflow_consumer_unrewound_assignments_total").increment(1);
                 tracing::warn!(%err, "reading the group's committed offsets failed: fetching from them without rewinding (on tansu the rest of a batch a commit falls inside can then be skipped)");
@@ -191,12 +195,16 @@ pub async fn next_batch(
     // The first record handed out (records below their partition's floor are dropped), and
     // whether it was already waiting.
     let busy = loop {
-        let (message, waiting) = match consumer.recv().now_or_never() {
-            Some(message) => (message?, true),
+        let (next, waiting) = match consumer.recv().now_or_never() {
+            Some(next) => (next, true),
             None => match tokio::time::timeout_at(idle_until, consumer.recv()).await {
                 Err(_) => return Ok(batch),
-                Ok(message) => (message?, false),
+                Ok(next) => (next, false),
             },
+        };
+        let message = match next {
+            Ok(message) => message,
+            Err(err) => past_errors(consumer, err)?,
         };
         if rewind.wanted(&message) {
             batch.push(message.detach());
@@ -223,6 +231,37 @@ pub async fn next_batch(
         }
     }
     Ok(batch)
+}
+
+/// Takes every error already queued behind `first` at once: librdkafka queues one for each
+/// failed reconnection (a broker refusing for a minute leaves dozens), and a caller that
+/// backs off once per error would still be working through them long after the broker came
+/// back. The last error, or the record that followed them (consumption works again: the
+/// errors are only logged).
+fn past_errors(
+    consumer: &GroupConsumer,
+    first: KafkaError,
+) -> Result<BorrowedMessage<'_>, KafkaError> {
+    let mut last = first;
+    let mut more = 0_u32;
+    loop {
+        match consumer.recv().now_or_never() {
+            Some(Err(err)) => {
+                last = err;
+                more += 1;
+            }
+            Some(Ok(message)) => {
+                tracing::warn!(err = %last, more, "consuming failed, then recovered");
+                return Ok(message);
+            }
+            None => {
+                if more > 0 {
+                    tracing::debug!(more, "earlier queued consumer errors taken with this one");
+                }
+                return Err(last);
+            }
+        }
+    }
 }
 
 /// Commit the offsets just past every record in `batch`, without blocking the thread: a
