@@ -72,7 +72,10 @@ impl Rewind {
 
     /// Sets each partition of `assignment` to start [`MAX_BATCH_RECORDS`] before the
     /// group's committed offset (not before 0), which becomes its floor; partitions without
-    /// one keep `auto.offset.reset`. This reads the offsets from the group coordinator: one
+    /// one keep `auto.offset.reset`. (A committed offset past the log's end, left by a topic
+    /// deleted and created again, still becomes a floor: records below it are dropped where
+    /// a Kafka client would reset to the earliest. Delete the group's offsets with the
+    /// topic.) This reads the offsets from the group coordinator: one
     /// round trip, on the thread polling the consumer.
     fn rewind(&self, consumer: &BaseConsumer<Self>, assignment: &mut TopicPartitionList) {
         let committed = match consumer.committed_offsets(assignment.clone(), COMMITTED_TIMEOUT) {
@@ -222,8 +225,8 @@ pub async fn next_batch(
                     batch.push(message.detach());
                 }
             }
-            // The fetch position is already past what was gathered: hand it over (its
-            // offsets get committed with it) and let the next call surface the error.
+            // What was gathered is handed over (its offsets get committed with it); the
+            // error, taken off the queue, is only logged: librdkafka reports and retries.
             Ok(Err(err)) => {
                 tracing::warn!(%err, "consuming failed mid-batch; handing over what arrived");
                 break;
@@ -244,11 +247,16 @@ fn past_errors(
 ) -> Result<BorrowedMessage<'_>, KafkaError> {
     let mut last = first;
     let mut more = 0_u32;
+    // A rebalance or commit event in the queue is served by the poll, which then answers
+    // "nothing yet" although more may wait behind it: look again a few times.
+    let mut empty = 0_u32;
     loop {
         match consumer.recv().now_or_never() {
+            None if empty < 3 => empty += 1,
             Some(Err(err)) => {
                 last = err;
                 more += 1;
+                empty = 0;
             }
             Some(Ok(message)) => {
                 tracing::warn!(err = %last, more, "consuming failed, then recovered");
