@@ -35,14 +35,23 @@ impl DatabaseArgs {
     /// A pool for the write path, on an up-to-date schema, whose connections always use
     /// generic plans: its statements are short, shaped alike and answered from indexes, and
     /// PostgreSQL would otherwise plan each execution of the multi-part append again (a
-    /// third of its time under load, measured with `perf`). A connection is pinged before
-    /// use only when it sat idle for a second: a ping per statement is a round trip more
-    /// per command under load, and a connection in use a moment ago is alive.
+    /// third of its time under load, measured with `perf`).
     pub async fn connect_for_writes(&self) -> Result<PgPool, crate::StoreError> {
         let options = PgConnectOptions::from_str(&self.database_url)?
             .options([("plan_cache_mode", "force_generic_plan")]);
-        let pool = self
-            .pool_options()
+        let pool = self.pool_options().connect_with(options).await?;
+        migrate(&pool).await?;
+        Ok(pool)
+    }
+
+    /// Every pool: a connection is pinged before use only when it sat idle for a second. A
+    /// ping per acquisition is a round trip more per statement under load (sqlx's default;
+    /// a composed GraphQL query acquires several times), and a connection in use a moment
+    /// ago is alive.
+    fn pool_options(&self) -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(self.db_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
@@ -52,16 +61,6 @@ impl DatabaseArgs {
                     Ok(true)
                 })
             })
-            .connect_with(options)
-            .await?;
-        migrate(&pool).await?;
-        Ok(pool)
-    }
-
-    fn pool_options(&self) -> PgPoolOptions {
-        PgPoolOptions::new()
-            .max_connections(self.db_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
     }
 
     /// A pool on a database whose schema is up to date.
