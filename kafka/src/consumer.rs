@@ -47,21 +47,29 @@ pub type GroupConsumer = StreamConsumer<Rewind>;
 /// commits never move back.
 #[derive(Debug, Default)]
 pub struct Rewind {
-    /// Per assigned (topic, partition): the group's committed offset at assignment, below
-    /// which fetched records are dropped.
+    /// Per assigned (topic, partition) not yet caught up: the group's committed offset at
+    /// assignment, below which fetched records are dropped.
     floors: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl Rewind {
-    /// Whether `message` is at or past its partition's committed offset at assignment.
+    /// Whether `message` is at or past its partition's committed offset at assignment. A
+    /// partition's floor goes once a record reaches it (the ones after come in order), so
+    /// once every partition has caught up this costs a lock and nothing more.
     fn wanted<M: Message>(&self, message: &M) -> bool {
-        let floors = self
-            .floors
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        floors
-            .get(&(message.topic().to_owned(), message.partition()))
-            .is_none_or(|&floor| message.offset() >= floor)
+        let mut floors = self.floors();
+        if floors.is_empty() {
+            return true;
+        }
+        let key = (message.topic().to_owned(), message.partition());
+        match floors.get(&key) {
+            Some(&floor) if message.offset() < floor => false,
+            Some(_) => {
+                floors.remove(&key);
+                true
+            }
+            None => true,
+        }
     }
 
     fn floors(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), i64>> {
