@@ -17,7 +17,6 @@ use orderflow_domain::order::{Order, OrderCommand};
 use orderflow_domain::product::{Product, ProductCommand};
 use orderflow_domain::user::{User, UserCommand};
 use orderflow_domain::{Aggregate, Currency, Money};
-use orderflow_kafka::KafkaArgs;
 use orderflow_projector::{replay, ReplayOptions, PROJECTIONS};
 use orderflow_query::config::parse_duration;
 use orderflow_store::reader::Cursor;
@@ -176,31 +175,8 @@ fn print_replay(report: &Value) {
 pub(crate) async fn relay_report(args: &RelayArgs) -> anyhow::Result<Value> {
     let target = args.store.events.unwrap_or(RELAY_EVENTS);
     with_store(&args.store, target, |pool, seeded| async move {
-        let mock = match &args.kafka_brokers {
-            Some(_) => None,
-            None => Some(
-                rdkafka::mocking::MockCluster::new(1).context("starting the in-process broker")?,
-            ),
-        };
-        let brokers = match (&args.kafka_brokers, &mock) {
-            (Some(brokers), _) => brokers.clone(),
-            (_, Some(mock)) => mock.bootstrap_servers(),
-            (None, None) => unreachable!("a mock cluster exists when no brokers are given"),
-        };
-        let kafka = KafkaArgs::new(brokers, format!("bench{}", Uuid::now_v7().simple()));
-        match &mock {
-            Some(mock) => {
-                for topic in orderflow_kafka::topics::all_topics(&kafka.topic_prefix) {
-                    mock.create_topic(&topic, kafka.topic_partitions, 1)
-                        .with_context(|| format!("creating topic {topic}"))?;
-                }
-            }
-            None => {
-                orderflow_kafka::topics::ensure_topics(&kafka)
-                    .await
-                    .context("creating topics")?;
-            }
-        }
+        let (mock, kafka) =
+            crate::bench_saga::bench_broker(args.kafka_brokers.as_deref()).await?;
         let options = orderflow_command::relay::RelayOptions::default();
         let name = options.name.clone();
         let (stop, shutdown) = watch::channel(false);
@@ -261,7 +237,7 @@ pub(crate) async fn relay_report(args: &RelayArgs) -> anyhow::Result<Value> {
 /// starts it again and times the relay's drain of what piled up.
 async fn outage(
     pool: &PgPool,
-    mock: &rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    mock: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     relay: &str,
     length: Duration,
     rate: u32,
