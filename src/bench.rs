@@ -560,7 +560,7 @@ impl OwnPlatform {
         let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
         let mut server = Command::new(exe)
             .arg("command")
-            .env("DATABASE_URL", pg.url())
+            .env("DATABASE_URL", pg.local_url())
             .env("ORDERFLOW_AUTH_SECRET", &secret)
             // One subject makes all the load.
             .env("ORDERFLOW_RATE_LIMIT", "0")

@@ -87,7 +87,7 @@ async fn ceiling_report(args: &CeilingArgs) -> anyhow::Result<Value> {
         .await
         .context("starting the private PostgreSQL")?;
     let outcome = async {
-        DatabaseArgs::new(pg.url())
+        DatabaseArgs::new(pg.local_url())
             .connect_and_migrate()
             .await
             .context("migrating")?
@@ -105,7 +105,9 @@ async fn ceiling_report(args: &CeilingArgs) -> anyhow::Result<Value> {
             args.duration.as_secs()
         );
         let output = tokio::process::Command::new(pg.bindir().join("pgbench"))
-            .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-j", "2"])
+            // Over the Unix socket when there is one, as the platform's roles connect.
+            .args(["-n", "-h", pg.socket_dir().unwrap_or("127.0.0.1")])
+            .args(["-U", "postgres", "-j", "2"])
             .arg("-p")
             .arg(args.pg_port.to_string())
             .arg("-c")

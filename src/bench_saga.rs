@@ -76,7 +76,7 @@ pub(crate) async fn sagas(args: SagaArgs) -> anyhow::Result<()> {
     let pg = PrivatePostgres::start(&args.data_dir, args.pg_port, true)
         .await
         .context("starting the private PostgreSQL")?;
-    let result = run(&args, pg.url()).await;
+    let result = run(&args, pg.local_url()).await;
     pg.stop().await?;
     let report = result?;
     report.print(args.json);

@@ -352,7 +352,7 @@ where
         .await
         .context("starting the private PostgreSQL")?;
     let outcome = async {
-        let pool = DatabaseArgs::new(pg.url())
+        let pool = DatabaseArgs::new(pg.local_url())
             .connect_and_migrate()
             .await
             .context("connecting")?;

@@ -629,8 +629,10 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     args.saga.validate().map_err(anyhow::Error::msg)?;
-    let (database_url, private) = match args.database_url.clone() {
-        Some(url) => (url, None),
+    // What the roles connect with, and what is shown (the private cluster's TCP address:
+    // the roles use its Unix socket).
+    let (database_url, shown_url, private) = match args.database_url.clone() {
+        Some(url) => (url.clone(), url, None),
         None => {
             let dir = args
                 .data_dir
@@ -639,10 +641,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             let pg = PrivatePostgres::start(&dir, args.pg_port, args.fresh)
                 .await
                 .context("starting the private PostgreSQL")?;
-            (pg.url().to_owned(), Some(pg))
+            (pg.local_url().to_owned(), pg.url().to_owned(), Some(pg))
         }
     };
-    let result = run_dev(&args, &database_url).await;
+    let result = run_dev(&args, &database_url, &shown_url).await;
     if let Some(pg) = private {
         println!("stopping the private PostgreSQL");
         pg.stop().await.context("stopping the private PostgreSQL")?;
@@ -650,7 +652,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
+async fn run_dev(args: &DevArgs, database_url: &str, shown_url: &str) -> anyhow::Result<()> {
     // librdkafka's in-process mock cluster speaks the Kafka protocol; it lives as long as
     // this function and keeps nothing between runs.
     let mock = match &args.kafka_brokers {
@@ -787,7 +789,7 @@ async fn run_dev(args: &DevArgs, database_url: &str) -> anyhow::Result<()> {
     println!("  command API   http://{api}/api   (OpenAPI: http://{api}/api/openapi.json)");
     println!("  GraphQL       http://{graphql}/graphql   (playground: http://{graphql}/)");
     println!("  operations    http://{graphql}/ops   (metrics: http://{graphql}/metrics, http://{api}/metrics)");
-    println!("  database      {database_url}");
+    println!("  database      {shown_url}");
     println!("  kafka         {brokers}{kafka_note}");
     match &secret_file {
         Some((path, secret)) => {

@@ -46,6 +46,8 @@ pub(crate) struct PrivatePostgres {
     socket_dir: String,
     port: u16,
     url: String,
+    /// `url` over the Unix socket, when its path fits.
+    socket_url: Option<String>,
     /// Whether a shutdown is still owed.
     running: bool,
 }
@@ -73,8 +75,24 @@ impl PrivatePostgres {
             socket_dir: utf8(&home.join("postgres-socket"))?,
             port,
             url: format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{DATABASE}"),
+            socket_url: None,
             running: false,
         };
+        if pg.socket_fits() {
+            // The socket directory as the URL's host, percent-encoded (a host that decodes
+            // to an absolute path is a socket directory to libpq and sqlx alike).
+            let host: String = pg
+                .socket_dir
+                .bytes()
+                .map(|byte| match byte {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        char::from(byte).to_string()
+                    }
+                    _ => format!("%{byte:02X}"),
+                })
+                .collect();
+            pg.socket_url = Some(format!("postgres://{SUPERUSER}@{host}:{port}/{DATABASE}"));
+        }
         info!(data_dir = %pg.data_dir, port, bindir = %pg.tools.bindir.display(), "starting a private PostgreSQL");
 
         if fresh {
@@ -112,6 +130,22 @@ impl PrivatePostgres {
     /// e.g. postgres://postgres@127.0.0.1:54329/orderflow  (database `orderflow` created if missing)
     pub(crate) fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL for processes on this machine: over the cluster's Unix socket when its path
+    /// fits, else [`Self::url`]. A round trip over a Unix socket skips the loopback TCP/IP
+    /// stack, which costs the server and the client CPU on every statement.
+    pub(crate) fn local_url(&self) -> &str {
+        self.socket_url.as_deref().unwrap_or(&self.url)
+    }
+
+    /// Where the server's Unix socket lives, when its path fits.
+    pub(crate) fn socket_dir(&self) -> Option<&str> {
+        self.socket_fits().then_some(self.socket_dir.as_str())
+    }
+
+    fn socket_fits(&self) -> bool {
+        self.socket_dir.len() + "/.s.PGSQL.65535".len() <= MAX_SOCKET_PATH
     }
 
     /// Fast shutdown (pg_ctl stop -m fast), waits for it.
@@ -290,7 +324,7 @@ impl PrivatePostgres {
 
     async fn launch(&mut self) -> Result<()> {
         ensure_port_free(self.port).await?;
-        let socket_dir = if self.socket_dir.len() + "/.s.PGSQL.65535".len() <= MAX_SOCKET_PATH {
+        let socket_dir = if self.socket_fits() {
             shell_quote(&self.socket_dir)
         } else {
             debug!(socket_dir = %self.socket_dir, "path too long for a Unix socket; TCP only");
@@ -783,6 +817,16 @@ mod tests {
             format!("postgres://postgres@127.0.0.1:{port}/orderflow")
         );
         assert_eq!(pg.psql(DATABASE, "select 1").await?, "1");
+        // The roles' URL goes over the Unix socket (no server address), to the same database.
+        assert_ne!(pg.local_url(), pg.url());
+        let mut local = <sqlx::PgConnection as sqlx::Connection>::connect(pg.local_url()).await?;
+        let (over_socket, database): (bool, String) =
+            sqlx::query_as("select inet_server_addr() is null, current_database()")
+                .fetch_one(&mut local)
+                .await?;
+        assert!(over_socket, "{} connected over TCP", pg.local_url());
+        assert_eq!(database, DATABASE);
+        sqlx::Connection::close(local).await?;
         pg.psql(
             DATABASE,
             "create table kept (id int); insert into kept values (42)",

@@ -32,6 +32,16 @@ pub struct ProjectorArgs {
         default_value_t = 500
     )]
     pub batch_size: usize,
+    /// How long a busy worker waits for more records beyond what it has already fetched
+    /// before applying a batch: fewer, larger transactions for that much freshness. 0 (the
+    /// default) applies what has been fetched at once; batches still grow with the load.
+    #[arg(
+        long = "projector-linger",
+        env = "ORDERFLOW_PROJECTOR_LINGER",
+        default_value = "0ms",
+        value_parser = orderflow_store::config::parse_duration
+    )]
+    pub linger: std::time::Duration,
     #[command(flatten)]
     pub lag: orderflow_kafka::lag::LagArgs,
     /// Address of `/health`, `/ready` (with the reasons when not ready) and `/metrics`.
@@ -48,6 +58,7 @@ impl ProjectorArgs {
         WorkerOptions {
             group_prefix: self.group_prefix.clone(),
             batch_size: self.batch_size,
+            linger: self.linger,
             ..WorkerOptions::default()
         }
     }

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use orderflow_store::{read_stream, StoredEvent};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, Executor as _, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::cache::Cache;
@@ -34,27 +34,34 @@ pub async fn apply_batch(
     projection: &dyn Projection,
     events: &[StoredEvent],
 ) -> Result<Vec<Rejected>, ProjectionError> {
-    lock_writers(tx, projection).await?;
+    // The lock and the savepoint a refused write rolls back to, in one round trip; the
+    // savepoint needs no release (the transaction's commit ends it).
+    let open = format!(
+        "select pg_advisory_xact_lock({WRITER_LOCK}, {}); savepoint {BATCH_SAVEPOINT}",
+        projection.lock_id()
+    );
+    tx.execute(sqlx::raw_sql(&open)).await?;
     let tables = projection.tables();
     let mut engine = Engine::new(projection, tables, false);
     let planned = engine.plan(tx, events.iter().map(Cow::Borrowed)).await?;
     if planned.is_empty() {
         return Ok(Vec::new());
     }
-    let mut savepoint = tx.begin().await?;
-    match engine.fold_and_flush(&mut savepoint, planned.clone()).await {
-        Ok(rejected) => {
-            savepoint.commit().await?;
-            Ok(rejected)
-        }
+    match engine.fold_and_flush(tx, planned.clone()).await {
+        Ok(rejected) => Ok(rejected),
         Err(err) if err.is_data_error() => {
-            savepoint.rollback().await?;
+            tx.execute(ROLLBACK_BATCH).await?;
             tracing::warn!(error = %chain(&err), "a batch write failed, applying its events one by one");
             one_by_one(tx, projection, tables, planned).await
         }
         Err(err) => Err(err),
     }
 }
+
+/// Where [`apply_batch`] rolls back to when the database refuses the batch's write (not a
+/// name sqlx uses for its own savepoints).
+const BATCH_SAVEPOINT: &str = "orderflow_batch";
+const ROLLBACK_BATCH: &str = "rollback to savepoint orderflow_batch";
 
 /// Waits until no other transaction writes `projection`'s tables; held until commit.
 pub(crate) async fn lock_writers(

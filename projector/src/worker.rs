@@ -31,7 +31,10 @@ pub struct WorkerOptions {
     /// Records applied per transaction.
     pub batch_size: usize,
     /// How long a busy worker (its next record was already waiting) gathers a batch beyond
-    /// what is already fetched; an idle one hands a record over at once.
+    /// what is already fetched; an idle one hands a record over at once. Zero by default:
+    /// a batch is then what the consumer has fetched, which grows with the load (records
+    /// queue while the previous batch applies, and a broker that holds fetches hands them
+    /// over in chunks).
     pub linger: Duration,
     /// Where workers say why they are not ready (consuming or applying fails).
     pub readiness: orderflow_store::telemetry::Readiness,
@@ -42,7 +45,7 @@ impl Default for WorkerOptions {
         Self {
             group_prefix: "orderflow.projector".into(),
             batch_size: 500,
-            linger: Duration::from_millis(20),
+            linger: Duration::ZERO,
             readiness: Default::default(),
         }
     }
