@@ -222,20 +222,30 @@ pub async fn next_batch(
             break waiting;
         }
     };
-    let deadline = tokio::time::Instant::now() + if busy { linger } else { Duration::ZERO };
+    let lingering = busy && !linger.is_zero();
+    let deadline = tokio::time::Instant::now() + linger;
     while batch.len() < max {
-        // A future polled once before its deadline: what is already fetched is taken even
-        // with no time left.
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Err(_) => break,
-            Ok(Ok(message)) => {
+        // Without a linger only what is already fetched is taken: a timer, even one already
+        // due, would wait for the next tick of tokio's clock (up to a millisecond).
+        let next = if lingering {
+            // A future polled once before its deadline: what is already fetched is taken
+            // even with no time left.
+            tokio::time::timeout_at(deadline, consumer.recv())
+                .await
+                .ok()
+        } else {
+            consumer.recv().now_or_never()
+        };
+        match next {
+            None => break,
+            Some(Ok(message)) => {
                 if rewind.wanted(&message) {
                     batch.push(message.detach());
                 }
             }
             // What was gathered is handed over (its offsets get committed with it); the
             // error, taken off the queue, is only logged: librdkafka reports and retries.
-            Ok(Err(err)) => {
+            Some(Err(err)) => {
                 tracing::warn!(%err, "consuming failed mid-batch; handing over what arrived");
                 break;
             }

@@ -33,13 +33,14 @@ pub struct ProjectorArgs {
     )]
     pub batch_size: usize,
     /// How long a busy worker waits for more records beyond what it has already fetched
-    /// before applying a batch: fewer, larger transactions for that much freshness. 0 (the
-    /// default) applies what has been fetched at once; batches still grow with the load.
+    /// before applying a batch, with its unit (e.g. 20ms): fewer, larger transactions for
+    /// that much freshness. 0ms (the default) applies what has been fetched at once;
+    /// batches still grow with the load.
     #[arg(
         long = "projector-linger",
         env = "ORDERFLOW_PROJECTOR_LINGER",
         default_value = "0ms",
-        value_parser = orderflow_store::config::parse_duration
+        value_parser = parse_linger
     )]
     pub linger: std::time::Duration,
     #[command(flatten)]
@@ -47,6 +48,19 @@ pub struct ProjectorArgs {
     /// Address of `/health`, `/ready` (with the reasons when not ready) and `/metrics`.
     #[arg(long, env = "ORDERFLOW_OPS_LISTEN", default_value = "127.0.0.1:9472")]
     pub ops_listen: std::net::SocketAddr,
+}
+
+/// A duration with its unit, at most 10 s: a bare number would read as seconds, a thousand
+/// times the milliseconds a linger is usually given in.
+fn parse_linger(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim().chars().all(|c| c.is_ascii_digit()) && text.trim() != "0" {
+        return Err(format!("{text:?} needs a unit, e.g. {}ms", text.trim()));
+    }
+    let linger = orderflow_store::config::parse_duration(text)?;
+    if linger > std::time::Duration::from_secs(10) {
+        return Err(format!("{text:?} is longer than 10s"));
+    }
+    Ok(linger)
 }
 
 impl ProjectorArgs {
@@ -149,6 +163,23 @@ mod tests {
                  payment_view or all"
                     .to_owned()
             )
+        );
+    }
+
+    #[test]
+    fn a_linger_needs_its_unit_and_stays_short() {
+        use std::time::Duration;
+        assert_eq!(parse_linger("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_linger("0ms"), Ok(Duration::ZERO));
+        assert_eq!(parse_linger("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_linger("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            parse_linger("20"),
+            Err("\"20\" needs a unit, e.g. 20ms".to_owned())
+        );
+        assert_eq!(
+            parse_linger("1m"),
+            Err("\"1m\" is longer than 10s".to_owned())
         );
     }
 }

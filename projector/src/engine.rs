@@ -28,6 +28,10 @@ pub(crate) const WRITER_LOCK: i32 = 0x6f66_7077; // "ofpw"
 /// Writers of one projection take turns on a transaction-scoped advisory lock: rows such
 /// as a user's totals are fed by every order partition, and read-modify-write by two
 /// workers at once would lose updates. A replay's swap takes the same lock.
+///
+/// `tx` must be inside a transaction (PostgreSQL refuses the savepoint otherwise); the
+/// savepoint `orderflow_batch`, which a refused write rolls back to, is left for the
+/// transaction's end.
 #[tracing::instrument(skip_all, fields(%projection, events = events.len()), err)]
 pub async fn apply_batch(
     tx: &mut PgConnection,

@@ -546,9 +546,10 @@ async fn notify_order_changes(
     if orders.is_empty() && users.is_empty() {
         return Ok(());
     }
-    // Separate statements for the two keys, each on its index: one plan for `order_id = any
-    // or user_id = any` must guess how many orders the users have, and a user with many
-    // (one account placing all of a shop's orders) made every batch scan the whole view.
+    // A lookup per key, each on its index (a union when users changed too): one plan for
+    // `order_id = any or user_id = any` must guess how many orders the users have, and a
+    // user with many (one account placing all of a shop's orders) made the planner scan
+    // the whole view for every batch.
     if users.is_empty() {
         sqlx::query(
             "select pg_notify('order_view_changed', \
