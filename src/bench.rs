@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use orderflow_kafka::KafkaArgs;
 use orderflow_query::config::parse_duration;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
@@ -750,4 +751,30 @@ fn machine_ticks() -> Option<(u64, u64)> {
     let total: u64 = ticks.iter().take(8).sum();
     let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
     Some((total.saturating_sub(idle), total))
+}
+
+/// The in-process broker (librdkafka's mock cluster), or `brokers` when given, with every
+/// topic of a fresh prefix created on it: the broker of the benches that run their platform
+/// in this process. The mock cluster, when there is one, must outlive its use.
+pub(crate) async fn bench_broker(
+    brokers: Option<&str>,
+) -> anyhow::Result<(
+    Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    KafkaArgs,
+)> {
+    let prefix = format!("bench{}", Uuid::now_v7().simple());
+    if let Some(brokers) = brokers {
+        let kafka = KafkaArgs::new(brokers, prefix);
+        orderflow_kafka::topics::ensure_topics(&kafka)
+            .await
+            .context("creating topics")?;
+        return Ok((None, kafka));
+    }
+    let mock = rdkafka::mocking::MockCluster::new(1).context("starting the in-process broker")?;
+    let kafka = KafkaArgs::new(mock.bootstrap_servers(), prefix);
+    for topic in orderflow_kafka::topics::all_topics(&kafka.topic_prefix) {
+        mock.create_topic(&topic, kafka.topic_partitions, 1)
+            .with_context(|| format!("creating topic {topic}"))?;
+    }
+    Ok((Some(mock), kafka))
 }

@@ -22,7 +22,6 @@ use orderflow_domain::order::{Order, OrderCommand};
 use orderflow_domain::product::{Product, ProductCommand, Sku};
 use orderflow_domain::user::{Email, User, UserCommand};
 use orderflow_domain::{Currency, Money, Name};
-use orderflow_kafka::KafkaArgs;
 use orderflow_query::config::parse_duration;
 use orderflow_store::DatabaseArgs;
 use serde_json::json;
@@ -83,35 +82,9 @@ pub(crate) async fn sagas(args: SagaArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The in-process broker (librdkafka's mock cluster), or `brokers` when given, with every
-/// topic of a fresh prefix created on it: the broker of the benches that run their platform
-/// in this process. The mock cluster, when there is one, must outlive its use.
-pub(crate) async fn bench_broker(
-    brokers: Option<&str>,
-) -> anyhow::Result<(
-    Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
-    KafkaArgs,
-)> {
-    let prefix = format!("bench{}", Uuid::now_v7().simple());
-    if let Some(brokers) = brokers {
-        let kafka = KafkaArgs::new(brokers, prefix);
-        orderflow_kafka::topics::ensure_topics(&kafka)
-            .await
-            .context("creating topics")?;
-        return Ok((None, kafka));
-    }
-    let mock = rdkafka::mocking::MockCluster::new(1).context("starting the in-process broker")?;
-    let kafka = KafkaArgs::new(mock.bootstrap_servers(), prefix);
-    for topic in orderflow_kafka::topics::all_topics(&kafka.topic_prefix) {
-        mock.create_topic(&topic, kafka.topic_partitions, 1)
-            .with_context(|| format!("creating topic {topic}"))?;
-    }
-    Ok((Some(mock), kafka))
-}
-
 async fn run(args: &SagaArgs, database_url: &str) -> anyhow::Result<Report> {
     // Held to the end: the in-process broker lives as long as this binding.
-    let (_mock, kafka) = bench_broker(args.kafka_brokers.as_deref()).await?;
+    let (_mock, kafka) = crate::bench::bench_broker(args.kafka_brokers.as_deref()).await?;
     let database = DatabaseArgs::new(database_url);
     let pool = database.connect_and_migrate().await.context("connecting")?;
     let write_pool = database.connect_for_writes().await.context("connecting")?;

@@ -176,7 +176,7 @@ pub(crate) async fn relay_report(args: &RelayArgs) -> anyhow::Result<Value> {
     let target = args.store.events.unwrap_or(RELAY_EVENTS);
     with_store(&args.store, target, |pool, seeded| async move {
         let (mock, kafka) =
-            crate::bench_saga::bench_broker(args.kafka_brokers.as_deref()).await?;
+            crate::bench::bench_broker(args.kafka_brokers.as_deref()).await?;
         let options = orderflow_command::relay::RelayOptions::default();
         let name = options.name.clone();
         let (stop, shutdown) = watch::channel(false);
