@@ -1,9 +1,9 @@
 use rdkafka::ClientConfig;
 
-/// The default of `--kafka-fetch-wait-ms`: 10 ms, not 20, because the brokers that hold
-/// every fetch for its full wait (tansu, the in-process broker) then deliver sooner, idle
-/// and under load, for one more empty fetch per consumer every 20 ms (README, "Freshness
-/// and queries").
+/// The default of `--kafka-fetch-wait-ms`: 10 ms, not 20. The in-process broker holds an
+/// empty fetch for the full wait and tansu holds every fetch for it, so both deliver sooner
+/// at idle, and tansu also under load, for one more empty fetch per idle consumer every
+/// 20 ms (README, "Freshness and queries").
 pub const DEFAULT_FETCH_WAIT_MS: u32 = 10;
 
 /// Kafka flags shared by every role that talks to the broker.
@@ -22,9 +22,11 @@ pub struct KafkaArgs {
     #[arg(long, env = "ORDERFLOW_TOPIC_REPLICATION", default_value_t = 1)]
     pub topic_replication: i32,
     /// Longest time, in milliseconds, a broker may hold a consumer's fetch that has nothing
-    /// to return. A broker that answers at the first record makes this only the rate of
-    /// empty fetches on idle topics; one that holds the fetch for the full time (librdkafka's
-    /// in-process broker, tansu) delays records by up to this much.
+    /// to return. A broker that answers at the first record (Kafka) makes this only the rate
+    /// of empty fetches on idle topics; one that holds an empty fetch for the full time
+    /// (librdkafka's in-process broker, tansu) delays the first record by up to this much,
+    /// and tansu, which holds a fetch that found records too, delays records under load by
+    /// one to two waits.
     #[arg(long, env = "ORDERFLOW_KAFKA_FETCH_WAIT_MS", default_value_t = DEFAULT_FETCH_WAIT_MS,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub kafka_fetch_wait_ms: u32,
