@@ -1,7 +1,8 @@
 //! The outbox relay: publishes every committed event to Kafka in commit order.
 //!
 //! The event store is the outbox. The relay reads it with the gap-safe reader, publishes
-//! pages with the idempotent producer (a few at a time, in order), and stores its cursor past
+//! pages with an idempotent producer (a few at a time, in order: a prompt producer when
+//! idle, a batching one under load, see `Publishers`), and stores its cursor past
 //! a page only after the broker has acknowledged the whole page. A crash between the two republishes the page (consumers
 //! dedupe by stream version); nothing is skipped. Exactly one relay is active: it holds a
 //! Postgres advisory lock on a connection of its own, and standbys wait for that lock, which
@@ -146,10 +147,7 @@ async fn publish_loop(
     shutdown: &mut watch::Receiver<bool>,
     restarts: &mut Backoff,
 ) -> anyhow::Result<()> {
-    let new_publisher = || {
-        EventPublisher::new(kafka, options.delivery_timeout).context("creating the Kafka producer")
-    };
-    let mut publisher = new_publisher()?;
+    let mut publishers = Publishers::new(kafka, options.delivery_timeout)?;
     let appended = Arc::new(Notify::new());
     let listening = tokio::spawn(listen(pool.clone(), Arc::downgrade(&appended)));
     let _stop_listening = AbortOnDrop(listening);
@@ -163,7 +161,7 @@ async fn publish_loop(
     let mut failures = 0u32;
     loop {
         if *shutdown.borrow() {
-            let _ = publisher.flush(Duration::from_secs(5));
+            publishers.flush(Duration::from_secs(5));
             return Ok(());
         }
         // Keep up to `pages_in_flight` pages on their way: under load the next page is read
@@ -177,7 +175,10 @@ async fn publish_loop(
                 break;
             };
             let next = Cursor::after(last);
-            match publisher.send(&page).await {
+            if in_flight.is_empty() && failures == 0 {
+                publishers.choose(page.len());
+            }
+            match publishers.current().send(&page).await {
                 Ok(sending) => {
                     sent = next;
                     in_flight.push_back(InFlight {
@@ -230,18 +231,18 @@ async fn publish_loop(
             in_flight.clear();
             sent = acked;
             if backoff.wait(shutdown).await {
-                let _ = publisher.flush(Duration::from_secs(5));
+                publishers.flush(Duration::from_secs(5));
                 return Ok(());
             }
             failures += 1;
             // A producer whose idempotence state the broker rejects (fenced, or its
             // sequence lost in an outage) fails every page however long it retries; not
             // every such rejection is flagged fatal. A new producer starts a new sequence.
-            if publisher.has_fatal_error() || failures.is_multiple_of(FRESH_PRODUCER_AFTER) {
+            if publishers.current().has_fatal_error()
+                || failures.is_multiple_of(FRESH_PRODUCER_AFTER)
+            {
                 tracing::warn!(failures, "starting a new producer");
-                let old = std::mem::replace(&mut publisher, new_publisher()?);
-                // Dropping a producer flushes and joins its thread: not on an async thread.
-                tokio::task::spawn_blocking(move || drop(old));
+                publishers.renew()?;
             }
             continue;
         }
@@ -272,6 +273,84 @@ async fn publish_loop(
                 }
             }
         }
+    }
+}
+
+/// A page at least this long, read with nothing in flight, means events arrive faster
+/// than the broker acknowledges pages one at a time: the relay is busy.
+const BUSY_PAGE: usize = 8;
+
+/// The relay's two producers: a prompt one for an idle system (a lone event goes out at
+/// once) and a batching one under load (fewer, larger requests; see
+/// [`orderflow_kafka::producer::BATCHING_LINGER`]). Each keeps its own records in order, so
+/// the relay changes producer only when the one in use holds nothing unacknowledged.
+struct Publishers {
+    kafka: KafkaArgs,
+    delivery_timeout: Duration,
+    prompt: EventPublisher,
+    batching: EventPublisher,
+    busy: bool,
+}
+
+impl Publishers {
+    fn new(kafka: &KafkaArgs, delivery_timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            prompt: EventPublisher::new(kafka, delivery_timeout)
+                .context("creating the Kafka producer")?,
+            batching: EventPublisher::batching(kafka, delivery_timeout)
+                .context("creating the batching Kafka producer")?,
+            kafka: kafka.clone(),
+            delivery_timeout,
+            busy: false,
+        })
+    }
+
+    fn current(&self) -> &EventPublisher {
+        if self.busy {
+            &self.batching
+        } else {
+            &self.prompt
+        }
+    }
+
+    /// Picks the producer for a page of `len` events read with no page in flight: the
+    /// batching one from a page of [`BUSY_PAGE`] events on, the prompt one again for a lone
+    /// event, the one in use for anything between.
+    fn choose(&mut self, len: usize) {
+        let busy = match len {
+            0 | 1 => false,
+            len if len >= BUSY_PAGE => true,
+            _ => self.busy,
+        };
+        if busy != self.busy && self.current().is_quiet() {
+            tracing::debug!(busy, "switching producers");
+            self.busy = busy;
+        }
+    }
+
+    /// Replaces the producer in use with a new one (a new idempotence sequence).
+    fn renew(&mut self) -> anyhow::Result<()> {
+        let fresh = if self.busy {
+            EventPublisher::batching(&self.kafka, self.delivery_timeout)
+        } else {
+            EventPublisher::new(&self.kafka, self.delivery_timeout)
+        }
+        .context("creating the Kafka producer")?;
+        let old = std::mem::replace(
+            if self.busy {
+                &mut self.batching
+            } else {
+                &mut self.prompt
+            },
+            fresh,
+        );
+        // Dropping a producer flushes and joins its thread: not on an async thread.
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(())
+    }
+
+    fn flush(&self, timeout: Duration) {
+        let _ = self.current().flush(timeout);
     }
 }
 
