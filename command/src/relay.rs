@@ -176,7 +176,7 @@ async fn publish_loop(
             };
             let next = Cursor::after(last);
             if in_flight.is_empty() && failures == 0 {
-                publishers.choose(page.len());
+                publishers.choose(page.len(), options.batch_size.max(1) as usize)?;
             }
             match publishers.current().send(&page).await {
                 Ok(sending) => {
@@ -242,7 +242,7 @@ async fn publish_loop(
                 || failures.is_multiple_of(FRESH_PRODUCER_AFTER)
             {
                 tracing::warn!(failures, "starting a new producer");
-                publishers.renew()?;
+                publishers.renew_current()?;
             }
             continue;
         }
@@ -294,11 +294,10 @@ struct Publishers {
 
 impl Publishers {
     fn new(kafka: &KafkaArgs, delivery_timeout: Duration) -> anyhow::Result<Self> {
+        metrics::gauge!("orderflow_relay_batching_producer").set(0.0);
         Ok(Self {
-            prompt: EventPublisher::new(kafka, delivery_timeout)
-                .context("creating the Kafka producer")?,
-            batching: EventPublisher::batching(kafka, delivery_timeout)
-                .context("creating the batching Kafka producer")?,
+            prompt: make(kafka, delivery_timeout, false)?,
+            batching: make(kafka, delivery_timeout, true)?,
             kafka: kafka.clone(),
             delivery_timeout,
             busy: false,
@@ -313,44 +312,75 @@ impl Publishers {
         }
     }
 
-    /// Picks the producer for a page of `len` events read with no page in flight: the
-    /// batching one from a page of [`BUSY_PAGE`] events on, the prompt one again for a lone
-    /// event, the one in use for anything between.
-    fn choose(&mut self, len: usize) {
-        let busy = match len {
-            0 | 1 => false,
-            len if len >= BUSY_PAGE => true,
-            _ => self.busy,
-        };
-        if busy != self.busy && self.current().is_quiet() {
-            tracing::debug!(busy, "switching producers");
-            self.busy = busy;
+    fn slot(&mut self, busy: bool) -> &mut EventPublisher {
+        if busy {
+            &mut self.batching
+        } else {
+            &mut self.prompt
         }
     }
 
-    /// Replaces the producer in use with a new one (a new idempotence sequence).
-    fn renew(&mut self) -> anyhow::Result<()> {
-        let fresh = if self.busy {
-            EventPublisher::batching(&self.kafka, self.delivery_timeout)
-        } else {
-            EventPublisher::new(&self.kafka, self.delivery_timeout)
+    /// Picks the producer for a page of `len` events (of at most `page_size`) read with no
+    /// page in flight (see
+    /// [`wants_batching`]). A producer that failed for good while it was not in use is
+    /// replaced before it takes over.
+    fn choose(&mut self, len: usize, page_size: usize) -> anyhow::Result<()> {
+        let busy = wants_batching(len, page_size, self.busy);
+        if busy != self.busy && self.current().is_quiet() {
+            if self.slot(busy).has_fatal_error() {
+                self.renew(busy)?;
+            }
+            tracing::debug!(busy, "switching producers");
+            metrics::gauge!("orderflow_relay_batching_producer").set(if busy { 1.0 } else { 0.0 });
+            self.busy = busy;
         }
-        .context("creating the Kafka producer")?;
-        let old = std::mem::replace(
-            if self.busy {
-                &mut self.batching
-            } else {
-                &mut self.prompt
-            },
-            fresh,
-        );
-        // Dropping a producer flushes and joins its thread: not on an async thread.
+        Ok(())
+    }
+
+    /// Replaces the producer in use with a new one (a new idempotence sequence).
+    fn renew_current(&mut self) -> anyhow::Result<()> {
+        self.renew(self.busy)
+    }
+
+    fn renew(&mut self, busy: bool) -> anyhow::Result<()> {
+        let fresh = make(&self.kafka, self.delivery_timeout, busy)?;
+        let old = std::mem::replace(self.slot(busy), fresh);
+        // Dropping a producer purges what it still holds, flushes briefly and joins its
+        // thread: not on an async thread.
         tokio::task::spawn_blocking(move || drop(old));
         Ok(())
     }
 
     fn flush(&self, timeout: Duration) {
+        // The other producer was quiet when the relay left it.
         let _ = self.current().flush(timeout);
+    }
+}
+
+fn make(
+    kafka: &KafkaArgs,
+    delivery_timeout: Duration,
+    busy: bool,
+) -> anyhow::Result<EventPublisher> {
+    if busy {
+        EventPublisher::batching(kafka, delivery_timeout)
+            .context("creating the batching Kafka producer")
+    } else {
+        EventPublisher::new(kafka, delivery_timeout).context("creating the Kafka producer")
+    }
+}
+
+/// Whether a page of `len` events (of at most `page_size`), read with no page in flight,
+/// goes through the batching producer: from [`BUSY_PAGE`] events on, not for a lone event,
+/// and as before (`busy`) for anything between, so a moderate load does not flip
+/// producers page by page. A full page is a backlog, whose pages fill the producer's
+/// batches without a linger: the prompt producer drains it.
+fn wants_batching(len: usize, page_size: usize, busy: bool) -> bool {
+    match len {
+        ..=1 => false,
+        len if len >= page_size => false,
+        len if len >= BUSY_PAGE => true,
+        _ => busy,
     }
 }
 
@@ -509,4 +539,28 @@ pub async fn is_active(pool: &PgPool, name: &str) -> anyhow::Result<bool> {
     .fetch_one(pool)
     .await
     .context("looking for the active relay")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batching_producer_takes_over_from_a_busy_page_and_hands_back_at_a_lone_event() {
+        let page = 1000;
+        // Idle: small pages stay with the prompt producer.
+        assert!(!wants_batching(1, page, false));
+        assert!(!wants_batching(BUSY_PAGE - 1, page, false));
+        // A page of BUSY_PAGE events or more: the batching producer.
+        assert!(wants_batching(BUSY_PAGE, page, false));
+        assert!(wants_batching(page - 1, page, false));
+        // Between the two, the producer in use stays.
+        assert!(wants_batching(2, page, true));
+        assert!(wants_batching(BUSY_PAGE - 1, page, true));
+        // A lone event: back to the prompt producer.
+        assert!(!wants_batching(1, page, true));
+        // A full page (a backlog): the prompt producer.
+        assert!(!wants_batching(page, page, false));
+        assert!(!wants_batching(page, page, true));
+    }
 }

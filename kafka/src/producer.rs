@@ -57,9 +57,8 @@ impl std::fmt::Debug for EventPublisher {
 pub const PROMPT_LINGER: Duration = Duration::from_millis(1);
 
 /// How long a batching producer ([`EventPublisher::batching`]) waits to fill a batch: under
-/// load, the records of several pages go out in fewer, larger requests, which costs a
-/// broker less (tansu at 1,000 events/s: about 13% of a core, and freshness p99 85–111 ms
-/// against 133–196; README, "Freshness and queries").
+/// load its records go out in fewer, larger requests, which costs a broker less (README,
+/// "Freshness and queries", the relay's two producers).
 pub const BATCHING_LINGER: Duration = Duration::from_millis(10);
 
 impl EventPublisher {
