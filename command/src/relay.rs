@@ -175,8 +175,9 @@ async fn publish_loop(
                 break;
             };
             let next = Cursor::after(last);
-            if in_flight.is_empty() && failures == 0 {
-                publishers.choose(page.len(), options.batch_size.max(1) as usize)?;
+            if in_flight.is_empty() {
+                let page_size = usize::try_from(options.batch_size).unwrap_or(usize::MAX);
+                publishers.choose(page.len(), page_size)?;
             }
             match publishers.current().send(&page).await {
                 Ok(sending) => {
@@ -294,14 +295,20 @@ struct Publishers {
 
 impl Publishers {
     fn new(kafka: &KafkaArgs, delivery_timeout: Duration) -> anyhow::Result<Self> {
-        metrics::gauge!("orderflow_relay_batching_producer").set(0.0);
-        Ok(Self {
+        let publishers = Self {
             prompt: make(kafka, delivery_timeout, false)?,
             batching: make(kafka, delivery_timeout, true)?,
             kafka: kafka.clone(),
             delivery_timeout,
             busy: false,
-        })
+        };
+        publishers.show();
+        Ok(publishers)
+    }
+
+    /// `orderflow_relay_batching_producer`: 1 while the batching producer is in use.
+    fn show(&self) {
+        metrics::gauge!("orderflow_relay_batching_producer").set(if self.busy { 1.0 } else { 0.0 });
     }
 
     fn current(&self) -> &EventPublisher {
@@ -331,8 +338,8 @@ impl Publishers {
                 self.renew(busy)?;
             }
             tracing::debug!(busy, "switching producers");
-            metrics::gauge!("orderflow_relay_batching_producer").set(if busy { 1.0 } else { 0.0 });
             self.busy = busy;
+            self.show();
         }
         Ok(())
     }
@@ -357,6 +364,13 @@ impl Publishers {
     }
 }
 
+/// A relay that stops publishing (shut down, or back to standby) uses neither producer.
+impl Drop for Publishers {
+    fn drop(&mut self) {
+        metrics::gauge!("orderflow_relay_batching_producer").set(0.0);
+    }
+}
+
 fn make(
     kafka: &KafkaArgs,
     delivery_timeout: Duration,
@@ -374,7 +388,10 @@ fn make(
 /// goes through the batching producer: from [`BUSY_PAGE`] events on, not for a lone event,
 /// and as before (`busy`) for anything between, so a moderate load does not flip
 /// producers page by page. A full page is a backlog, whose pages fill the producer's
-/// batches without a linger: the prompt producer drains it.
+/// batches without a linger: the prompt producer drains it (so with a page size of
+/// [`BUSY_PAGE`] or less the batching producer is never used). Only a page read with
+/// nothing in flight decides: a backlog that builds up while pages are in flight is
+/// drained by the producer in use.
 fn wants_batching(len: usize, page_size: usize, busy: bool) -> bool {
     match len {
         ..=1 => false,

@@ -66,6 +66,10 @@ fn describe() {
         "orderflow_relay_published_total",
         "Events the relay published and the broker acknowledged"
     );
+    describe_gauge!(
+        "orderflow_relay_batching_producer",
+        "1 while the relay publishes through its batching producer, 0 through its prompt one"
+    );
     describe_counter!(
         "orderflow_projector_applied_total",
         "Events handed to a projection in committed batches, by projection"
