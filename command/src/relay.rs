@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use orderflow_kafka::producer::{BATCHING_LINGER, PROMPT_LINGER};
 use orderflow_kafka::{Backoff, EventPublisher, KafkaArgs};
 use orderflow_store::signal::EVENTS_APPENDED;
 use orderflow_store::{read_after, Cursor, StoredEvent};
@@ -148,6 +149,7 @@ async fn publish_loop(
     restarts: &mut Backoff,
 ) -> anyhow::Result<()> {
     let mut publishers = Publishers::new(kafka, options.delivery_timeout)?;
+    let page_size = usize::try_from(options.batch_size).unwrap_or(usize::MAX);
     let appended = Arc::new(Notify::new());
     let listening = tokio::spawn(listen(pool.clone(), Arc::downgrade(&appended)));
     let _stop_listening = AbortOnDrop(listening);
@@ -176,7 +178,6 @@ async fn publish_loop(
             };
             let next = Cursor::after(last);
             if in_flight.is_empty() {
-                let page_size = usize::try_from(options.batch_size).unwrap_or(usize::MAX);
                 publishers.choose(page.len(), page_size)?;
             }
             match publishers.current().send(&page).await {
@@ -288,16 +289,18 @@ const BUSY_PAGE: usize = 8;
 struct Publishers {
     kafka: KafkaArgs,
     delivery_timeout: Duration,
-    prompt: EventPublisher,
-    batching: EventPublisher,
+    /// The prompt producer, then the batching one: indexed by `busy`.
+    producers: [EventPublisher; 2],
     busy: bool,
 }
 
 impl Publishers {
     fn new(kafka: &KafkaArgs, delivery_timeout: Duration) -> anyhow::Result<Self> {
         let publishers = Self {
-            prompt: make(kafka, delivery_timeout, false)?,
-            batching: make(kafka, delivery_timeout, true)?,
+            producers: [
+                make(kafka, delivery_timeout, false)?,
+                make(kafka, delivery_timeout, true)?,
+            ],
             kafka: kafka.clone(),
             delivery_timeout,
             busy: false,
@@ -308,33 +311,20 @@ impl Publishers {
 
     /// `orderflow_relay_batching_producer`: 1 while the batching producer is in use.
     fn show(&self) {
-        metrics::gauge!("orderflow_relay_batching_producer").set(if self.busy { 1.0 } else { 0.0 });
+        metrics::gauge!("orderflow_relay_batching_producer").set(f64::from(u8::from(self.busy)));
     }
 
     fn current(&self) -> &EventPublisher {
-        if self.busy {
-            &self.batching
-        } else {
-            &self.prompt
-        }
-    }
-
-    fn slot(&mut self, busy: bool) -> &mut EventPublisher {
-        if busy {
-            &mut self.batching
-        } else {
-            &mut self.prompt
-        }
+        &self.producers[usize::from(self.busy)]
     }
 
     /// Picks the producer for a page of `len` events (of at most `page_size`) read with no
-    /// page in flight (see
-    /// [`wants_batching`]). A producer that failed for good while it was not in use is
-    /// replaced before it takes over.
+    /// page in flight (see [`wants_batching`]). A producer that failed for good while it
+    /// was not in use is replaced before it takes over.
     fn choose(&mut self, len: usize, page_size: usize) -> anyhow::Result<()> {
         let busy = wants_batching(len, page_size, self.busy);
         if busy != self.busy && self.current().is_quiet() {
-            if self.slot(busy).has_fatal_error() {
+            if self.producers[usize::from(busy)].has_fatal_error() {
                 self.renew(busy)?;
             }
             tracing::debug!(busy, "switching producers");
@@ -351,7 +341,7 @@ impl Publishers {
 
     fn renew(&mut self, busy: bool) -> anyhow::Result<()> {
         let fresh = make(&self.kafka, self.delivery_timeout, busy)?;
-        let old = std::mem::replace(self.slot(busy), fresh);
+        let old = std::mem::replace(&mut self.producers[usize::from(busy)], fresh);
         // Dropping a producer purges what it still holds, flushes briefly and joins its
         // thread: not on an async thread.
         tokio::task::spawn_blocking(move || drop(old));
@@ -371,17 +361,15 @@ impl Drop for Publishers {
     }
 }
 
+/// The batching producer when `busy`, else the prompt one.
 fn make(
     kafka: &KafkaArgs,
     delivery_timeout: Duration,
     busy: bool,
 ) -> anyhow::Result<EventPublisher> {
-    if busy {
-        EventPublisher::batching(kafka, delivery_timeout)
-            .context("creating the batching Kafka producer")
-    } else {
-        EventPublisher::new(kafka, delivery_timeout).context("creating the Kafka producer")
-    }
+    let linger = if busy { BATCHING_LINGER } else { PROMPT_LINGER };
+    EventPublisher::with_linger(kafka, delivery_timeout, linger)
+        .context("creating the Kafka producer")
 }
 
 /// Whether a page of `len` events (of at most `page_size`), read with no page in flight,

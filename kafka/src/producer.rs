@@ -56,7 +56,7 @@ impl std::fmt::Debug for EventPublisher {
 /// system goes out after at most a millisecond.
 pub const PROMPT_LINGER: Duration = Duration::from_millis(1);
 
-/// How long a batching producer ([`EventPublisher::batching`]) waits to fill a batch: under
+/// How long a batching producer ([`EventPublisher::with_linger`]) waits to fill a batch: under
 /// load its records go out in fewer, larger requests, which costs a broker less (README,
 /// "Freshness and queries", the relay's two producers).
 pub const BATCHING_LINGER: Duration = Duration::from_millis(10);
@@ -69,12 +69,9 @@ impl EventPublisher {
         Self::with_linger(args, delivery_timeout, PROMPT_LINGER)
     }
 
-    /// A batching producer ([`BATCHING_LINGER`]), for a relay under load.
-    pub fn batching(args: &KafkaArgs, delivery_timeout: Duration) -> Result<Self, KafkaError> {
-        Self::with_linger(args, delivery_timeout, BATCHING_LINGER)
-    }
-
-    fn with_linger(
+    /// A producer that waits up to `linger` to fill a batch ([`PROMPT_LINGER`],
+    /// [`BATCHING_LINGER`]).
+    pub fn with_linger(
         args: &KafkaArgs,
         delivery_timeout: Duration,
         linger: Duration,
