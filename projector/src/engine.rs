@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use orderflow_store::lookup::EACH_KEY;
 use orderflow_store::{read_stream, StoredEvent};
 use sqlx::{Connection, Executor as _, PgConnection, Row};
 use uuid::Uuid;
@@ -192,8 +193,10 @@ impl Engine {
         if missing.is_empty() {
             return Ok(());
         }
+        // A lookup per stream, whatever the table's size when the plan was cached.
         let sql = format!(
-            "select stream_id, version from {} where stream_id = any($1)",
+            "select c.* from {EACH_KEY} \
+             (select stream_id, version from {} where stream_id = k.id offset 0) c",
             self.tables.checkpoints
         );
         let rows = sqlx::query(&sql)

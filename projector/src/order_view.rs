@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use orderflow_domain::order::{Order, OrderEvent, OrderLine, OrderStatus};
 use orderflow_domain::user::{User, UserEvent};
 use orderflow_domain::{Aggregate, Currency, Money};
+use orderflow_store::lookup::EACH_KEY;
 use orderflow_store::StoredEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
@@ -255,10 +256,12 @@ impl OrderViewRows {
         }
         let missing = self.orders.missing(orders);
         if !missing.is_empty() {
+            // A lookup per order on the primary key, whatever the table's size when the
+            // plan was cached.
             let sql = format!(
-                "select order_id, user_id, status, currency, items, total_minor, created_at, \
-                 placed_at, confirmed_at, cancelled_at, cancel_reason, version, updated_at \
-                 from {} where order_id = any($1)",
+                "select v.* from {EACH_KEY} (select order_id, user_id, status, currency, \
+                 items, total_minor, created_at, placed_at, confirmed_at, cancelled_at, \
+                 cancel_reason, version, updated_at from {} where order_id = k.id offset 0) v",
                 tables.view
             );
             let rows = sqlx::query(&sql)
@@ -549,24 +552,28 @@ async fn notify_order_changes(
     // A lookup per key, each on its index (a union when users changed too): one plan for
     // `order_id = any or user_id = any` must guess how many orders the users have, and a
     // user with many (one account placing all of a shop's orders) made the planner scan
-    // the whole view for every batch.
+    // the whole view for every batch. Each is a lookup per key ([`EACH_KEY`]).
     if users.is_empty() {
-        sqlx::query(
+        sqlx::query(&format!(
             "select pg_notify('order_view_changed', \
-                    json_build_object('orderId', order_id, 'version', version)::text) \
-             from order_view where order_id = any($1)",
-        )
+                    json_build_object('orderId', v.order_id, 'version', v.version)::text) \
+             from {EACH_KEY} (select order_id, version from order_view \
+                  where order_id = k.id offset 0) v"
+        ))
         .bind(&orders)
         .execute(tx)
         .await?;
     } else {
-        sqlx::query(
+        sqlx::query(&format!(
             "select pg_notify('order_view_changed', \
                     json_build_object('orderId', order_id, 'version', version)::text) \
-             from (select order_id, version from order_view where order_id = any($1) \
-                   union select order_id, version from order_view where user_id = any($2)) \
-                  changed",
-        )
+             from (select v.order_id, v.version from {EACH_KEY} \
+                   (select order_id, version from order_view where order_id = k.id offset 0) v \
+                   union select v.order_id, v.version \
+                   from unnest($2::uuid[]) as u(id) cross join lateral \
+                   (select order_id, version from order_view where user_id = u.id offset 0) v) \
+                  changed"
+        ))
         .bind(&orders)
         .bind(&users)
         .execute(tx)

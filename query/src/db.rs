@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use orderflow_domain::Money;
+use orderflow_store::lookup::EACH_KEY;
 use serde::Deserialize;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -334,7 +335,11 @@ impl Db {
         &self,
         ids: &[Uuid],
     ) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
-        sqlx::query_as("select order_id, version from order_view where order_id = any($1)")
+        let sql = format!(
+            "select v.* from {EACH_KEY} \
+             (select order_id, version from order_view where order_id = k.id offset 0) v"
+        );
+        sqlx::query_as(&sql)
             .bind(ids)
             .fetch_all(self.counted())
             .await
@@ -415,7 +420,10 @@ impl Db {
     }
 
     pub(crate) async fn orders_by_id(&self, ids: &[Uuid]) -> Result<Vec<OrderRow>, sqlx::Error> {
-        let sql = format!("select {ORDER_COLUMNS} from order_view where order_id = any($1)");
+        let sql = format!(
+            "select v.* from {EACH_KEY} \
+             (select {ORDER_COLUMNS} from order_view where order_id = k.id offset 0) v"
+        );
         sqlx::query_as(&sql)
             .bind(ids)
             .fetch_all(self.counted())

@@ -29,6 +29,7 @@ pub mod error;
 pub mod event;
 pub mod health;
 pub mod idempotency;
+pub mod lookup;
 pub mod reader;
 pub mod signal;
 pub mod snapshot;
