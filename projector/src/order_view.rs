@@ -570,7 +570,7 @@ async fn notify_order_changes(
              from (select v.order_id, v.version from {EACH_KEY} \
                    (select order_id, version from order_view where order_id = k.id offset 0) v \
                    union select v.order_id, v.version \
-                   from unnest($2::uuid[]) as u(id) cross join lateral \
+                   from unnest((select $2::uuid[])) as u(id) cross join lateral \
                    (select order_id, version from order_view where user_id = u.id offset 0) v) \
                   changed"
         ))

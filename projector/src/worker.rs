@@ -362,9 +362,10 @@ async fn record_progress(
 ///
 /// Checked in the batch's transaction, one index lookup per record: the lookup is a
 /// subquery PostgreSQL cannot turn into a join, so the plan it caches for this prepared
-/// statement stays a lookup however the store grows. (A join with the records, planned once
-/// while the store is small, hashed a scan of every event: about 2 ms a batch, a third of a
-/// core at 1,000 commands/s, until the table was next analyzed.)
+/// statement stays a lookup however the store grows, and the records come from sub-selects
+/// so that it keeps that plan (as in [`orderflow_store::lookup::EACH_KEY`]). (A join with
+/// the records, planned while the store was small, hashed a scan of every event: about
+/// 2 ms a batch, a third of a core at 1,000 commands/s, until the table was next analyzed.)
 async fn not_in_store(
     tx: &mut sqlx::PgConnection,
     events: &[StoredEvent],
@@ -377,7 +378,7 @@ async fn not_in_store(
     let known: Vec<Option<Uuid>> = sqlx::query_scalar(
         "select (select (e.metadata->>'eventId')::uuid from events e \
          where e.stream_id = d.stream_id and e.version = d.version) \
-         from unnest($1::uuid[], $2::int[]) as d(stream_id, version)",
+         from unnest((select $1::uuid[]), (select $2::int[])) as d(stream_id, version)",
     )
     .bind(&streams)
     .bind(&versions)

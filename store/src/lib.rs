@@ -14,6 +14,7 @@
 //!   they grow.
 //! - [`claims`]: values unique across streams (email, sku), claimed by a [`Write`].
 //! - [`idempotency`]: stored responses of idempotent commands.
+//! - [`lookup`]: lookups by a list of keys whose cached plans stay index lookups.
 //! - [`config`]: [`DatabaseArgs`], the flags every role shares.
 //! - [`health`]: the `/health` and `/ready` answers every service gives.
 //! - [`telemetry`]: the process's Prometheus metrics, HTTP latency per route, and the
