@@ -9,7 +9,7 @@
 /// `ANALYZE`; autovacuum looks once a minute by default). `where id = any($1)` planned on
 /// a young table of wide rows (`order_view`) is a sequential scan, and stayed one as the
 /// table grew: in a 20 s freshness bench from an empty database, 0.3 ms a statement for a
-/// few rows, three such statements a batch. Here:
+/// few rows, two such statements a batch. Here:
 /// - the subquery (`offset 0` keeps PostgreSQL from merging it into a join) runs once per
 ///   key; on a table not yet analyzed (the planner assumes 10 pages) an index lookup costs
 ///   less than a scan, and each later `ANALYZE` plans it again from the table's size;
