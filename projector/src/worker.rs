@@ -360,10 +360,10 @@ async fn record_progress(
 /// Records that carry no event of the store: another environment's, or forged. Applying
 /// them would wait for ever for versions the store does not have.
 ///
-/// Checked in the batch's transaction, one index lookup per record: the lookup is a
-/// subquery PostgreSQL cannot turn into a join, so the plan it caches for this prepared
-/// statement stays a lookup however the store grows, and the records come from sub-selects
-/// so that it keeps that plan (as in [`orderflow_store::lookup::EACH_KEY`]). (A join with
+/// Checked in the batch's transaction, one lookup per record: a subquery PostgreSQL cannot
+/// turn into a join, planned on a store not yet analyzed as an index lookup (each later
+/// `ANALYZE` plans it again from the table's size), with the records from sub-selects so
+/// that the plan is kept (as in [`orderflow_store::lookup::EACH_KEY`]). (A join with
 /// the records, planned while the store was small, hashed a scan of every event: about
 /// 2 ms a batch, a third of a core at 1,000 commands/s, until the table was next analyzed.)
 async fn not_in_store(
