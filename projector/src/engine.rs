@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use orderflow_store::lookup::EACH_KEY;
+use orderflow_store::lookup::each_key;
 use orderflow_store::{read_stream, StoredEvent};
 use sqlx::{Connection, Executor as _, PgConnection, Row};
 use uuid::Uuid;
@@ -195,8 +195,9 @@ impl Engine {
         }
         // A lookup per stream, whatever the table's size when the plan was cached.
         let sql = format!(
-            "select c.* from {EACH_KEY} \
+            "select c.* from {} \
              (select stream_id, version from {} where stream_id = k.id offset 0) c",
+            each_key(1),
             self.tables.checkpoints
         );
         let rows = sqlx::query(&sql)

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use orderflow_domain::order::{Order, OrderEvent, OrderLine, OrderStatus};
 use orderflow_domain::user::{User, UserEvent};
 use orderflow_domain::{Aggregate, Currency, Money};
-use orderflow_store::lookup::EACH_KEY;
+use orderflow_store::lookup::each_key;
 use orderflow_store::StoredEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
@@ -235,7 +235,9 @@ impl OrderViewRows {
         let missing = self.users.missing(users);
         if !missing.is_empty() {
             let sql = format!(
-                "select user_id, name, email from {} where user_id = any($1)",
+                "select v.* from {} (select user_id, name, email from {} \
+                 where user_id = k.id offset 0) v",
+                each_key(1),
                 tables.helper
             );
             let rows = sqlx::query(&sql)
@@ -259,9 +261,10 @@ impl OrderViewRows {
             // A lookup per order on the primary key, whatever the table's size when the
             // plan was cached.
             let sql = format!(
-                "select v.* from {EACH_KEY} (select order_id, user_id, status, currency, \
+                "select v.* from {} (select order_id, user_id, status, currency, \
                  items, total_minor, created_at, placed_at, confirmed_at, cancelled_at, \
                  cancel_reason, version, updated_at from {} where order_id = k.id offset 0) v",
+                each_key(1),
                 tables.view
             );
             let rows = sqlx::query(&sql)
@@ -552,13 +555,14 @@ async fn notify_order_changes(
     // A lookup per key, each on its index (a union when users changed too): one plan for
     // `order_id = any or user_id = any` must guess how many orders the users have, and a
     // user with many (one account placing all of a shop's orders) made the planner scan
-    // the whole view for every batch. Each is a lookup per key ([`EACH_KEY`]).
+    // the whole view for every batch. Each is a lookup per key ([`each_key`]).
     if users.is_empty() {
         sqlx::query(&format!(
             "select pg_notify('order_view_changed', \
                     json_build_object('orderId', v.order_id, 'version', v.version)::text) \
-             from {EACH_KEY} (select order_id, version from order_view \
-                  where order_id = k.id offset 0) v"
+             from {} (select order_id, version from order_view \
+                  where order_id = k.id offset 0) v",
+            each_key(1)
         ))
         .bind(&orders)
         .execute(tx)
@@ -567,12 +571,13 @@ async fn notify_order_changes(
         sqlx::query(&format!(
             "select pg_notify('order_view_changed', \
                     json_build_object('orderId', order_id, 'version', version)::text) \
-             from (select v.order_id, v.version from {EACH_KEY} \
+             from (select v.order_id, v.version from {} \
                    (select order_id, version from order_view where order_id = k.id offset 0) v \
-                   union select v.order_id, v.version \
-                   from unnest((select $2::uuid[])) as u(id) cross join lateral \
-                   (select order_id, version from order_view where user_id = u.id offset 0) v) \
-                  changed"
+                   union select v.order_id, v.version from {} \
+                   (select order_id, version from order_view where user_id = k.id offset 0) v) \
+                  changed",
+            each_key(1),
+            each_key(2)
         ))
         .bind(&orders)
         .bind(&users)

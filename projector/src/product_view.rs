@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use orderflow_domain::order::{Order, OrderEvent};
 use orderflow_domain::product::{Product, ProductEvent};
 use orderflow_domain::Aggregate;
+use orderflow_store::lookup::each_key;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
@@ -148,7 +149,9 @@ impl ProductViewRows {
         let missing = self.orders.missing(orders);
         if !missing.is_empty() {
             let sql = format!(
-                "select order_id, lines from {} where order_id = any($1)",
+                "select v.* from {} (select order_id, lines from {} \
+                 where order_id = k.id offset 0) v",
+                each_key(1),
                 tables.helper
             );
             let rows = sqlx::query(&sql)
@@ -183,8 +186,10 @@ impl ProductViewRows {
         let missing = self.products.missing(products);
         if !missing.is_empty() {
             let sql = format!(
-                "select product_id, sku, name, price_minor, currency, on_hand, reserved, \
-                 units_sold, revenue_minor, version from {} where product_id = any($1)",
+                "select v.* from {} (select product_id, sku, name, price_minor, currency, \
+                 on_hand, reserved, units_sold, revenue_minor, version from {} \
+                 where product_id = k.id offset 0) v",
+                each_key(1),
                 tables.view
             );
             let rows = sqlx::query(&sql)

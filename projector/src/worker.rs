@@ -363,7 +363,7 @@ async fn record_progress(
 /// Checked in the batch's transaction, one lookup per record: a subquery PostgreSQL cannot
 /// turn into a join, planned on a store not yet analyzed as an index lookup (each later
 /// `ANALYZE` plans it again from the table's size), with the records from sub-selects so
-/// that the plan is kept (as in [`orderflow_store::lookup::EACH_KEY`]). (A join with
+/// that the plan is kept (as in [`orderflow_store::lookup::each_key`]). (A join with
 /// the records, planned while the store was small, hashed a scan of every event: about
 /// 2 ms a batch, a third of a core at 1,000 commands/s, until the table was next analyzed.)
 async fn not_in_store(

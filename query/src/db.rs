@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use orderflow_domain::Money;
-use orderflow_store::lookup::EACH_KEY;
+use orderflow_store::lookup::each_key;
 use serde::Deserialize;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -336,8 +336,9 @@ impl Db {
         ids: &[Uuid],
     ) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
         let sql = format!(
-            "select v.* from {EACH_KEY} \
-             (select order_id, version from order_view where order_id = k.id offset 0) v"
+            "select v.* from {} \
+             (select order_id, version from order_view where order_id = k.id offset 0) v",
+            each_key(1)
         );
         sqlx::query_as(&sql)
             .bind(ids)
@@ -347,7 +348,9 @@ impl Db {
 
     pub(crate) async fn users_by_id(&self, ids: &[Uuid]) -> Result<Vec<UserRow>, sqlx::Error> {
         let sql = format!(
-            "select {USER_COLUMNS} from user_view where user_id = any($1) and {USER_KNOWN}"
+            "select v.* from {} (select {USER_COLUMNS} from user_view \
+             where user_id = k.id and {USER_KNOWN} offset 0) v",
+            each_key(1)
         );
         sqlx::query_as(&sql)
             .bind(ids)
@@ -385,7 +388,9 @@ impl Db {
         ids: &[Uuid],
     ) -> Result<Vec<ProductRow>, sqlx::Error> {
         let sql = format!(
-            "select {PRODUCT_COLUMNS} from product_view where product_id = any($1) and {PRODUCT_KNOWN}"
+            "select v.* from {} (select {PRODUCT_COLUMNS} from product_view \
+             where product_id = k.id and {PRODUCT_KNOWN} offset 0) v",
+            each_key(1)
         );
         sqlx::query_as(&sql)
             .bind(ids)
@@ -421,8 +426,9 @@ impl Db {
 
     pub(crate) async fn orders_by_id(&self, ids: &[Uuid]) -> Result<Vec<OrderRow>, sqlx::Error> {
         let sql = format!(
-            "select v.* from {EACH_KEY} \
-             (select {ORDER_COLUMNS} from order_view where order_id = k.id offset 0) v"
+            "select v.* from {} \
+             (select {ORDER_COLUMNS} from order_view where order_id = k.id offset 0) v",
+            each_key(1)
         );
         sqlx::query_as(&sql)
             .bind(ids)
@@ -435,7 +441,11 @@ impl Db {
         &self,
         order_ids: &[Uuid],
     ) -> Result<Vec<SagaRow>, sqlx::Error> {
-        let sql = format!("select {SAGA_COLUMNS} from sagas where order_id = any($1)");
+        let sql = format!(
+            "select v.* from {} \
+             (select {SAGA_COLUMNS} from sagas where order_id = k.id offset 0) v",
+            each_key(1)
+        );
         sqlx::query_as(&sql)
             .bind(order_ids)
             .fetch_all(self.counted())
@@ -477,7 +487,11 @@ impl Db {
         &self,
         order_ids: &[Uuid],
     ) -> Result<Vec<PaymentRow>, sqlx::Error> {
-        let sql = format!("select {PAYMENT_COLUMNS} from payment_view where order_id = any($1)");
+        let sql = format!(
+            "select v.* from {} \
+             (select {PAYMENT_COLUMNS} from payment_view where order_id = k.id offset 0) v",
+            each_key(1)
+        );
         sqlx::query_as(&sql)
             .bind(order_ids)
             .fetch_all(self.counted())
@@ -523,13 +537,16 @@ impl Db {
         &self,
         stream_ids: &[Uuid],
     ) -> Result<Vec<EventRow>, sqlx::Error> {
-        sqlx::query_as(
-            "select stream_id, position, version, event_type, schema_version, payload, recorded_at \
-             from events where stream_id = any($1) order by stream_id, version",
-        )
-        .bind(stream_ids)
-        .fetch_all(self.counted())
-        .await
+        let sql = format!(
+            "select v.* from {} (select stream_id, position, version, event_type, \
+             schema_version, payload, recorded_at from events where stream_id = k.id offset 0) v \
+             order by v.stream_id, v.version",
+            each_key(1)
+        );
+        sqlx::query_as(&sql)
+            .bind(stream_ids)
+            .fetch_all(self.counted())
+            .await
     }
 }
 
