@@ -288,7 +288,8 @@ impl Db {
     }
 
     /// Each user's first `limit` orders after `after` (the filter's own `user_id` is
-    /// ignored): one statement for a whole page of users.
+    /// ignored): one statement for a whole page of users, the users behind a sub-select as
+    /// in [`each_key`].
     pub(crate) async fn orders_of_users(
         &self,
         user_ids: &[Uuid],
@@ -300,9 +301,9 @@ impl Db {
             user_id: None,
             ..filter.clone()
         };
-        let mut sql = QueryBuilder::new("select o.* from unnest(");
+        let mut sql = QueryBuilder::new("select o.* from unnest((select ");
         sql.push_bind(user_ids.to_vec()).push(format!(
-            "::uuid[]) as u(id) cross join lateral (select {ORDER_COLUMNS} from order_view \
+            "::uuid[])) as u(id) cross join lateral (select {ORDER_COLUMNS} from order_view \
              where user_id = u.id"
         ));
         push_order_filter(&mut sql, &filter, after);

@@ -2,7 +2,8 @@
 
 /// The start of a `from` clause that looks rows up one key of the `uuid[]` parameter
 /// `$param` at a time: follow it with a subquery on `k.id` that ends in `offset 0`, and its
-/// alias, e.g. `select v.* from {each_key(1)} (select .. from t where id = k.id offset 0) v`.
+/// alias, e.g. `format!("select v.* from {} (select .. from t where id = k.id offset 0) v",
+/// each_key(1))`.
 ///
 /// PostgreSQL makes a prepared statement's generic plan at its sixth execution, from the
 /// table as it is then, and keeps it until the table's plans are invalidated (by an

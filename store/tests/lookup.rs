@@ -55,9 +55,10 @@ async fn a_lookup_by_keys_is_planned_once_as_index_lookups(pool: PgPool) {
         assert_eq!(found, vec![(registered, "Ada".to_owned())], "{n} keys");
     }
 
-    // PostgreSQL plans the first five executions for their values, then compares those
-    // plans' cost with the generic plan's; keys it cannot count make them equal, so from
-    // then on it runs the generic plan, made once.
+    // PostgreSQL plans the first five executions for their values, then compares the
+    // generic plan's cost with theirs, to which it adds a charge for planning. Keys it
+    // cannot count make the plans' own costs equal, so the generic plan wins: from then on
+    // it runs that plan, made once.
     let (generic, custom) = plans(&mut conn, "user_id = k.id").await;
     assert_eq!(custom, 5, "custom plans");
     assert_eq!(generic, 15, "executions of the generic plan");
