@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use orderflow_store::lookup::each_key;
+use orderflow_store::lookup::by_keys;
 use orderflow_store::{read_stream, StoredEvent};
 use sqlx::{Connection, Executor as _, PgConnection, Row};
 use uuid::Uuid;
@@ -194,12 +194,10 @@ impl Engine {
             return Ok(());
         }
         // A lookup per stream, whatever the table's size when the plan was cached.
-        let sql = format!(
-            "select c.* from {} \
-             (select stream_id, version from {} where stream_id = k.id offset 0) c",
-            each_key(1),
+        let sql = by_keys(&format!(
+            "select stream_id, version from {} where stream_id = k.id",
             self.tables.checkpoints
-        );
+        ));
         let rows = sqlx::query(&sql)
             .bind(&missing)
             .fetch_all(&mut *conn)

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use orderflow_domain::order::{Order, OrderEvent, OrderLine, OrderStatus};
 use orderflow_domain::user::{User, UserEvent};
 use orderflow_domain::{Aggregate, Currency, Money};
-use orderflow_store::lookup::each_key;
+use orderflow_store::lookup::{by_keys, each_key};
 use orderflow_store::StoredEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
@@ -234,12 +234,10 @@ impl OrderViewRows {
         }
         let missing = self.users.missing(users);
         if !missing.is_empty() {
-            let sql = format!(
-                "select v.* from {} (select user_id, name, email from {} \
-                 where user_id = k.id offset 0) v",
-                each_key(1),
+            let sql = by_keys(&format!(
+                "select user_id, name, email from {} where user_id = k.id",
                 tables.helper
-            );
+            ));
             let rows = sqlx::query(&sql)
                 .bind(&missing)
                 .fetch_all(&mut *conn)
@@ -260,13 +258,12 @@ impl OrderViewRows {
         if !missing.is_empty() {
             // A lookup per order on the primary key, whatever the table's size when the
             // plan was cached.
-            let sql = format!(
-                "select v.* from {} (select order_id, user_id, status, currency, \
-                 items, total_minor, created_at, placed_at, confirmed_at, cancelled_at, \
-                 cancel_reason, version, updated_at from {} where order_id = k.id offset 0) v",
-                each_key(1),
+            let sql = by_keys(&format!(
+                "select order_id, user_id, status, currency, items, total_minor, created_at, \
+                 placed_at, confirmed_at, cancelled_at, cancel_reason, version, updated_at \
+                 from {} where order_id = k.id",
                 tables.view
-            );
+            ));
             let rows = sqlx::query(&sql)
                 .bind(&missing)
                 .fetch_all(&mut *conn)

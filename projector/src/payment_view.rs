@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use orderflow_domain::payment::{Payment, PaymentEvent, PaymentStatus};
 use orderflow_domain::saga::payment_id;
 use orderflow_domain::{Aggregate, Currency, Money};
-use orderflow_store::lookup::each_key;
+use orderflow_store::lookup::by_keys;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -147,16 +147,13 @@ impl PaymentViewRows {
         if missing.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "select p.* from {} (select h.payment_id, v.order_id, v.status, v.amount_minor, \
-             v.currency, v.authorization_id, v.decline_reason, v.void_reason, v.authorized_at, \
-             v.declined_at, v.captured_at, v.voided_at, v.version, v.updated_at \
-             from {} h join {} v on v.order_id = h.order_id where h.payment_id = k.id \
-             offset 0) p",
-            each_key(1),
-            tables.helper,
-            tables.view
-        );
+        let sql = by_keys(&format!(
+            "select h.payment_id, p.order_id, p.status, p.amount_minor, p.currency, \
+             p.authorization_id, p.decline_reason, p.void_reason, p.authorized_at, \
+             p.declined_at, p.captured_at, p.voided_at, p.version, p.updated_at \
+             from {} h join {} p on p.order_id = h.order_id where h.payment_id = k.id",
+            tables.helper, tables.view
+        ));
         let rows = sqlx::query(&sql)
             .bind(&missing)
             .fetch_all(&mut *conn)

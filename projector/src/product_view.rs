@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use orderflow_domain::order::{Order, OrderEvent};
 use orderflow_domain::product::{Product, ProductEvent};
 use orderflow_domain::Aggregate;
-use orderflow_store::lookup::each_key;
+use orderflow_store::lookup::by_keys;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
@@ -148,12 +148,10 @@ impl ProductViewRows {
         });
         let missing = self.orders.missing(orders);
         if !missing.is_empty() {
-            let sql = format!(
-                "select v.* from {} (select order_id, lines from {} \
-                 where order_id = k.id offset 0) v",
-                each_key(1),
+            let sql = by_keys(&format!(
+                "select order_id, lines from {} where order_id = k.id",
                 tables.helper
-            );
+            ));
             let rows = sqlx::query(&sql)
                 .bind(&missing)
                 .fetch_all(&mut *conn)
@@ -185,13 +183,11 @@ impl ProductViewRows {
         }
         let missing = self.products.missing(products);
         if !missing.is_empty() {
-            let sql = format!(
-                "select v.* from {} (select product_id, sku, name, price_minor, currency, \
-                 on_hand, reserved, units_sold, revenue_minor, version from {} \
-                 where product_id = k.id offset 0) v",
-                each_key(1),
+            let sql = by_keys(&format!(
+                "select product_id, sku, name, price_minor, currency, on_hand, reserved, \
+                 units_sold, revenue_minor, version from {} where product_id = k.id",
                 tables.view
-            );
+            ));
             let rows = sqlx::query(&sql)
                 .bind(&missing)
                 .fetch_all(&mut *conn)

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use orderflow_domain::order::{Order, OrderEvent};
 use orderflow_domain::user::{User, UserEvent};
 use orderflow_domain::Aggregate;
-use orderflow_store::lookup::each_key;
+use orderflow_store::lookup::by_keys;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -146,12 +146,10 @@ impl UserViewRows {
         });
         let missing = self.orders.missing(orders);
         if !missing.is_empty() {
-            let sql = format!(
-                "select v.* from {} (select order_id, user_id, currency, total_minor from {} \
-                 where order_id = k.id offset 0) v",
-                each_key(1),
+            let sql = by_keys(&format!(
+                "select order_id, user_id, currency, total_minor from {} where order_id = k.id",
                 tables.helper
-            );
+            ));
             let rows = sqlx::query(&sql)
                 .bind(&missing)
                 .fetch_all(&mut *conn)
@@ -180,12 +178,11 @@ impl UserViewRows {
         });
         let missing = self.users.missing(users);
         if !missing.is_empty() {
-            let sql = format!(
-                "select v.* from {} (select user_id, name, email, registered_at, order_count, \
-                 spent, last_order_at, version from {} where user_id = k.id offset 0) v",
-                each_key(1),
+            let sql = by_keys(&format!(
+                "select user_id, name, email, registered_at, order_count, spent, last_order_at, \
+                 version from {} where user_id = k.id",
                 tables.view
-            );
+            ));
             let rows = sqlx::query(&sql)
                 .bind(&missing)
                 .fetch_all(&mut *conn)

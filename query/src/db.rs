@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use orderflow_domain::Money;
-use orderflow_store::lookup::each_key;
+use orderflow_store::lookup::by_keys;
 use serde::Deserialize;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -289,7 +289,7 @@ impl Db {
 
     /// Each user's first `limit` orders after `after` (the filter's own `user_id` is
     /// ignored): one statement for a whole page of users, the users behind a sub-select as
-    /// in [`each_key`].
+    /// in [`orderflow_store::lookup::each_key`].
     pub(crate) async fn orders_of_users(
         &self,
         user_ids: &[Uuid],
@@ -336,11 +336,7 @@ impl Db {
         &self,
         ids: &[Uuid],
     ) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
-        let sql = format!(
-            "select v.* from {} \
-             (select order_id, version from order_view where order_id = k.id offset 0) v",
-            each_key(1)
-        );
+        let sql = by_keys("select order_id, version from order_view where order_id = k.id");
         sqlx::query_as(&sql)
             .bind(ids)
             .fetch_all(self.counted())
@@ -348,11 +344,9 @@ impl Db {
     }
 
     pub(crate) async fn users_by_id(&self, ids: &[Uuid]) -> Result<Vec<UserRow>, sqlx::Error> {
-        let sql = format!(
-            "select v.* from {} (select {USER_COLUMNS} from user_view \
-             where user_id = k.id and {USER_KNOWN} offset 0) v",
-            each_key(1)
-        );
+        let sql = by_keys(&format!(
+            "select {USER_COLUMNS} from user_view where user_id = k.id and {USER_KNOWN}"
+        ));
         sqlx::query_as(&sql)
             .bind(ids)
             .fetch_all(self.counted())
@@ -388,11 +382,10 @@ impl Db {
         &self,
         ids: &[Uuid],
     ) -> Result<Vec<ProductRow>, sqlx::Error> {
-        let sql = format!(
-            "select v.* from {} (select {PRODUCT_COLUMNS} from product_view \
-             where product_id = k.id and {PRODUCT_KNOWN} offset 0) v",
-            each_key(1)
-        );
+        let sql = by_keys(&format!(
+            "select {PRODUCT_COLUMNS} from product_view where product_id = k.id \
+             and {PRODUCT_KNOWN}"
+        ));
         sqlx::query_as(&sql)
             .bind(ids)
             .fetch_all(self.counted())
@@ -426,11 +419,9 @@ impl Db {
     }
 
     pub(crate) async fn orders_by_id(&self, ids: &[Uuid]) -> Result<Vec<OrderRow>, sqlx::Error> {
-        let sql = format!(
-            "select v.* from {} \
-             (select {ORDER_COLUMNS} from order_view where order_id = k.id offset 0) v",
-            each_key(1)
-        );
+        let sql = by_keys(&format!(
+            "select {ORDER_COLUMNS} from order_view where order_id = k.id"
+        ));
         sqlx::query_as(&sql)
             .bind(ids)
             .fetch_all(self.counted())
@@ -442,11 +433,9 @@ impl Db {
         &self,
         order_ids: &[Uuid],
     ) -> Result<Vec<SagaRow>, sqlx::Error> {
-        let sql = format!(
-            "select v.* from {} \
-             (select {SAGA_COLUMNS} from sagas where order_id = k.id offset 0) v",
-            each_key(1)
-        );
+        let sql = by_keys(&format!(
+            "select {SAGA_COLUMNS} from sagas where order_id = k.id"
+        ));
         sqlx::query_as(&sql)
             .bind(order_ids)
             .fetch_all(self.counted())
@@ -488,11 +477,9 @@ impl Db {
         &self,
         order_ids: &[Uuid],
     ) -> Result<Vec<PaymentRow>, sqlx::Error> {
-        let sql = format!(
-            "select v.* from {} \
-             (select {PAYMENT_COLUMNS} from payment_view where order_id = k.id offset 0) v",
-            each_key(1)
-        );
+        let sql = by_keys(&format!(
+            "select {PAYMENT_COLUMNS} from payment_view where order_id = k.id"
+        ));
         sqlx::query_as(&sql)
             .bind(order_ids)
             .fetch_all(self.counted())
@@ -538,12 +525,10 @@ impl Db {
         &self,
         stream_ids: &[Uuid],
     ) -> Result<Vec<EventRow>, sqlx::Error> {
-        let sql = format!(
-            "select v.* from {} (select stream_id, position, version, event_type, \
-             schema_version, payload, recorded_at from events where stream_id = k.id offset 0) v \
-             order by v.stream_id, v.version",
-            each_key(1)
-        );
+        let sql = by_keys(
+            "select stream_id, position, version, event_type, schema_version, payload, \
+             recorded_at from events where stream_id = k.id",
+        ) + " order by v.stream_id, v.version";
         sqlx::query_as(&sql)
             .bind(stream_ids)
             .fetch_all(self.counted())

@@ -2,8 +2,8 @@
 
 /// The start of a `from` clause that looks rows up one key of the `uuid[]` parameter
 /// `$param` at a time: follow it with a subquery on `k.id` that ends in `offset 0`, and its
-/// alias, e.g. `format!("select v.* from {} (select .. from t where id = k.id offset 0) v",
-/// each_key(1))`.
+/// alias, as [`by_keys`] does for a plain lookup; use this one for other shapes (a key
+/// list in another parameter, a union of lookups).
 ///
 /// PostgreSQL makes a prepared statement's generic plan at its sixth execution, from the
 /// table as it is then, and keeps it until the table's plans are invalidated (by an
@@ -22,4 +22,11 @@
 ///   planning each execution again (0.17 ms, more than the lookups).
 pub fn each_key(param: u8) -> String {
     format!("unnest((select ${param}::uuid[])) as k(id) cross join lateral")
+}
+
+/// A whole lookup by the keys of `$1`: `select` (e.g. `select id, name from t where id =
+/// k.id`, matching rows of one key `k.id`) run once per key as in [`each_key`], its rows
+/// as `v`.
+pub fn by_keys(select: &str) -> String {
+    format!("select v.* from {} ({select} offset 0) v", each_key(1))
 }

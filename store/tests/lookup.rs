@@ -1,17 +1,13 @@
-//! Lookups by a list of keys ([`each_key`]) against a real PostgreSQL: on a young table (as
+//! Lookups by a list of keys ([`by_keys`]) against a real PostgreSQL: on a young table (as
 //! every table is right after the migrations), the plan PostgreSQL caches is an index
 //! lookup, and it is kept instead of being made again for each execution.
 
-use orderflow_store::lookup::each_key;
+use orderflow_store::lookup::by_keys;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 fn lookup_sql() -> String {
-    format!(
-        "select v.* from {} (select user_id, name, email, version from user_view \
-         where user_id = k.id offset 0) v",
-        each_key(1)
-    )
+    by_keys("select user_id, name, email, version from user_view where user_id = k.id")
 }
 
 /// How many generic and custom plans this connection has made for its prepared statements
