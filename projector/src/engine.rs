@@ -3,10 +3,11 @@
 //! changed rows are written back with one multi-row statement per table.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use orderflow_store::lookup::by_keys;
 use orderflow_store::{read_stream, StoredEvent};
-use sqlx::{Connection, Executor as _, PgConnection, Row};
+use sqlx::{Connection, Executor as _, PgConnection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::cache::Cache;
@@ -32,23 +33,77 @@ pub(crate) const WRITER_LOCK: i32 = 0x6f66_7077; // "ofpw"
 ///
 /// `tx` must be inside a transaction (PostgreSQL refuses the savepoint otherwise); the
 /// savepoint `orderflow_batch`, which a refused write rolls back to, is left for the
-/// transaction's end.
+/// transaction's end. The live worker opens its transaction with [`begin_batch`] instead,
+/// which takes the lock and the savepoint with the `BEGIN`.
 #[tracing::instrument(skip_all, fields(%projection, events = events.len()), err)]
 pub async fn apply_batch(
     tx: &mut PgConnection,
     projection: &dyn Projection,
     events: &[StoredEvent],
 ) -> Result<Vec<Rejected>, ProjectionError> {
-    // The lock and the savepoint a refused write rolls back to, in one round trip; the
-    // savepoint needs no release (the transaction's commit ends it).
-    let open = format!(
+    tx.execute(sqlx::raw_sql(&open_batch(projection))).await?;
+    let mut engine = Engine::new(projection, projection.tables(), false);
+    let planned = engine.plan(tx, events.iter().map(Cow::Borrowed)).await?;
+    apply_planned(tx, projection, engine, planned).await
+}
+
+/// The writers' lock and the savepoint a refused write rolls back to; the savepoint needs
+/// no release (the transaction's commit ends it).
+fn open_batch(projection: &dyn Projection) -> String {
+    format!(
         "select pg_advisory_xact_lock({WRITER_LOCK}, {}); savepoint {BATCH_SAVEPOINT}",
         projection.lock_id()
-    );
-    tx.execute(sqlx::raw_sql(&open)).await?;
-    let tables = projection.tables();
-    let mut engine = Engine::new(projection, tables, false);
-    let planned = engine.plan(tx, events.iter().map(Cow::Borrowed)).await?;
+    )
+}
+
+/// A live batch's transaction: begun, holding `projection`'s writers' lock, with the
+/// savepoint [`apply_records`] rolls back to, in one round trip.
+pub async fn begin_batch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with(format!("begin; {}", open_batch(projection)))
+        .await
+}
+
+/// What [`apply_records`] did with a batch of records.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Events that could not be decoded or applied, to dead-letter.
+    pub rejected: Vec<Rejected>,
+    /// Event ids of records the event store does not hold (another environment's, or
+    /// forged): not applied, to dead-letter. Applying them would wait for ever for
+    /// versions the store does not have.
+    pub foreign: HashSet<Uuid>,
+}
+
+/// [`apply_batch`] for records off the broker, in a transaction from [`begin_batch`]: each
+/// record is also checked against the store (the event at its stream and version must
+/// carry its event id), in the statement that loads the checkpoints.
+#[tracing::instrument(skip_all, fields(%projection, events = events.len()), err)]
+pub async fn apply_records(
+    tx: &mut PgConnection,
+    projection: &dyn Projection,
+    events: &[StoredEvent],
+) -> Result<Applied, ProjectionError> {
+    let mut engine = Engine::new(projection, projection.tables(), false);
+    let foreign = engine.check_against_store(tx, events).await?;
+    let ours = events
+        .iter()
+        .filter(|event| !foreign.contains(&event.metadata.event_id))
+        .map(Cow::Borrowed);
+    let planned = engine.plan(tx, ours).await?;
+    let rejected = apply_planned(tx, projection, engine, planned).await?;
+    Ok(Applied { rejected, foreign })
+}
+
+/// Folds and writes what [`Engine::plan`] planned, inside the batch's savepoint.
+async fn apply_planned(
+    tx: &mut PgConnection,
+    projection: &dyn Projection,
+    mut engine: Engine,
+    planned: Vec<Cow<'_, StoredEvent>>,
+) -> Result<Vec<Rejected>, ProjectionError> {
     if planned.is_empty() {
         return Ok(Vec::new());
     }
@@ -57,7 +112,7 @@ pub async fn apply_batch(
         Err(err) if err.is_data_error() => {
             tx.execute(ROLLBACK_BATCH).await?;
             tracing::warn!(error = %chain(&err), "a batch write failed, applying its events one by one");
-            one_by_one(tx, projection, tables, planned).await
+            one_by_one(tx, projection, engine.tables, planned).await
         }
         Err(err) => Err(err),
     }
@@ -164,7 +219,7 @@ impl Engine {
             .collect();
         self.load_checkpoints(conn, events.iter().map(|event| event.stream_id))
             .await?;
-        let mut next = std::collections::HashMap::new();
+        let mut next = HashMap::new();
         let mut planned = Vec::with_capacity(events.len());
         for event in events {
             let applied = *next
@@ -208,6 +263,63 @@ impl Engine {
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         self.checkpoints.fill(&missing, found);
         Ok(())
+    }
+
+    /// The event ids of `events` the store does not hold at their stream and version, and
+    /// (in the same statement) the checkpoints of the streams consumed.
+    ///
+    /// One lookup per record, each a subquery PostgreSQL cannot turn into a join: planned
+    /// on a store not yet analyzed as index lookups (each later `ANALYZE` plans it again
+    /// from the tables' sizes), with the records behind sub-selects so that the plan is
+    /// kept (as in [`orderflow_store::lookup::each_key`]). (A join with the records, planned
+    /// while the store was small, hashed a scan of every event: about 2 ms a batch, a third
+    /// of a core at 1,000 commands/s, until the table was next analyzed.)
+    async fn check_against_store(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<HashSet<Uuid>, sqlx::Error> {
+        if events.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let streams: Vec<Uuid> = events.iter().map(|e| e.stream_id).collect();
+        let versions: Vec<i32> = events.iter().map(|e| e.version).collect();
+        let sql = format!(
+            "select d.stream_id, d.version, \
+             (select (e.metadata->>'eventId')::uuid from events e \
+              where e.stream_id = d.stream_id and e.version = d.version) as event_id, \
+             (select c.version from {} c where c.stream_id = d.stream_id) as checkpoint \
+             from unnest((select $1::uuid[]), (select $2::int[])) as d(stream_id, version)",
+            self.tables.checkpoints
+        );
+        let rows: Vec<(Uuid, i32, Option<Uuid>, Option<i32>)> = sqlx::query_as(&sql)
+            .bind(&streams)
+            .bind(&versions)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut stored = HashMap::with_capacity(rows.len());
+        let mut checkpoints = HashMap::with_capacity(rows.len());
+        for (stream_id, version, event_id, checkpoint) in rows {
+            stored.insert((stream_id, version), event_id);
+            if let Some(checkpoint) = checkpoint {
+                checkpoints.insert(stream_id, checkpoint);
+            }
+        }
+        let consumed = events
+            .iter()
+            .filter(|event| self.stream_types.contains(&event.stream_type.as_str()))
+            .map(|event| event.stream_id);
+        let missing = self.checkpoints.missing(consumed);
+        let found: Vec<(Uuid, i32)> = missing
+            .iter()
+            .filter_map(|id| checkpoints.get(id).map(|version| (*id, *version)))
+            .collect();
+        self.checkpoints.fill(&missing, found);
+        Ok(events
+            .iter()
+            .filter(|e| stored.get(&(e.stream_id, e.version)) != Some(&Some(e.metadata.event_id)))
+            .map(|e| e.metadata.event_id)
+            .collect())
     }
 
     /// Folds planned events into memory; what cannot be decoded or applied is rejected, and

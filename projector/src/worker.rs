@@ -22,7 +22,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::{apply_batch, Projection, Rejected};
+use crate::engine::{apply_records, begin_batch, Applied};
+use crate::{Projection, Rejected};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -222,13 +223,18 @@ async fn handle(
             }
         }
     }
-    let mut tx = pool
-        .begin()
+    let mut tx = begin_batch(pool, projection)
         .await
         .context("starting the batch transaction")?;
-    for foreign in not_in_store(&mut tx, &events).await? {
-        let message = by_event[&(foreign.stream_id, foreign.version)];
-        tracing::warn!(%projection, stream_id = %foreign.stream_id, version = foreign.version, "dead-lettering a record the event store does not hold");
+    let Applied { rejected, foreign } = apply_records(&mut tx, projection, &events)
+        .await
+        .context("applying the batch")?;
+    for record in events
+        .iter()
+        .filter(|e| foreign.contains(&e.metadata.event_id))
+    {
+        let message = by_event[&(record.stream_id, record.version)];
+        tracing::warn!(%projection, stream_id = %record.stream_id, version = record.version, "dead-lettering a record the event store does not hold");
         dead_letter(
             dead_letters,
             message,
@@ -237,11 +243,8 @@ async fn handle(
         )
         .await
         .context("dead-lettering")?;
-        events.retain(|e| e.metadata.event_id != foreign.metadata.event_id);
     }
-    let rejected = apply_batch(&mut tx, projection, &events)
-        .await
-        .context("applying the batch")?;
+    events.retain(|e| !foreign.contains(&e.metadata.event_id));
     projection
         .announce(&mut tx, &events)
         .await
@@ -355,42 +358,6 @@ async fn record_progress(
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-/// Records that carry no event of the store: another environment's, or forged. Applying
-/// them would wait for ever for versions the store does not have.
-///
-/// Checked in the batch's transaction, one lookup per record: a subquery PostgreSQL cannot
-/// turn into a join, planned on a store not yet analyzed as an index lookup (each later
-/// `ANALYZE` plans it again from the table's size), with the records from sub-selects so
-/// that the plan is kept (as in [`orderflow_store::lookup::each_key`]). (A join with
-/// the records, planned while the store was small, hashed a scan of every event: about
-/// 2 ms a batch, a third of a core at 1,000 commands/s, until the table was next analyzed.)
-async fn not_in_store(
-    tx: &mut sqlx::PgConnection,
-    events: &[StoredEvent],
-) -> anyhow::Result<Vec<StoredEvent>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let streams: Vec<Uuid> = events.iter().map(|e| e.stream_id).collect();
-    let versions: Vec<i32> = events.iter().map(|e| e.version).collect();
-    let known: Vec<Option<Uuid>> = sqlx::query_scalar(
-        "select (select (e.metadata->>'eventId')::uuid from events e \
-         where e.stream_id = d.stream_id and e.version = d.version) \
-         from unnest((select $1::uuid[]), (select $2::int[])) as d(stream_id, version)",
-    )
-    .bind(&streams)
-    .bind(&versions)
-    .fetch_all(&mut *tx)
-    .await
-    .context("checking records against the store")?;
-    let known: std::collections::HashSet<Uuid> = known.into_iter().flatten().collect();
-    Ok(events
-        .iter()
-        .filter(|e| !known.contains(&e.metadata.event_id))
-        .cloned()
-        .collect())
 }
 
 /// A rejected event that was read from the store to fill a gap has no record of its own in

@@ -13,6 +13,7 @@ use orderflow_domain::payment::{Payment, PaymentCommand, PaymentEvent};
 use orderflow_domain::saga::{payment_id, Saga};
 use orderflow_domain::user::{User, UserCommand, UserEvent};
 use orderflow_domain::{Aggregate, Currency, Money};
+use orderflow_projector::engine::{apply_records, begin_batch};
 use orderflow_projector::{
     apply_batch, OrderView, PaymentView, ProductView, Projection, UserView, PROJECTIONS,
 };
@@ -1005,4 +1006,54 @@ async fn payment_events_that_contradict_the_view_are_rejected_and_the_rest_appli
         Some(2)
     );
     assert_eq!(apply(&pool, &PaymentView, &events).await, []);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn records_the_store_does_not_hold_at_their_place_are_set_apart_and_the_rest_applies(
+    pool: PgPool,
+) {
+    let mut ada = registered_user(&pool, "Ada").await;
+    ada.exec(
+        &pool,
+        UserCommand::Rename {
+            name: "Ada L".try_into().unwrap(),
+        },
+    )
+    .await;
+    let bob = registered_user(&pool, "Bob").await;
+    let events = all_events(&pool).await;
+    // Ada's registration again under another event id, and a version 3 the store lacks.
+    let mut copy = at(&events, ada.id, 1);
+    copy.metadata.event_id = Uuid::now_v7();
+    let mut ahead = at(&events, ada.id, 2);
+    ahead.version = 3;
+    ahead.metadata.event_id = Uuid::now_v7();
+    let batch = [
+        copy.clone(),
+        at(&events, bob.id, 1),
+        at(&events, ada.id, 1),
+        ahead.clone(),
+        at(&events, ada.id, 2),
+    ];
+    for projection in consuming(User::STREAM_TYPE) {
+        let mut tx = begin_batch(&pool, projection).await.unwrap();
+        // The writers' lock came with the BEGIN.
+        let locks: i64 = sqlx::query_scalar(
+            "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(locks, 1, "{projection}");
+        let applied = apply_records(&mut tx, projection, &batch).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(applied.rejected, [], "{projection}");
+        let mut foreign: Vec<Uuid> = applied.foreign.into_iter().collect();
+        foreign.sort();
+        let mut forged = vec![copy.metadata.event_id, ahead.metadata.event_id];
+        forged.sort();
+        assert_eq!(foreign, forged, "{projection}");
+        let actual = actual(&pool, projection).await;
+        assert_same(projection, &actual, &expected(projection, &events));
+    }
 }
