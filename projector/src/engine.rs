@@ -3,11 +3,11 @@
 //! changed rows are written back with one multi-row statement per table.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use orderflow_store::lookup::by_keys;
 use orderflow_store::{read_stream, StoredEvent};
-use sqlx::{Connection, Executor as _, PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{Connection, Executor as _, PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::cache::Cache;
@@ -18,8 +18,8 @@ use crate::{Projection, ProjectionError, Rejected, Rows, Tables};
 /// The advisory-lock class of projection writers (the object is [`Projection::lock_id`]).
 pub(crate) const WRITER_LOCK: i32 = 0x6f66_7077; // "ofpw"
 
-/// Apply a batch (any stream types, in delivery order) to `projection`'s live tables inside
-/// `tx`, which must be a transaction the caller commits (then commits its Kafka offsets).
+/// Apply a batch of the store's events (any stream types, in delivery order) to
+/// `projection`'s live tables inside `tx`, which must be a transaction the caller commits.
 ///
 /// Per stream, a version at or below the checkpoint is a duplicate and skipped, the next
 /// version is applied, and a later one first gets the missing versions from the event
@@ -33,8 +33,9 @@ pub(crate) const WRITER_LOCK: i32 = 0x6f66_7077; // "ofpw"
 ///
 /// `tx` must be inside a transaction (PostgreSQL refuses the savepoint otherwise); the
 /// savepoint `orderflow_batch`, which a refused write rolls back to, is left for the
-/// transaction's end. The live worker opens its transaction with [`begin_batch`] instead,
-/// which takes the lock and the savepoint with the `BEGIN`.
+/// transaction's end. The live worker, whose records come off the broker, uses
+/// [`begin_batch`] (the lock and the savepoint with the `BEGIN`) and [`apply_records`]
+/// instead, and commits its Kafka offsets after the transaction.
 #[tracing::instrument(skip_all, fields(%projection, events = events.len()), err)]
 pub async fn apply_batch(
     tx: &mut PgConnection,
@@ -56,13 +57,18 @@ fn open_batch(projection: &dyn Projection) -> String {
     )
 }
 
-/// A live batch's transaction: begun, holding `projection`'s writers' lock, with the
-/// savepoint [`apply_records`] rolls back to, in one round trip.
-pub async fn begin_batch(
-    pool: &PgPool,
+/// Begins a live batch's transaction on `conn`, holding `projection`'s writers' lock, with
+/// the savepoint [`apply_records`] rolls back to: one round trip.
+///
+/// On an error after the `BEGIN` (the lock waited past a `lock_timeout`, or was
+/// cancelled), the connection is left inside an aborted transaction that sqlx does not
+/// know of, and nothing rolls it back: the caller must not reuse it (for a pool's
+/// connection, `PoolConnection::close_on_drop`).
+pub async fn begin_batch<'c>(
+    conn: &'c mut PgConnection,
     projection: &dyn Projection,
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    pool.begin_with(format!("begin; {}", open_batch(projection)))
+) -> Result<Transaction<'c, Postgres>, sqlx::Error> {
+    conn.begin_with(format!("begin; {}", open_batch(projection)))
         .await
 }
 
@@ -71,10 +77,10 @@ pub async fn begin_batch(
 pub struct Applied {
     /// Events that could not be decoded or applied, to dead-letter.
     pub rejected: Vec<Rejected>,
-    /// Event ids of records the event store does not hold (another environment's, or
-    /// forged): not applied, to dead-letter. Applying them would wait for ever for
-    /// versions the store does not have.
-    pub foreign: HashSet<Uuid>,
+    /// For each record, in order: whether the store does not hold it (another
+    /// environment's, or forged). Those are not applied, and go to dead letters: applying
+    /// them would wait for ever for versions the store does not have.
+    pub foreign: Vec<bool>,
 }
 
 /// [`apply_batch`] for records off the broker, in a transaction from [`begin_batch`]: each
@@ -90,8 +96,9 @@ pub async fn apply_records(
     let foreign = engine.check_against_store(tx, events).await?;
     let ours = events
         .iter()
-        .filter(|event| !foreign.contains(&event.metadata.event_id))
-        .map(Cow::Borrowed);
+        .zip(&foreign)
+        .filter(|(_, foreign)| !**foreign)
+        .map(|(event, _)| Cow::Borrowed(event));
     let planned = engine.plan(tx, ours).await?;
     let rejected = apply_planned(tx, projection, engine, planned).await?;
     Ok(Applied { rejected, foreign })
@@ -118,8 +125,8 @@ async fn apply_planned(
     }
 }
 
-/// Where [`apply_batch`] rolls back to when the database refuses the batch's write (not a
-/// name sqlx uses for its own savepoints).
+/// Where [`apply_batch`] and [`apply_records`] roll back to when the database refuses the
+/// batch's write (not a name sqlx uses for its own savepoints).
 const BATCH_SAVEPOINT: &str = "orderflow_batch";
 const ROLLBACK_BATCH: &str = "rollback to savepoint orderflow_batch";
 
@@ -196,6 +203,11 @@ impl Engine {
         }
     }
 
+    /// Whether `event` is of a stream type the projection consumes.
+    fn consumes(&self, event: &StoredEvent) -> bool {
+        self.stream_types.contains(&event.stream_type.as_str())
+    }
+
     /// Events folded and not yet written.
     pub(crate) fn pending(&self) -> usize {
         self.pending
@@ -215,7 +227,7 @@ impl Engine {
     ) -> Result<Vec<Cow<'a, StoredEvent>>, ProjectionError> {
         let events: Vec<_> = events
             .into_iter()
-            .filter(|event| self.stream_types.contains(&event.stream_type.as_str()))
+            .filter(|event| self.consumes(event))
             .collect();
         self.load_checkpoints(conn, events.iter().map(|event| event.stream_id))
             .await?;
@@ -265,22 +277,24 @@ impl Engine {
         Ok(())
     }
 
-    /// The event ids of `events` the store does not hold at their stream and version, and
-    /// (in the same statement) the checkpoints of the streams consumed.
+    /// For each of `events`, whether the store does not hold it: no event at its stream and
+    /// version, or one with another event id. The same statement loads the checkpoints of
+    /// the streams consumed.
     ///
-    /// One lookup per record, each a subquery PostgreSQL cannot turn into a join: planned
-    /// on a store not yet analyzed as index lookups (each later `ANALYZE` plans it again
-    /// from the tables' sizes), with the records behind sub-selects so that the plan is
-    /// kept (as in [`orderflow_store::lookup::each_key`]). (A join with the records, planned
-    /// while the store was small, hashed a scan of every event: about 2 ms a batch, a third
-    /// of a core at 1,000 commands/s, until the table was next analyzed.)
+    /// Two lookups per record (the event, its stream's checkpoint), each a subquery
+    /// PostgreSQL cannot turn into a join: planned on tables not yet analyzed as index
+    /// lookups (each later `ANALYZE` plans it again from the tables' sizes), with the
+    /// records behind sub-selects so that the plan is kept (as in
+    /// [`orderflow_store::lookup::each_key`]). (A join with the records, planned while the
+    /// store was small, hashed a scan of every event: about 2 ms a batch, a third of a core
+    /// at 1,000 commands/s, until the table was next analyzed.)
     async fn check_against_store(
         &mut self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
-    ) -> Result<HashSet<Uuid>, sqlx::Error> {
+    ) -> Result<Vec<bool>, sqlx::Error> {
         if events.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(Vec::new());
         }
         let streams: Vec<Uuid> = events.iter().map(|e| e.stream_id).collect();
         let versions: Vec<i32> = events.iter().map(|e| e.version).collect();
@@ -305,11 +319,10 @@ impl Engine {
                 checkpoints.insert(stream_id, checkpoint);
             }
         }
-        let consumed = events
-            .iter()
-            .filter(|event| self.stream_types.contains(&event.stream_type.as_str()))
-            .map(|event| event.stream_id);
-        let missing = self.checkpoints.missing(consumed);
+        let consumed = events.iter().filter(|event| self.consumes(event));
+        let missing = self
+            .checkpoints
+            .missing(consumed.map(|event| event.stream_id));
         let found: Vec<(Uuid, i32)> = missing
             .iter()
             .filter_map(|id| checkpoints.get(id).map(|version| (*id, *version)))
@@ -317,8 +330,7 @@ impl Engine {
         self.checkpoints.fill(&missing, found);
         Ok(events
             .iter()
-            .filter(|e| stored.get(&(e.stream_id, e.version)) != Some(&Some(e.metadata.event_id)))
-            .map(|e| e.metadata.event_id)
+            .map(|e| stored.get(&(e.stream_id, e.version)) != Some(&Some(e.metadata.event_id)))
             .collect())
     }
 

@@ -1,6 +1,7 @@
 //! Projector: folds events into the Postgres read models the query service serves
 //! (`order_view`, `user_view`, `product_view`, `payment_view`), live from the Kafka consumer
-//! loop through [`apply_batch`], or from scratch out of the event store through [`replay`].
+//! loop through [`engine::apply_records`], or from scratch out of the event store through
+//! [`replay`].
 //!
 //! A projection is one implementation of [`Projection`]: its name, the stream types it
 //! consumes, its [`Tables`] (live and shadow), its advisory-lock id and the [`Rows`] it folds
@@ -18,7 +19,9 @@
 //! # Layout
 //!
 //! - [`projection`]: the [`Projection`] and [`Rows`] traits, [`find`] by name, [`Tables`].
-//! - [`engine`]: [`apply_batch`]; checkpoints, gap filling, rejection, the shared fold.
+//! - [`engine`]: [`apply_batch`], and for the live worker [`engine::begin_batch`] and
+//!   [`engine::apply_records`] (records checked against the store); checkpoints, gap
+//!   filling, rejection, the shared fold.
 //! - [`replay`]: [`replay`] into shadow tables, the catch-up and the swap.
 //! - [`verify`]: [`verify`], a fold into temporary tables compared with the live ones.
 //! - [`error`]: [`ProjectionError`], [`Rejected`] and [`Refusal`].

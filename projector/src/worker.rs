@@ -207,13 +207,14 @@ async fn handle(
     topics: &Topics,
     batch: &[OwnedMessage],
 ) -> anyhow::Result<()> {
+    // The batch's events, each with the record it came in.
     let mut events: Vec<StoredEvent> = Vec::with_capacity(batch.len());
-    let mut by_event: HashMap<(Uuid, i32), &OwnedMessage> = HashMap::new();
+    let mut messages: Vec<&OwnedMessage> = Vec::with_capacity(batch.len());
     for message in batch {
         match envelope::decode(message) {
             Ok(event) => {
-                by_event.insert((event.stream_id, event.version), message);
                 events.push(event);
+                messages.push(message);
             }
             Err(err) => {
                 tracing::warn!(topic = message.topic(), offset = message.offset(), %err, "dead-lettering a record that is not an event");
@@ -223,54 +224,74 @@ async fn handle(
             }
         }
     }
-    let mut tx = begin_batch(pool, projection)
+    let mut conn = pool
+        .acquire()
         .await
         .context("starting the batch transaction")?;
-    let Applied { rejected, foreign } = apply_records(&mut tx, projection, &events)
-        .await
-        .context("applying the batch")?;
-    for record in events
-        .iter()
-        .filter(|e| foreign.contains(&e.metadata.event_id))
-    {
-        let message = by_event[&(record.stream_id, record.version)];
-        tracing::warn!(%projection, stream_id = %record.stream_id, version = record.version, "dead-lettering a record the event store does not hold");
-        dead_letter(
-            dead_letters,
-            message,
-            group,
-            "the event store holds no such event",
+    let transaction: anyhow::Result<Vec<StoredEvent>> = async {
+        let mut tx = begin_batch(&mut conn, projection)
+            .await
+            .context("starting the batch transaction")?;
+        let Applied { rejected, foreign } = apply_records(&mut tx, projection, &events)
+            .await
+            .context("applying the batch")?;
+        let mut kept = Vec::with_capacity(events.len());
+        for ((event, message), foreign) in events.into_iter().zip(messages).zip(foreign) {
+            if !foreign {
+                kept.push((event, message));
+                continue;
+            }
+            tracing::warn!(%projection, stream_id = %event.stream_id, version = event.version, "dead-lettering a record the event store does not hold");
+            dead_letter(
+                dead_letters,
+                message,
+                group,
+                "the event store holds no such event",
+            )
+            .await
+            .context("dead-lettering")?;
+        }
+        let by_event: HashMap<(Uuid, i32), &OwnedMessage> = kept
+            .iter()
+            .map(|(event, message)| ((event.stream_id, event.version), *message))
+            .collect();
+        let events: Vec<StoredEvent> = kept.into_iter().map(|(event, _)| event).collect();
+        projection
+            .announce(&mut tx, &events)
+            .await
+            .context("announcing the batch's changes")?;
+        record_progress(
+            &mut tx,
+            projection,
+            &topics.stream_types,
+            batch,
+            &events,
+            &by_event,
         )
         .await
-        .context("dead-lettering")?;
-    }
-    events.retain(|e| !foreign.contains(&e.metadata.event_id));
-    projection
-        .announce(&mut tx, &events)
-        .await
-        .context("announcing the batch's changes")?;
-    record_progress(
-        &mut tx,
-        projection,
-        &topics.stream_types,
-        batch,
-        &events,
-        &by_event,
-    )
-    .await
-    .context("recording the batch's progress")?;
-    // Dead letters go out before the commit: if sending fails, the batch is retried and
-    // nothing is lost (a dead letter may be sent twice).
-    for rejection in &rejected {
-        tracing::warn!(%projection, stream_id = %rejection.stream_id, version = rejection.version, error = %rejection.error, "dead-lettering an event that cannot be applied");
-        match by_event.get(&(rejection.stream_id, rejection.version)) {
-            Some(message) => dead_letter(dead_letters, message, group, &rejection.error)
-                .await
-                .context("dead-lettering")?,
-            None => dead_letter_from_store(pool, dead_letters, &topics.prefix, rejection).await?,
+        .context("recording the batch's progress")?;
+        // Dead letters go out before the commit: if sending fails, the batch is retried and
+        // nothing is lost (a dead letter may be sent twice).
+        for rejection in &rejected {
+            tracing::warn!(%projection, stream_id = %rejection.stream_id, version = rejection.version, error = %rejection.error, "dead-lettering an event that cannot be applied");
+            match by_event.get(&(rejection.stream_id, rejection.version)) {
+                Some(message) => dead_letter(dead_letters, message, group, &rejection.error)
+                    .await
+                    .context("dead-lettering")?,
+                None => dead_letter_from_store(pool, dead_letters, &topics.prefix, rejection).await?,
+            }
         }
+        tx.commit().await.context("committing the batch")?;
+        Ok(events)
     }
-    tx.commit().await.context("committing the batch")?;
+    .await;
+    if transaction.is_err() {
+        // A failure right after the BEGIN leaves the connection inside a transaction that
+        // nothing rolls back (see `begin_batch`); the others are rolled back, but a batch
+        // seldom fails, and a new connection is cheap next to a reused broken one.
+        conn.close_on_drop();
+    }
+    let events = transaction?;
     commit(consumer, batch).context("committing offsets")?;
     for event in &events {
         tracing::debug!(

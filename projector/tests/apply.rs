@@ -1022,21 +1022,31 @@ async fn records_the_store_does_not_hold_at_their_place_are_set_apart_and_the_re
     .await;
     let bob = registered_user(&pool, "Bob").await;
     let events = all_events(&pool).await;
-    // Ada's registration again under another event id, and a version 3 the store lacks.
+    // Ada's registration under another event id; her rename's event id at her registration's
+    // version; a version 3 the store lacks. Each comes before the genuine record it mimics.
     let mut copy = at(&events, ada.id, 1);
     copy.metadata.event_id = Uuid::now_v7();
+    let mut misplaced = at(&events, ada.id, 2);
+    misplaced.version = 1;
     let mut ahead = at(&events, ada.id, 2);
     ahead.version = 3;
     ahead.metadata.event_id = Uuid::now_v7();
     let batch = [
-        copy.clone(),
+        copy,
+        misplaced,
         at(&events, bob.id, 1),
         at(&events, ada.id, 1),
-        ahead.clone(),
+        ahead,
         at(&events, ada.id, 2),
     ];
     for projection in consuming(User::STREAM_TYPE) {
-        let mut tx = begin_batch(&pool, projection).await.unwrap();
+        // Ada's registration is applied already: its checkpoint comes with the check.
+        assert_eq!(
+            apply(&pool, projection, &[at(&events, ada.id, 1)]).await,
+            []
+        );
+        let mut conn = pool.acquire().await.unwrap();
+        let mut tx = begin_batch(&mut conn, projection).await.unwrap();
         // The writers' lock came with the BEGIN.
         let locks: i64 = sqlx::query_scalar(
             "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()",
@@ -1048,12 +1058,39 @@ async fn records_the_store_does_not_hold_at_their_place_are_set_apart_and_the_re
         let applied = apply_records(&mut tx, projection, &batch).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(applied.rejected, [], "{projection}");
-        let mut foreign: Vec<Uuid> = applied.foreign.into_iter().collect();
-        foreign.sort();
-        let mut forged = vec![copy.metadata.event_id, ahead.metadata.event_id];
-        forged.sort();
-        assert_eq!(foreign, forged, "{projection}");
+        assert_eq!(
+            applied.foreign,
+            [true, true, false, false, true, false],
+            "{projection}"
+        );
         let actual = actual(&pool, projection).await;
         assert_same(projection, &actual, &expected(projection, &events));
     }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_record_the_database_refuses_rolls_back_to_the_savepoint_begun_with_the_batch(
+    pool: PgPool,
+) {
+    let ada = registered_user(&pool, "Ada").await;
+    let bob = registered_user(&pool, "Bob").await;
+    let events = all_events(&pool).await;
+    // The store holds Ada's registration at its place under its id (the check passes), but
+    // this record's name is one PostgreSQL text cannot hold.
+    let mut refused = at(&events, ada.id, 1);
+    refused.payload = json!({"name": "Nul\u{0}", "email": "nul@example.com"});
+    let mut conn = pool.acquire().await.unwrap();
+    let mut tx = begin_batch(&mut conn, &OrderView).await.unwrap();
+    let applied = apply_records(&mut tx, &OrderView, &[refused, at(&events, bob.id, 1)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(applied.foreign, [false, false]);
+    assert_eq!(applied.rejected.len(), 1, "{:?}", applied.rejected);
+    assert_eq!(
+        (applied.rejected[0].stream_id, applied.rejected[0].version),
+        (ada.id, 1)
+    );
+    assert_eq!(checkpoint(&pool, &OrderView, ada.id).await, Some(1));
+    assert_eq!(checkpoint(&pool, &OrderView, bob.id).await, Some(1));
 }
