@@ -77,9 +77,11 @@ pub async fn begin_batch<'c>(
 pub struct Applied {
     /// Events that could not be decoded or applied, to dead-letter.
     pub rejected: Vec<Rejected>,
-    /// For each record, in order: whether the store does not hold it (another
-    /// environment's, or forged). Those are not applied, and go to dead letters: applying
-    /// them would wait for ever for versions the store does not have.
+    /// For each record, in order: whether the store does not hold its event id at its
+    /// stream and version (another environment's record, or a forged one). Those are not
+    /// applied, and go to dead letters: applying them would wait for ever for versions the
+    /// store does not have. Only the id is compared: a record with a genuine id at its
+    /// place is applied from its own payload.
     pub foreign: Vec<bool>,
 }
 

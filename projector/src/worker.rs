@@ -18,7 +18,8 @@ use orderflow_kafka::{envelope, Backoff, KafkaArgs};
 use orderflow_store::StoredEvent;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -224,17 +225,23 @@ async fn handle(
             }
         }
     }
-    let mut conn = pool
-        .acquire()
-        .await
-        .context("starting the batch transaction")?;
+    let mut conn = BatchConnection {
+        conn: pool
+            .acquire()
+            .await
+            .context("starting the batch transaction")?,
+        finished: false,
+    };
     let transaction: anyhow::Result<Vec<StoredEvent>> = async {
-        let mut tx = begin_batch(&mut conn, projection)
+        let mut tx = begin_batch(&mut conn.conn, projection)
             .await
             .context("starting the batch transaction")?;
         let Applied { rejected, foreign } = apply_records(&mut tx, projection, &events)
             .await
             .context("applying the batch")?;
+        debug_assert_eq!(foreign.len(), events.len());
+        // Sent inside the transaction, under the writers' lock (rare: records of another
+        // environment, or forged).
         let mut kept = Vec::with_capacity(events.len());
         for ((event, message), foreign) in events.into_iter().zip(messages).zip(foreign) {
             if !foreign {
@@ -251,10 +258,14 @@ async fn handle(
             .await
             .context("dead-lettering")?;
         }
-        let by_event: HashMap<(Uuid, i32), &OwnedMessage> = kept
-            .iter()
-            .map(|(event, message)| ((event.stream_id, event.version), *message))
-            .collect();
+        // A redelivered event is applied from its first record (the plan skips the later
+        // ones), so a dead letter for it carries that record.
+        let mut by_event: HashMap<(Uuid, i32), &OwnedMessage> = HashMap::new();
+        for (event, message) in &kept {
+            by_event
+                .entry((event.stream_id, event.version))
+                .or_insert(*message);
+        }
         let events: Vec<StoredEvent> = kept.into_iter().map(|(event, _)| event).collect();
         projection
             .announce(&mut tx, &events)
@@ -285,12 +296,8 @@ async fn handle(
         Ok(events)
     }
     .await;
-    if transaction.is_err() {
-        // A failure right after the BEGIN leaves the connection inside a transaction that
-        // nothing rolls back (see `begin_batch`); the others are rolled back, but a batch
-        // seldom fails, and a new connection is cheap next to a reused broken one.
-        conn.close_on_drop();
-    }
+    conn.finished = transaction.is_ok();
+    drop(conn);
     let events = transaction?;
     commit(consumer, batch).context("committing offsets")?;
     for event in &events {
@@ -318,6 +325,24 @@ async fn handle(
         );
     }
     Ok(())
+}
+
+/// A batch's connection, closed instead of going back to the pool unless the batch
+/// finished: a failure (or a worker dropped while waiting) right after the `BEGIN` leaves it
+/// inside a transaction that nothing rolls back (see [`begin_batch`]). Other failures are
+/// rolled back, but a batch seldom fails, and a new connection is cheap next to a reused
+/// broken one.
+struct BatchConnection {
+    conn: PoolConnection<Postgres>,
+    finished: bool,
+}
+
+impl Drop for BatchConnection {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 /// Record, in the batch's transaction, the offset past the last record consumed from each

@@ -1040,7 +1040,7 @@ async fn records_the_store_does_not_hold_at_their_place_are_set_apart_and_the_re
         at(&events, ada.id, 2),
     ];
     for projection in consuming(User::STREAM_TYPE) {
-        // Ada's registration is applied already: its checkpoint comes with the check.
+        // Ada's registration is applied already: its redelivery is skipped by checkpoint.
         assert_eq!(
             apply(&pool, projection, &[at(&events, ada.id, 1)]).await,
             []
