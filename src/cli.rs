@@ -298,21 +298,14 @@ async fn run(role: Role) -> anyhow::Result<()> {
     orderflow_store::telemetry::install();
     match role {
         Role::Migrate(database) => {
-            database
-                .connect_and_migrate()
-                .await
-                .context("migrating the database")?;
+            wait_for_database(|| database.connect_and_migrate()).await?;
             println!("migrations applied");
             Ok(())
         }
         Role::Command(args) => {
             // Refused before anything is touched.
             let options = args.api_options().map_err(anyhow::Error::msg)?;
-            let pool = args
-                .database
-                .connect_for_writes()
-                .await
-                .context("connecting to the database")?;
+            let pool = wait_for_database(|| args.database.connect_for_writes()).await?;
             let listener = bind(args.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "command API listening");
             if let Some(addr) = args.metrics_listen {
@@ -557,10 +550,55 @@ async fn list_sagas(
 
 /// A pool on an up-to-date schema: every role migrates at start.
 async fn connect(database: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
-    database
-        .connect_and_migrate()
-        .await
-        .context("connecting to the database")
+    wait_for_database(|| database.connect_and_migrate()).await
+}
+
+/// Connects (and migrates), waiting for PostgreSQL as long as it cannot be reached or is
+/// starting or shutting down: a role started while the database is down, or restarting,
+/// starts when it is back. Anything else (a wrong password, no such database, a migration
+/// that does not apply) fails at once. Ctrl-C or SIGTERM ends the wait.
+async fn wait_for_database<F, Fut>(mut connect: F) -> anyhow::Result<sqlx::PgPool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<sqlx::PgPool, orderflow_store::StoreError>>,
+{
+    let mut backoff = orderflow_kafka::Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(10),
+    );
+    let mut shutdown = shutdown_watch();
+    loop {
+        match connect().await {
+            Ok(pool) => return Ok(pool),
+            Err(err) if !database_unavailable(&err) => {
+                return Err(err).context("connecting to the database");
+            }
+            Err(err) => {
+                tracing::warn!(error = %format!("{:#}", anyhow::Error::from(err)), "cannot reach the database (is it up?); trying again");
+                if backoff.wait(&mut shutdown).await {
+                    anyhow::bail!("stopped while waiting for the database");
+                }
+            }
+        }
+    }
+}
+
+/// Whether connecting or migrating failed because PostgreSQL could not serve then (worth
+/// waiting for), rather than because of the request or the schema.
+fn database_unavailable(err: &orderflow_store::StoreError) -> bool {
+    use orderflow_store::StoreError;
+    use sqlx::migrate::MigrateError;
+    match err {
+        StoreError::Unavailable(_) => true,
+        StoreError::Database(sqlx::Error::Migrate(migrate)) => match &**migrate {
+            MigrateError::Execute(err) | MigrateError::ExecuteMigration(err, _) => {
+                orderflow_store::error::unavailable(err)
+            }
+            _ => false,
+        },
+        StoreError::Database(err) => orderflow_store::error::unavailable(err),
+        _ => false,
+    }
 }
 
 /// Creates the topics, waiting for the broker as long as it cannot be reached: a role
