@@ -555,8 +555,9 @@ async fn connect(database: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
 
 /// Connects (and migrates), waiting for PostgreSQL as long as it cannot be reached or is
 /// starting or shutting down: a role started while the database is down, or restarting,
-/// starts when it is back. Anything else (a wrong password, no such database, a migration
-/// that does not apply) fails at once. Ctrl-C or SIGTERM ends the wait.
+/// starts when it is back. Anything else (a wrong password, no such database, TLS asked of
+/// this build, a migration that does not apply) fails at once. Ctrl-C or SIGTERM ends the
+/// wait.
 async fn wait_for_database<F, Fut>(mut connect: F) -> anyhow::Result<sqlx::PgPool>
 where
     F: FnMut() -> Fut,
@@ -566,16 +567,31 @@ where
         std::time::Duration::from_millis(500),
         std::time::Duration::from_secs(10),
     );
-    let mut shutdown = shutdown_watch();
+    // Signals are listened for only once there is something to wait for: once listened
+    // for, Ctrl-C no longer ends a process (such as `replay`) that does not watch for it.
+    let mut shutdown: Option<watch::Receiver<bool>> = None;
     loop {
-        match connect().await {
+        let attempt = connect();
+        let result = match shutdown.as_mut() {
+            None => attempt.await,
+            Some(shutdown) => tokio::select! {
+                result = attempt => result,
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    anyhow::bail!("stopped while waiting for the database")
+                }
+            },
+        };
+        match result {
             Ok(pool) => return Ok(pool),
             Err(err) if !database_unavailable(&err) => {
                 return Err(err).context("connecting to the database");
             }
             Err(err) => {
                 tracing::warn!(error = %format!("{:#}", anyhow::Error::from(err)), "cannot reach the database (is it up?); trying again");
-                if backoff.wait(&mut shutdown).await {
+                if backoff
+                    .wait(shutdown.get_or_insert_with(shutdown_watch))
+                    .await
+                {
                     anyhow::bail!("stopped while waiting for the database");
                 }
             }
@@ -584,19 +600,21 @@ where
 }
 
 /// Whether connecting or migrating failed because PostgreSQL could not serve then (worth
-/// waiting for), rather than because of the request or the schema.
+/// waiting for), rather than because of the request, the build or the schema.
 fn database_unavailable(err: &orderflow_store::StoreError) -> bool {
     use orderflow_store::StoreError;
     use sqlx::migrate::MigrateError;
     match err {
+        // This build has no TLS: a URL asking for it never connects.
+        StoreError::Unavailable(sqlx::Error::Tls(_)) => false,
         StoreError::Unavailable(_) => true,
+        // Migration errors come wrapped as they are (not through `StoreError::from`).
         StoreError::Database(sqlx::Error::Migrate(migrate)) => match &**migrate {
             MigrateError::Execute(err) | MigrateError::ExecuteMigration(err, _) => {
                 orderflow_store::error::unavailable(err)
             }
             _ => false,
         },
-        StoreError::Database(err) => orderflow_store::error::unavailable(err),
         _ => false,
     }
 }

@@ -1,12 +1,14 @@
-//! Roles started while PostgreSQL cannot be reached wait for it and start when it is back;
-//! a database that answers with a refusal fails them at once.
+//! Roles started while PostgreSQL cannot serve wait for it and start when it is back; a
+//! database that answers with a refusal fails them at once.
 
 mod common;
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{database_url, free_port, BIN};
+use common::{database_url, BIN};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,11 +16,27 @@ use tokio::process::Command;
 use tokio::time::timeout;
 
 #[sqlx::test(migrations = false)]
-async fn a_role_started_while_the_database_is_down_starts_when_it_is_back(pool: PgPool) {
+async fn a_role_started_while_the_database_drops_connections_starts_when_it_is_back(pool: PgPool) {
     let options = pool.connect_options();
     let database = format!("{}:{}", options.get_host(), options.get_port());
-    // Nothing listens on this port yet.
-    let port = free_port().await;
+    // A port in front of the database that, until `up`, closes every connection at once
+    // (what a client of a restarting server sees), then passes them through.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap();
+    let up = Arc::new(AtomicBool::new(false));
+    let gate = up.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if !gate.load(Ordering::SeqCst) {
+                continue;
+            }
+            let database = database.clone();
+            tokio::spawn(async move {
+                let mut server = TcpStream::connect(&database).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
     let url = format!(
         "postgres://{}@{port}/{}",
         options.get_username(),
@@ -51,20 +69,10 @@ async fn a_role_started_while_the_database_is_down_starts_when_it_is_back(pool: 
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         migrate.try_wait().unwrap().is_none(),
-        "orderflow migrate gave up while the database was down"
+        "orderflow migrate gave up while the database dropped its connections"
     );
 
-    // The database comes back on that port.
-    let listener = TcpListener::bind(port).await.unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let database = database.clone();
-            tokio::spawn(async move {
-                let mut server = TcpStream::connect(&database).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
-        }
-    });
+    up.store(true, Ordering::SeqCst);
     let status = timeout(Duration::from_secs(60), migrate.wait())
         .await
         .expect("orderflow migrate finishes once the database is back")
@@ -83,18 +91,20 @@ async fn a_role_started_while_the_database_is_down_starts_when_it_is_back(pool: 
 async fn a_database_that_refuses_the_role_fails_it_at_once(pool: PgPool) {
     let url = database_url(&pool);
     let (base, _) = url.rsplit_once('/').unwrap();
-    let output = timeout(
-        Duration::from_secs(30),
-        Command::new(BIN)
-            .arg("migrate")
-            .env("DATABASE_URL", format!("{base}/no_such_database"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("orderflow migrate does not wait for a database that refuses it")
-    .unwrap();
+    let migrate = Command::new(BIN)
+        .arg("migrate")
+        .env("DATABASE_URL", format!("{base}/no_such_database"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("orderflow starts");
+    let output = timeout(Duration::from_secs(30), migrate.wait_with_output())
+        .await
+        .expect("orderflow migrate does not wait for a database that refuses it")
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
