@@ -583,7 +583,7 @@ where
         };
         match result {
             Ok(pool) => return Ok(pool),
-            Err(err) if !database_unavailable(&err) => {
+            Err(err) if !matches!(err, orderflow_store::StoreError::Unavailable(_)) => {
                 return Err(err).context("connecting to the database");
             }
             Err(err) => {
@@ -596,26 +596,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// Whether connecting or migrating failed because PostgreSQL could not serve then (worth
-/// waiting for), rather than because of the request, the build or the schema.
-fn database_unavailable(err: &orderflow_store::StoreError) -> bool {
-    use orderflow_store::StoreError;
-    use sqlx::migrate::MigrateError;
-    match err {
-        // This build has no TLS: a URL asking for it never connects.
-        StoreError::Unavailable(sqlx::Error::Tls(_)) => false,
-        StoreError::Unavailable(_) => true,
-        // Migration errors come wrapped as they are (not through `StoreError::from`).
-        StoreError::Database(sqlx::Error::Migrate(migrate)) => match &**migrate {
-            MigrateError::Execute(err) | MigrateError::ExecuteMigration(err, _) => {
-                orderflow_store::error::unavailable(err)
-            }
-            _ => false,
-        },
-        _ => false,
     }
 }
 

@@ -71,11 +71,23 @@ impl DatabaseArgs {
     }
 }
 
+/// A migration that failed because the database could not serve is
+/// [`crate::StoreError::Unavailable`], as any other statement would be.
 async fn migrate(pool: &PgPool) -> Result<(), crate::StoreError> {
-    crate::MIGRATOR
-        .run(pool)
-        .await
-        .map_err(|err| crate::StoreError::Database(err.into()))
+    use sqlx::migrate::MigrateError;
+    crate::MIGRATOR.run(pool).await.map_err(|err| {
+        let unavailable = match &err {
+            MigrateError::Execute(err) | MigrateError::ExecuteMigration(err, _) => {
+                crate::error::unavailable(err)
+            }
+            _ => false,
+        };
+        if unavailable {
+            crate::StoreError::Unavailable(err.into())
+        } else {
+            crate::StoreError::Database(err.into())
+        }
+    })
 }
 
 /// `250ms`, `5s`, `2m`, or a bare number of seconds.

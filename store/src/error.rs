@@ -61,10 +61,10 @@ impl From<sqlx::Error> for StoreError {
 /// Whether `err` says the database cannot serve right now, rather than that the statement
 /// is wrong: no connection (refused, reset, pool timed out or closed), or a server that is
 /// shutting down, starting, or out of connections (SQLSTATE class 08, 57P01-57P03, 53300).
+/// Not a TLS error: this build has no TLS, so a URL asking for it never connects.
 pub fn unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
