@@ -8,19 +8,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{database_url, BIN};
+use common::{brokers, database_url, free_port, BIN};
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::timeout;
 
-#[sqlx::test(migrations = false)]
-async fn a_role_started_while_the_database_drops_connections_starts_when_it_is_back(pool: PgPool) {
+/// A port in front of the test's database that, until the flag is set, closes every
+/// connection at once (what a client of a restarting server sees), then passes them
+/// through; and the database's URL through it.
+async fn gate(pool: &PgPool) -> (String, Arc<AtomicBool>) {
     let options = pool.connect_options();
     let database = format!("{}:{}", options.get_host(), options.get_port());
-    // A port in front of the database that, until `up`, closes every connection at once
-    // (what a client of a restarting server sees), then passes them through.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap();
     let up = Arc::new(AtomicBool::new(false));
@@ -44,34 +44,48 @@ async fn a_role_started_while_the_database_drops_connections_starts_when_it_is_b
             .get_database()
             .expect("the test database has a name")
     );
-    let mut migrate = Command::new(BIN)
-        .arg("migrate")
-        .env("DATABASE_URL", &url)
-        .env("RUST_LOG", "warn")
+    (url, up)
+}
+
+/// `orderflow <args>` on `url`, once it has said it waits for the database and is still
+/// running a second later; with its log (stdout) from there on.
+async fn waiting_for_the_database(
+    args: &[&str],
+    url: &str,
+) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut role = Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("orderflow starts");
-    // Logs go to stdout.
-    let mut log = BufReader::new(migrate.stdout.take().unwrap()).lines();
+    let mut log = BufReader::new(role.stdout.take().unwrap()).lines();
     timeout(Duration::from_secs(30), async {
         while let Some(line) = log.next_line().await.unwrap() {
             if line.contains("cannot reach the database") {
                 return;
             }
         }
-        panic!("orderflow migrate ended without saying it waits for the database");
+        panic!("orderflow {args:?} ended without saying it waits for the database");
     })
     .await
-    .expect("orderflow migrate says it waits for the database");
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    .expect("the role says it waits for the database");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
-        migrate.try_wait().unwrap().is_none(),
-        "orderflow migrate gave up while the database dropped its connections"
+        role.try_wait().unwrap().is_none(),
+        "orderflow {args:?} gave up while the database dropped its connections"
     );
+    (role, log)
+}
 
+#[sqlx::test(migrations = false)]
+async fn a_role_started_while_the_database_drops_connections_starts_when_it_is_back(pool: PgPool) {
+    let (url, up) = gate(&pool).await;
+    let (mut migrate, mut log) = waiting_for_the_database(&["migrate"], &url).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
     up.store(true, Ordering::SeqCst);
     let status = timeout(Duration::from_secs(60), migrate.wait())
         .await
@@ -85,6 +99,43 @@ async fn a_role_started_while_the_database_drops_connections_starts_when_it_is_b
     .await
     .unwrap();
     assert_eq!(events, 1, "the migrations were applied");
+}
+
+/// The role the fault suite once lost to a database restart: it runs until stopped, so
+/// "started" is its driver's log line, after the migrations and the topics.
+#[sqlx::test(migrations = false)]
+async fn the_saga_started_while_the_database_drops_connections_runs_when_it_is_back(pool: PgPool) {
+    let (url, up) = gate(&pool).await;
+    let prefix = format!("startup{}", uuid::Uuid::new_v4().simple());
+    let ops = free_port().await.to_string();
+    let brokers = brokers();
+    let args = [
+        "saga",
+        "--kafka-brokers",
+        &brokers,
+        "--topic-prefix",
+        &prefix,
+        "--ops-listen",
+        &ops,
+    ];
+    let (mut saga, mut log) = waiting_for_the_database(&args, &url).await;
+    up.store(true, Ordering::SeqCst);
+    timeout(Duration::from_secs(60), async {
+        while let Some(line) = log.next_line().await.unwrap() {
+            if line.contains("saga driver started") {
+                return;
+            }
+        }
+        panic!("orderflow saga ended instead of starting once the database was back");
+    })
+    .await
+    .expect("orderflow saga starts once the database is back");
+    assert!(saga.try_wait().unwrap().is_none(), "the saga keeps running");
+    let sagas: i64 = sqlx::query_scalar("select count(*) from sagas")
+        .fetch_one(&pool)
+        .await
+        .expect("the saga migrated the database it waited for");
+    assert_eq!(sagas, 0);
 }
 
 #[sqlx::test(migrations = false)]

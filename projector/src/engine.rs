@@ -16,7 +16,7 @@ use crate::event::{chain, decode};
 use crate::{Projection, ProjectionError, Rejected, Rows, Tables};
 
 /// The advisory-lock class of projection writers (the object is [`Projection::lock_id`]).
-pub(crate) const WRITER_LOCK: i32 = 0x6f66_7077; // "ofpw"
+pub const WRITER_LOCK: i32 = 0x6f66_7077; // "ofpw"
 
 /// Apply a batch of the store's events (any stream types, in delivery order) to
 /// `projection`'s live tables inside `tx`, which must be a transaction the caller commits.

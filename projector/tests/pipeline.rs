@@ -54,6 +54,17 @@ fn options(group: &str) -> WorkerOptions {
 
 /// The relay plus one worker task per entry of `workers` (each runs all projections).
 fn start(pool: &PgPool, kafka: &KafkaArgs, group: &str, workers: usize) -> Running {
+    start_with(pool, pool, kafka, group, workers)
+}
+
+/// [`start`], with the workers on a pool of their own.
+fn start_with(
+    pool: &PgPool,
+    workers_pool: &PgPool,
+    kafka: &KafkaArgs,
+    group: &str,
+    workers: usize,
+) -> Running {
     let (stop, shutdown) = watch::channel(false);
     let relay_options = RelayOptions {
         idle_poll: Duration::from_millis(20),
@@ -67,7 +78,7 @@ fn start(pool: &PgPool, kafka: &KafkaArgs, group: &str, workers: usize) -> Runni
     ))];
     for _ in 0..workers {
         tasks.push(tokio::spawn(worker::run(
-            pool.clone(),
+            workers_pool.clone(),
             kafka.clone(),
             PROJECTIONS.to_vec(),
             options(group),
@@ -282,6 +293,85 @@ async fn a_poison_record_goes_to_the_dead_letter_topic_and_the_worker_goes_on(po
     assert!(dead
         .iter()
         .any(|(_, error)| error.contains("event store holds no such event")));
+    running.stop().await;
+}
+
+/// A batch that fails inside its transaction before sqlx counts one open (here the
+/// writers' lock times out in the statement that begins it) leaves its connection in an
+/// aborted transaction, which the pool's check on release does not see: the worker must
+/// close that connection. With a pool of one, every later batch would otherwise fail.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_that_fails_in_the_statement_that_begins_it_closes_its_connection(pool: PgPool) {
+    let kafka = fresh_topics().await;
+    // Every projection's writers' lock, held as a replay's swap holds it.
+    let mut holder = pool.begin().await.unwrap();
+    for &projection in PROJECTIONS {
+        sqlx::query("select pg_advisory_xact_lock($1, $2)")
+            .bind(orderflow_projector::engine::WRITER_LOCK)
+            .bind(projection.lock_id())
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+    }
+    let workers_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(
+            (*pool.connect_options())
+                .clone()
+                .options([("lock_timeout", "100ms")]),
+        )
+        .await
+        .unwrap();
+    let running = start_with(&pool, &workers_pool, &kafka, &kafka.topic_prefix, 1);
+    let mut workload = Workload::new(0x10c);
+    workload.run(&pool, 50).await;
+    // A batch waits for the lock; it times out after 100 ms, and we keep the lock longer.
+    let waiting = |pid: Option<i32>| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>(
+                "select pid from pg_locks where locktype = 'advisory' and not granted \
+                 and ($1::int is null or pid = $1) limit 1",
+            )
+            .bind(pid)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let waiter = loop {
+        if let Some(pid) = waiting(None).await {
+            break pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no batch came to wait for the writers' lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(waiting(Some(waiter)).await, None, "the lock wait timed out");
+    // The failed batch's connection is closed, not handed to the next batch.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state: Option<Option<String>> =
+            sqlx::query_scalar("select state from pg_stat_activity where pid = $1")
+                .bind(waiter)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        let Some(state) = state else { break };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failed batch's connection is still open ({state:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.commit().await.unwrap();
+    wait_until_caught_up(&pool).await;
+    assert_all_match_the_store(&pool).await;
     running.stop().await;
 }
 
