@@ -373,6 +373,7 @@ async fn a_batch_that_fails_in_the_statement_that_begins_it_closes_its_connectio
     wait_until_caught_up(&pool).await;
     assert_all_match_the_store(&pool).await;
     running.stop().await;
+    workers_pool.close().await;
 }
 
 #[sqlx::test(migrations = "../migrations")]
