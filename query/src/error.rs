@@ -61,13 +61,17 @@ pub enum QueryError {
     },
     #[error(
         "the views have not applied every event up to position {min_position} within \
-         {waited_ms} ms"
+         {waited_ms} ms; {relay}"
     )]
     StaleViews {
         min_position: i64,
         /// The views still behind, with how far each has applied.
         views: Vec<crate::progress::ViewProgress>,
         waited_ms: u128,
+        /// Where the relay stands, in words.
+        relay: String,
+        /// The position the relay's cursor is at, if it has one.
+        relay_position: Option<i64>,
     },
     #[error(
         "too many minVersion reads and subscriptions are waiting (at most {limit}); retry later"
@@ -135,9 +139,15 @@ impl From<QueryError> for async_graphql::Error {
             QueryError::StaleViews {
                 min_position,
                 views,
+                relay_position,
                 ..
             } => {
-                crate::progress::stale_extensions(&mut extensions, min_position, &views);
+                crate::progress::stale_extensions(
+                    &mut extensions,
+                    min_position,
+                    relay_position,
+                    &views,
+                );
                 None
             }
             QueryError::TooManyWatches { .. } => {

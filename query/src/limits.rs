@@ -2,20 +2,24 @@
 //! `extensions.code`.
 //!
 //! - Depth: counted on the parsed document, fragments followed, introspection fields
-//!   (`__schema`, `__type`, ...) left out so GraphiQL's deep introspection query still works.
+//!   (`__schema`, `__type`, ...) left out so GraphiQL's deep introspection query still works;
+//!   introspection has limits of its own instead ([`Introspection`]).
 //! - Complexity: async-graphql's own count (`limit_complexity`), its error given a code.
 //! - Time: each execution is bounded by the query timeout (subscriptions are not).
 //! - Read-your-writes: an operation of a request that carries `X-Min-Position` waits for
 //!   the views first ([`crate::progress::hold`]). One extension does all of this: every
 //!   extension adds a layer to the resolution of every field.
 //! - Documents: a document that passed the checks and validation is kept, parsed, by its
-//!   text (an LRU of [`DOCUMENTS`] of at most [`MAX_KEPT_DOCUMENT`] bytes), so a repeated
-//!   query is not parsed again; validation runs every time (it depends on the variables).
+//!   text (an LRU of at most [`DOCUMENTS`] documents of at most [`MAX_KEPT_DOCUMENT`] bytes,
+//!   and of at most [`KEPT_BYTES`] of parsed documents by [`kept_bytes`]' estimate), so a
+//!   repeated query is not parsed again; validation runs every time (it depends on the
+//!   variables).
 //! - Persisted queries (Apollo's convention): a request whose `extensions.persistedQuery`
 //!   carries `sha256Hash` and a document registers the document under that hash (when they
 //!   match); one that carries the hash alone runs the registered document, or fails with
-//!   PERSISTED_QUERY_NOT_FOUND so the client sends the document again. Registered documents
-//!   go through the same checks as any other.
+//!   PERSISTED_QUERY_NOT_FOUND so the client sends the document again. A document is
+//!   registered only once it has passed the checks and validation, and runs through them
+//!   again each time.
 //! - Codes: parse and validation errors get theirs where they arise; whatever still has
 //!   none when the response leaves (input coercion during execution) is BAD_USER_INPUT, as
 //!   resolvers only raise coded errors. INTERNAL errors are logged with their cause here.
@@ -48,6 +52,8 @@ const TOO_COMPLEX: &str = "Query is too complex.";
 pub(crate) const DOCUMENTS: usize = 1024;
 /// Longest document kept (parsed, or by hash); longer ones are parsed every time.
 pub(crate) const MAX_KEPT_DOCUMENT: usize = 16 * 1024;
+/// Most memory the parsed documents kept may take, by [`kept_bytes`]' estimate.
+pub(crate) const KEPT_BYTES: usize = 32 * 1024 * 1024;
 
 /// A document's text and its parsed form.
 type Kept = (String, Arc<ExecutableDocument>);
@@ -59,10 +65,13 @@ pub(crate) struct Limits {
     max_complexity: usize,
     query_timeout: Duration,
     /// Document text → the parsed document, once it passed every check and validation.
-    parsed: Arc<Mutex<LruCache<String, Arc<ExecutableDocument>>>>,
+    parsed: Arc<Mutex<KeptDocuments>>,
     /// This request's document, parsed and checked, kept once it also passes validation
     /// (each request has its own).
     pending: Arc<Mutex<Option<Kept>>>,
+    /// This request's persisted-query registration (hash, document), made once its
+    /// document passes validation (each request has its own).
+    registering: Arc<Mutex<Option<(String, String)>>>,
     /// SHA-256 (hex) → document text, registered by persisted-query requests.
     persisted: Arc<Mutex<LruCache<String, String>>>,
 }
@@ -74,9 +83,13 @@ impl Limits {
             max_depth: options.max_depth,
             max_complexity: options.max_complexity,
             query_timeout: options.query_timeout,
-            parsed: Arc::new(Mutex::new(LruCache::new(capacity))),
+            parsed: Arc::new(Mutex::new(KeptDocuments {
+                documents: LruCache::new(capacity),
+                bytes: 0,
+            })),
             persisted: Arc::new(Mutex::new(LruCache::new(capacity))),
             pending: Arc::default(),
+            registering: Arc::default(),
         }
     }
 
@@ -133,10 +146,7 @@ impl Limits {
             ));
         }
         if request.query.len() <= MAX_KEPT_DOCUMENT {
-            self.persisted
-                .lock()
-                .expect("not poisoned")
-                .put(hash, request.query.clone());
+            *self.registering.lock().expect("not poisoned") = Some((hash, request.query.clone()));
         }
         Ok(())
     }
@@ -146,6 +156,7 @@ impl ExtensionFactory for Limits {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(Self {
             pending: Arc::default(),
+            registering: Arc::default(),
             ..self.clone()
         })
     }
@@ -190,12 +201,7 @@ impl Extension for Limits {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let kept = self
-            .parsed
-            .lock()
-            .expect("not poisoned")
-            .get(query)
-            .cloned();
+        let kept = self.parsed.lock().expect("not poisoned").get(query);
         if let Some(document) = kept {
             return Ok(ExecutableDocument::clone(&document));
         }
@@ -245,6 +251,10 @@ impl Extension for Limits {
                 ),
             ));
         }
+        let introspection = Introspection::of(&parsed);
+        if let Some(refusal) = introspection.refusal() {
+            return Err(server_error(code::QUERY_TOO_COMPLEX, refusal));
+        }
         // async-graphql's own parse adds its recursion and directive checks.
         let document = next.run(ctx, query, variables).await.map_err(|mut err| {
             set_code(&mut err, code::GRAPHQL_PARSE_FAILED);
@@ -263,13 +273,19 @@ impl Extension for Limits {
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
         let validated = next.run(ctx).await;
-        // Only a document that passed validation too is kept.
+        // Only a document that passed validation too is kept, or registered.
         if validated.is_ok() {
             if let Some((query, document)) = self.pending.lock().expect("not poisoned").take() {
                 self.parsed
                     .lock()
                     .expect("not poisoned")
                     .put(query, document);
+            }
+            if let Some((hash, query)) = self.registering.lock().expect("not poisoned").take() {
+                self.persisted
+                    .lock()
+                    .expect("not poisoned")
+                    .put(hash, query);
             }
         }
         validated.map_err(|mut errors| {
@@ -332,42 +348,181 @@ fn finish(errors: &mut [ServerError]) {
     }
 }
 
+/// Parsed documents by their text, least recently used first out, within [`DOCUMENTS`]
+/// documents and [`KEPT_BYTES`] by [`kept_bytes`].
+pub(crate) struct KeptDocuments {
+    documents: LruCache<String, (Arc<ExecutableDocument>, usize)>,
+    bytes: usize,
+}
+
+impl KeptDocuments {
+    fn get(&mut self, query: &str) -> Option<Arc<ExecutableDocument>> {
+        self.documents
+            .get(query)
+            .map(|(document, _)| document.clone())
+    }
+
+    fn put(&mut self, query: String, document: Arc<ExecutableDocument>) {
+        let weight = kept_bytes(&query, &document);
+        if weight > KEPT_BYTES {
+            return;
+        }
+        if let Some((_, old)) = self.documents.pop(&query) {
+            self.bytes -= old;
+        }
+        while self.bytes + weight > KEPT_BYTES || self.documents.len() >= self.documents.cap().get()
+        {
+            match self.documents.pop_lru() {
+                Some((_, (_, old))) => self.bytes -= old,
+                None => break,
+            }
+        }
+        self.documents.put(query, (document, weight));
+        self.bytes += weight;
+    }
+}
+
+/// An upper estimate of the memory a parsed document takes: its text, and a few hundred
+/// bytes for each node (selection, argument, directive, value, variable). A document's
+/// parse can take a hundred times its text (`...F ` is five bytes and a node).
+pub(crate) fn kept_bytes(query: &str, document: &ExecutableDocument) -> usize {
+    use async_graphql_value::{ConstValue, Value};
+    const NODE_BYTES: usize = 256;
+    fn const_nodes(value: &ConstValue) -> usize {
+        1 + match value {
+            ConstValue::List(items) => items.iter().map(const_nodes).sum(),
+            ConstValue::Object(fields) => fields.values().map(const_nodes).sum(),
+            _ => 0,
+        }
+    }
+    fn value_nodes(value: &Value) -> usize {
+        1 + match value {
+            Value::List(items) => items.iter().map(value_nodes).sum(),
+            Value::Object(fields) => fields.values().map(value_nodes).sum(),
+            _ => 0,
+        }
+    }
+    fn arguments(arguments: &[(Positioned<Name>, Positioned<Value>)]) -> usize {
+        arguments
+            .iter()
+            .map(|(_, v)| 1 + value_nodes(&v.node))
+            .sum()
+    }
+    fn directives(directives: &[Positioned<Directive>]) -> usize {
+        directives
+            .iter()
+            .map(|d| 1 + arguments(&d.node.arguments))
+            .sum()
+    }
+    fn set(selection_set: &SelectionSet) -> usize {
+        selection_set
+            .items
+            .iter()
+            .map(|selection| {
+                1 + match &selection.node {
+                    Selection::Field(field) => {
+                        arguments(&field.node.arguments)
+                            + directives(&field.node.directives)
+                            + set(&field.node.selection_set.node)
+                    }
+                    Selection::InlineFragment(inline) => {
+                        directives(&inline.node.directives) + set(&inline.node.selection_set.node)
+                    }
+                    Selection::FragmentSpread(spread) => directives(&spread.node.directives),
+                }
+            })
+            .sum()
+    }
+    let operations: usize = document
+        .operations
+        .iter()
+        .map(|(_, operation)| {
+            let operation = &operation.node;
+            1 + operation
+                .variable_definitions
+                .iter()
+                .map(|v| {
+                    1 + v
+                        .node
+                        .default_value
+                        .as_ref()
+                        .map_or(0, |d| const_nodes(&d.node))
+                })
+                .sum::<usize>()
+                + directives(&operation.directives)
+                + set(&operation.selection_set.node)
+        })
+        .sum();
+    let fragments: usize = document
+        .fragments
+        .values()
+        .map(|f| 1 + directives(&f.node.directives) + set(&f.node.selection_set.node))
+        .sum();
+    query.len() + (operations + fragments) * NODE_BYTES
+}
+
 /// Deepest bracket nesting (`{`, `[`, `(`) a query text may have.
 const MAX_NESTING: usize = 64;
 /// Most fields a query may expand to once its fragments are spread.
 const MAX_EXPANDED_FIELDS: u64 = 10_000;
 
-/// The deepest nesting of brackets outside strings and comments.
+/// The deepest nesting of brackets outside strings and comments, as the parser splits
+/// them (async-graphql's grammar): a comment ends at a line terminator (`\n`, `\r`); a
+/// block string (`"""`) at the next `"""` not escaped as `\"""`; a string at its closing
+/// quote. Wherever the parser could read code, brackets are counted: a string that meets
+/// a line end (the parser refuses it) or a block string that never ends (the parser reads
+/// `""` and a string) gives the rest of the text back to the count.
 fn bracket_nesting(query: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let mut chars = query.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '#' => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
+    let text = query.as_bytes();
+    let (mut depth, mut deepest, mut at) = (0usize, 0usize, 0usize);
+    let line_end = |b: u8| b == b'\n' || b == b'\r';
+    while at < text.len() {
+        match text[at] {
+            b'#' => {
+                while at < text.len() && !line_end(text[at]) {
+                    at += 1;
                 }
+                continue;
             }
-            '"' => {
-                let mut escaped = false;
-                for c in chars.by_ref() {
-                    match c {
-                        _ if escaped => escaped = false,
-                        '\\' => escaped = true,
-                        '"' => break,
-                        _ => {}
+            b'"' if text[at..].starts_with(b"\"\"\"") => {
+                let mut end = at + 3;
+                let closed = loop {
+                    if end >= text.len() {
+                        break false;
                     }
-                }
+                    if text[end..].starts_with(b"\\\"\"\"") {
+                        end += 4;
+                    } else if text[end..].starts_with(b"\"\"\"") {
+                        break true;
+                    } else {
+                        end += 1;
+                    }
+                };
+                // Unclosed, it is an empty string and a string beginning at the third quote.
+                at = if closed { end + 3 } else { at + 2 };
+                continue;
             }
-            '{' | '[' | '(' => {
+            b'"' => {
+                at += 1;
+                while at < text.len() && text[at] != b'"' && !line_end(text[at]) {
+                    if text[at] == b'\\' && at + 1 < text.len() && !line_end(text[at + 1]) {
+                        at += 1;
+                    }
+                    at += 1;
+                }
+                if at < text.len() && text[at] == b'"' {
+                    at += 1;
+                }
+                continue;
+            }
+            b'{' | b'[' | b'(' => {
                 depth += 1;
                 deepest = deepest.max(depth);
             }
-            '}' | ']' | ')' => depth = depth.saturating_sub(1),
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     deepest
 }
@@ -469,6 +624,134 @@ pub(crate) fn repeated_directive(document: &ExecutableDocument) -> Option<String
         })
 }
 
+/// Introspection's list fields: each one nested in another multiplies the answer by the
+/// size of the schema.
+const INTROSPECTION_LISTS: [&str; 8] = [
+    "types",
+    "fields",
+    "args",
+    "inputFields",
+    "interfaces",
+    "possibleTypes",
+    "enumValues",
+    "directives",
+];
+/// Deepest nesting of introspection's list fields (GraphiQL's query: types → fields →
+/// args).
+const MAX_INTROSPECTION_LISTS: usize = 3;
+/// Most `__schema` and `__type` fields a query may expand to.
+const MAX_INTROSPECTION_ROOTS: u64 = 10;
+
+/// What a query asks of introspection, fragments followed. Introspection is outside the
+/// depth limit and async-graphql counts its fields with no multiplier for lists, so a few
+/// hundred bytes could otherwise ask for an answer that grows with the schema's size to
+/// the power of the nesting, or repeated under aliases. So: at most
+/// [`MAX_INTROSPECTION_ROOTS`] `__schema`/`__type` fields, list fields nested at most
+/// [`MAX_INTROSPECTION_LISTS`] deep, and no aliases below them (which leaves each level
+/// at most one of each field).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Introspection {
+    roots: u64,
+    lists: usize,
+    aliased: bool,
+}
+
+impl Introspection {
+    pub(crate) fn of(document: &ExecutableDocument) -> Self {
+        let mut walk = IntrospectionWalk {
+            document,
+            known: HashMap::new(),
+            visiting: Vec::new(),
+        };
+        let mut total = Self::default();
+        for (_, operation) in document.operations.iter() {
+            total.add(walk.of(&operation.node.selection_set, false));
+        }
+        total
+    }
+
+    fn add(&mut self, part: Self) {
+        self.roots = self.roots.saturating_add(part.roots);
+        self.lists = self.lists.max(part.lists);
+        self.aliased |= part.aliased;
+    }
+
+    /// Why the query is refused, if it is.
+    fn refusal(self) -> Option<String> {
+        if self.roots > MAX_INTROSPECTION_ROOTS {
+            Some(format!(
+                "the query asks for __schema or __type {} times, more than {MAX_INTROSPECTION_ROOTS}",
+                self.roots
+            ))
+        } else if self.lists > MAX_INTROSPECTION_LISTS {
+            Some(format!(
+                "the query nests introspection's lists {} deep, more than {MAX_INTROSPECTION_LISTS}",
+                self.lists
+            ))
+        } else if self.aliased {
+            Some("aliases are not allowed inside __schema or __type".to_owned())
+        } else {
+            None
+        }
+    }
+}
+
+/// Each fragment is walked once per side (inside introspection or not), so spreads cannot
+/// make it exponential; a cycle counts as nothing (validation rejects it).
+struct IntrospectionWalk<'a> {
+    document: &'a ExecutableDocument,
+    known: HashMap<(&'a Name, bool), Introspection>,
+    visiting: Vec<(&'a Name, bool)>,
+}
+
+impl<'a> IntrospectionWalk<'a> {
+    fn of(&mut self, selection_set: &'a Positioned<SelectionSet>, inside: bool) -> Introspection {
+        let mut total = Introspection::default();
+        for selection in &selection_set.node.items {
+            let part = match &selection.node {
+                Selection::Field(field) => {
+                    let name = field.node.name.node.as_str();
+                    let root = !inside && (name == "__schema" || name == "__type");
+                    let mut part = self.of(&field.node.selection_set, inside || root);
+                    part.roots += u64::from(root);
+                    if inside {
+                        part.lists += usize::from(INTROSPECTION_LISTS.contains(&name));
+                        part.aliased |= field
+                            .node
+                            .alias
+                            .as_ref()
+                            .is_some_and(|alias| alias.node != field.node.name.node);
+                    }
+                    part
+                }
+                Selection::InlineFragment(inline) => self.of(&inline.node.selection_set, inside),
+                Selection::FragmentSpread(spread) => {
+                    self.fragment(&spread.node.fragment_name.node, inside)
+                }
+            };
+            total.add(part);
+        }
+        total
+    }
+
+    fn fragment(&mut self, name: &'a Name, inside: bool) -> Introspection {
+        if let Some(known) = self.known.get(&(name, inside)) {
+            return *known;
+        }
+        if self.visiting.contains(&(name, inside)) {
+            return Introspection::default();
+        }
+        let Some(fragment) = self.document.fragments.get(name) else {
+            return Introspection::default();
+        };
+        self.visiting.push((name, inside));
+        let found = self.of(&fragment.node.selection_set, inside);
+        self.visiting.pop();
+        self.known.insert((name, inside), found);
+        found
+    }
+}
+
 /// The deepest field nesting of any operation, introspection fields excluded.
 pub(crate) fn depth(document: &ExecutableDocument) -> usize {
     let mut fragments = FragmentDepths {
@@ -546,6 +829,85 @@ mod tests {
         );
     }
 
+    fn introspection_of(query: &str) -> Option<String> {
+        Introspection::of(&parse_query(query).unwrap()).refusal()
+    }
+
+    #[test]
+    fn introspection_is_limited_in_roots_list_nesting_and_aliases() {
+        // GraphiQL's shape passes: types → fields → args, type → ofType chains.
+        let graphiql = "{ __schema { types { ...T } directives { name args { ...V } } } } \
+            fragment T on __Type { name fields { name args { ...V } type { ...R } } \
+            inputFields { ...V } interfaces { ...R } enumValues { name } possibleTypes { ...R } } \
+            fragment V on __InputValue { name type { ...R } } \
+            fragment R on __Type { kind name ofType { kind name ofType { kind name } } }";
+        assert_eq!(introspection_of(graphiql), None);
+        assert_eq!(
+            introspection_of("{ a: __type(name: \"A\") { name } b: __type(name: \"B\") { name } }"),
+            None
+        );
+        // A fourth list inside the others, also through a fragment.
+        let deep = "{ __type(name: \"Order\") { fields { type { fields { type { fields { \
+            type { fields { name } } } } } } } } }";
+        assert!(introspection_of(deep).unwrap().contains("lists 4 deep"));
+        let via_fragment = "{ __schema { types { ...F } } } \
+            fragment F on __Type { fields { type { fields { type { fields { name } } } } } }";
+        assert!(introspection_of(via_fragment)
+            .unwrap()
+            .contains("lists 4 deep"));
+        // Repeated under aliases inside, or at the root past the cap (spreads count).
+        assert!(introspection_of(
+            "{ __schema { types { a: fields { name } b: fields { name } } } }"
+        )
+        .unwrap()
+        .contains("aliases"));
+        let mut many = String::from("{ ...F ...F } fragment F on Query {");
+        for i in 0..6 {
+            many.push_str(&format!(" s{i}: __schema {{ queryType {{ name }} }}"));
+        }
+        many.push_str(" }");
+        assert!(introspection_of(&many).unwrap().contains("12 times"));
+        // Our own fields named like introspection's lists are not introspection.
+        assert_eq!(
+            introspection_of("{ a: types { b: fields { c: args { d: types { e } } } } }"),
+            None
+        );
+    }
+
+    #[test]
+    fn kept_documents_stay_within_their_memory_budget() {
+        // Five bytes of text per node: the parse is far larger than the text.
+        let spreads = "...F ".repeat(3_000);
+        let mut kept = KeptDocuments {
+            documents: LruCache::new(NonZeroUsize::new(DOCUMENTS).unwrap()),
+            bytes: 0,
+        };
+        for i in 0..100 {
+            let query = format!("{{ {spreads} }} fragment F on Query {{ __typename }} # {i}");
+            let document = Arc::new(parse_query(&query).unwrap());
+            assert!(kept_bytes(&query, &document) > 3_000 * 256);
+            kept.put(query, document);
+            assert!(kept.bytes <= KEPT_BYTES);
+        }
+        assert!(kept.documents.len() < 50, "{}", kept.documents.len());
+        let sum: usize = kept.documents.iter().map(|(_, (_, bytes))| bytes).sum();
+        assert_eq!(kept.bytes, sum);
+        // Small documents fill the count, the large ones going first.
+        for i in 0..DOCUMENTS {
+            let query = format!("{{ a{i} }}");
+            let document = Arc::new(parse_query(&query).unwrap());
+            kept.put(query, document);
+        }
+        assert_eq!(kept.documents.len(), DOCUMENTS);
+        assert!(kept.get("{ a0 }").is_some());
+        assert!(kept
+            .documents
+            .iter()
+            .all(|(query, _)| !query.contains("...F")));
+        let sum: usize = kept.documents.iter().map(|(_, (_, bytes))| bytes).sum();
+        assert_eq!(kept.bytes, sum);
+    }
+
     #[test]
     fn introspection_fields_do_not_count() {
         assert_eq!(
@@ -596,6 +958,17 @@ mod tests {
         assert_eq!(bracket_nesting("{ a(s: \"[[[[\\\"{{\") } # [[[[\n"), 2);
         let deep = format!("{{ a(x: {}1{}) }}", "[".repeat(5000), "]".repeat(5000));
         assert_eq!(bracket_nesting(&deep), 5002);
+        // Block strings: a lone quote inside does not open a string, an escaped triple
+        // quote does not close one, brackets inside do not count.
+        assert_eq!(bracket_nesting(r#"{ a(s: """ " """, x: [[1]]) }"#), 4);
+        assert_eq!(bracket_nesting(r#"{ a(s: """ \""" [[[ """, x: [1]) }"#), 3);
+        assert_eq!(bracket_nesting(r#"{ a(s: """ [[[ """) }"#), 2);
+        // An unclosed block string is an empty string and a string that ends at the line.
+        assert_eq!(bracket_nesting("{ a(s: \"\"\"\n[[[1]]]) }"), 5);
+        // A comment ends at a carriage return too; a string does not go past a line end.
+        assert_eq!(bracket_nesting("{ a # note\r(x: [[1]]) }"), 4);
+        assert_eq!(bracket_nesting("{ a(s: \"open\n[[[1]]]) }"), 5);
+        assert_eq!(bracket_nesting("{ a(s: \"\\\"[[\") }"), 2);
     }
 
     #[test]

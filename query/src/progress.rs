@@ -1,8 +1,12 @@
 //! Read-your-writes across views: a request that carries `X-Min-Position: P` (the position
 //! a command answered with) is answered once every view has applied every event it
-//! consumes up to P in the relay's commit order (the event at P and every event whose
-//! gap-safe cursor sorts before it, which includes a client's own earlier writes), or fails
-//! with the code STALE and how far each view is.
+//! consumes up to P: the event at P, every event whose gap-safe cursor sorts before it in
+//! the relay's commit order (which includes a client's own earlier writes), and any event
+//! with a lower position that committed after it (two writes at once can commit in the
+//! other order than their positions), or fails with the code STALE and how far each view
+//! is. The views are the four projections' (`VIEWS`); a saga's state (`Order.saga`) is
+//! written by the orchestrator as its steps run, not by a projection, and is not waited
+//! for. A read waits for every view, whichever it reads.
 //!
 //! How far a view is comes from two tables (`migrations/0008_read_progress.sql`): with its
 //! cursor, the relay records the offset past the last record the broker acknowledged in
@@ -82,6 +86,8 @@ type Cursor = (i64, i64);
 /// published to, and each projection's offsets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Reading {
+    /// Whether the relay has a cursor (it has published at least once).
+    relay_found: bool,
     relay: Cursor,
     /// (stream type, partition) → next offset the relay has published to.
     published: HashMap<(String, i32), i64>,
@@ -119,6 +125,7 @@ impl Reading {
         .await?;
         let mut reading = Reading::default();
         for row in rows {
+            reading.relay_found = true;
             reading.relay = (row.relay_tx_id, row.relay_position);
             let (Some(stream_type), Some(partition), Some(next_offset)) =
                 (row.stream_type, row.partition, row.next_offset)
@@ -292,7 +299,8 @@ impl Progress {
         Self { inner }
     }
 
-    /// Wait until every view has applied everything up to `position`, at most `wait`.
+    /// Wait until every view has applied everything up to `position`, at most `wait`
+    /// (reading where it stands included).
     pub(crate) async fn wait_for(
         &self,
         pool: &PgPool,
@@ -302,21 +310,37 @@ impl Progress {
     ) -> Result<(), QueryError> {
         let started = Instant::now();
         let deadline = started + wait;
-        let target: Option<Cursor> = sqlx::query_as(
-            "select tx_id::text::bigint, position from events where position >= $1 \
-             order by position limit 1",
-        )
-        .bind(position.0)
-        .fetch_optional(pool)
-        .await?;
-        let Some(target) = target else {
+        let waited = self.wait_until(pool, freshness, position, started, deadline);
+        match timeout_at(deadline, waited).await {
+            Ok(waited) => waited,
+            // The database did not answer in time (the wait itself ends with its own
+            // answer at the deadline, which comes first).
+            Err(_) => Err(QueryError::StaleViews {
+                min_position: position.0,
+                views: Vec::new(),
+                waited_ms: started.elapsed().as_millis(),
+                relay: "the views' progress could not be read in time".to_owned(),
+                relay_position: None,
+            }),
+        }
+    }
+
+    async fn wait_until(
+        &self,
+        pool: &PgPool,
+        freshness: &Freshness,
+        position: MinPosition,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<(), QueryError> {
+        // Most reads come after the views caught up: one reading of our own answers them.
+        let mut reading = Arc::new(Reading::take(pool, &self.inner.relay).await?);
+        let Some(target) = target(pool, position, &reading).await? else {
             return Err(QueryError::bad_input(format!(
                 "{MIN_POSITION_HEADER} {} is past the end of the event log",
                 position.0
             )));
         };
-        // Most reads come after the views caught up: one reading of our own answers them.
-        let mut reading = Arc::new(Reading::take(pool, &self.inner.relay).await?);
         let mut required = reading.required(target);
         if required
             .as_ref()
@@ -352,6 +376,19 @@ impl Progress {
         // Before the relay published the target, every view is measured against all the
         // relay has published so far.
         let offsets = required.map_or_else(|| reading.published.clone(), |r| r.offsets);
+        let relay = if !reading.relay_found {
+            format!(
+                "the relay '{}' has published nothing yet (is --relay-name the relay's?)",
+                self.inner.relay
+            )
+        } else if reading.relay < target {
+            format!(
+                "the relay has not published it yet: it is at position {}",
+                reading.relay.1
+            )
+        } else {
+            "the relay has published it".to_owned()
+        };
         Err(QueryError::StaleViews {
             min_position: position.0,
             views: reading
@@ -360,8 +397,38 @@ impl Progress {
                 .filter(|view| view.behind.0 > 0 || reading.relay < target)
                 .collect(),
             waited_ms: started.elapsed().as_millis(),
+            relay,
+            relay_position: reading.relay_found.then_some(reading.relay.1),
         })
     }
+}
+
+/// The cursor the relay must pass before the offsets it has published cover every event
+/// up to `position`: the event at it (the first at or after it, positions having gaps),
+/// or a later cursor, an event with a lower position that committed after it and that the
+/// relay has not published yet. `None` when the log ends before `position`. The second
+/// part searches only what the relay has not published.
+async fn target(
+    pool: &PgPool,
+    position: MinPosition,
+    reading: &Reading,
+) -> Result<Option<Cursor>, sqlx::Error> {
+    sqlx::query_as(
+        "with at as (select tx_id, position from events where position >= $1 \
+                     order by position limit 1), \
+              later as (select tx_id, position from events \
+                        where $4 and (tx_id, position) > ($2::text::xid8, $3) and position <= $1 \
+                        order by tx_id desc, position desc limit 1) \
+         select tx_id::text::bigint, position from \
+             (select * from at union all select * from later where exists (select 1 from at)) t \
+         order by tx_id desc, position desc limit 1",
+    )
+    .bind(position.0)
+    .bind(reading.relay.0)
+    .bind(reading.relay.1)
+    .bind(reading.relay_found)
+    .fetch_optional(pool)
+    .await
 }
 
 fn reached(reading: &Reading, required: &Required) -> bool {
@@ -427,10 +494,15 @@ async fn poll(pool: PgPool, inner: Weak<ProgressInner>) {
 pub(crate) fn stale_extensions(
     extensions: &mut ErrorExtensionValues,
     min_position: i64,
+    relay_position: Option<i64>,
     views: &[ViewProgress],
 ) {
     extensions.set("code", code::STALE);
     extensions.set("minPosition", min_position);
+    extensions.set(
+        "relayPosition",
+        relay_position.map_or(async_graphql::Value::Null, async_graphql::Value::from),
+    );
     extensions.set(
         "views",
         async_graphql::Value::List(
@@ -507,6 +579,7 @@ mod tests {
 
     fn reading(published: &[(i32, i64)], consumed: &[(i32, i64, Option<i64>)]) -> Reading {
         Reading {
+            relay_found: true,
             relay: (0, 0),
             published: published
                 .iter()

@@ -302,7 +302,14 @@ async fn execute(
     mut request: async_graphql::Request,
 ) -> Response {
     request = request.data(caller);
-    if let Some(value) = headers.get(MIN_POSITION_HEADER) {
+    let mut positions = headers.get_all(MIN_POSITION_HEADER).iter();
+    if let Some(value) = positions.next() {
+        if positions.next().is_some() {
+            return bad_user_input(&format!(
+                "{MIN_POSITION_HEADER} is given more than once; send one position (the \
+                 largest: it covers the others)"
+            ));
+        }
         match MinPosition::parse(value.to_str().unwrap_or("(not text)")) {
             Ok(position) => request = request.data(position),
             Err(message) => return bad_user_input(&message),
@@ -329,7 +336,10 @@ async fn websocket(
 ) -> Response {
     let schema = state.schema.clone();
     let auth = state.auth.clone();
+    // A message is a request: the same bound as an HTTP request's body.
     upgrade
+        .max_message_size(BODY_LIMIT)
+        .max_frame_size(BODY_LIMIT)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
             GraphQLWebSocket::new(stream, schema, protocol)
@@ -352,7 +362,17 @@ async fn websocket(
                     match progress::from_connection_init(&payload) {
                         Ok(Some(position)) => data.insert(position),
                         Ok(None) => {}
-                        Err(message) => return Err(async_graphql::Error::new(message)),
+                        // The message becomes the close frame's reason (at most 123
+                        // bytes): short, without the value.
+                        Err(_) => {
+                            let code = code::BAD_USER_INPUT;
+                            return Err(async_graphql::ErrorExtensions::extend_with(
+                                async_graphql::Error::new(format!(
+                                    "{code}: {MIN_POSITION_HEADER} must be an integer of 1 or more"
+                                )),
+                                |_, extensions| extensions.set("code", code),
+                            ));
+                        }
                     }
                     Ok(data)
                 })

@@ -43,6 +43,17 @@ async fn deeply_nested_queries_are_rejected_before_they_run(pool: PgPool) {
         app.error(via_fragments, json!({})).await.0,
         "QUERY_TOO_DEEP"
     );
+
+    // Brackets nested past the parser's stack are refused before it runs, whatever the
+    // strings and comments before them (a block string with a lone quote, a comment
+    // ended by a carriage return).
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    for prefix in [r#"search: """ " """, "#, "search: \"x\" # note\r "] {
+        let query = format!("{{ products({prefix}lowStock: {deep}) {{ totalCount }} }}");
+        let (code, message) = app.error(&query, json!({})).await;
+        assert_eq!(code, "GRAPHQL_PARSE_FAILED", "{message}");
+        assert!(message.contains("nests brackets"), "{message}");
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -247,21 +258,49 @@ async fn persisted_queries_run_by_hash_once_registered_and_pass_the_same_checks(
     .await;
     assert_eq!(only_error(&answer).0, "BAD_USER_INPUT", "{answer}");
 
-    // A document too deep is refused whether it comes whole or by hash.
-    let deep = nested(3);
-    let deep_hash = sha256(&deep);
+    // A document the checks or validation refuse is not registered: its hash stays unknown.
+    for (document, code) in [
+        (nested(3), "QUERY_TOO_DEEP"),
+        ("{ nope }".to_owned(), "GRAPHQL_VALIDATION_FAILED"),
+    ] {
+        let refused_hash = sha256(&document);
+        let answer = post_raw(
+            &app,
+            json!({"query": document, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": refused_hash}}}),
+        )
+        .await;
+        assert_eq!(only_error(&answer).0, code, "{answer}");
+        let answer = post_raw(
+            &app,
+            json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": refused_hash}}}),
+        )
+        .await;
+        assert_eq!(
+            only_error(&answer).0,
+            "PERSISTED_QUERY_NOT_FOUND",
+            "{answer}"
+        );
+    }
+
+    // A registered document passes the checks each time it runs by hash: here the
+    // complexity its variables give it.
+    let costly =
+        "query($n: Int) { users(first: $n) { nodes { orders(first: $n) { nodes { id } } } } }";
+    let costly_hash = sha256(costly);
     let answer = post_raw(
         &app,
-        json!({"query": deep, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": deep_hash}}}),
+        json!({"query": costly, "variables": {"n": 5},
+               "extensions": {"persistedQuery": {"version": 1, "sha256Hash": costly_hash}}}),
     )
     .await;
-    assert_eq!(only_error(&answer).0, "QUERY_TOO_DEEP");
+    assert_eq!(answer, json!({"data": {"users": {"nodes": []}}}));
     let answer = post_raw(
         &app,
-        json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": deep_hash}}}),
+        json!({"variables": {"n": 100},
+               "extensions": {"persistedQuery": {"version": 1, "sha256Hash": costly_hash}}}),
     )
     .await;
-    assert_eq!(only_error(&answer).0, "QUERY_TOO_DEEP", "{answer}");
+    assert_eq!(only_error(&answer).0, "QUERY_TOO_COMPLEX", "{answer}");
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -275,6 +275,17 @@ async fn views_that_do_not_catch_up_in_time_answer_stale_with_how_far_each_is(po
     let error = &body["errors"][0];
     assert_eq!(error["extensions"]["code"], "STALE", "{body}");
     assert_eq!(error["extensions"]["minPosition"], position(&user));
+    assert!(
+        error["extensions"]["relayPosition"].as_i64() >= Some(position(&user)),
+        "{body}"
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("the relay has published it"),
+        "{body}"
+    );
     let behind: Vec<&str> = error["extensions"]["views"]
         .as_array()
         .unwrap()
@@ -318,6 +329,26 @@ async fn malformed_or_future_positions_are_bad_user_input(pool: PgPool) {
             "{body}"
         );
     }
+    // Twice: which one holds is not guessed.
+    let response = app
+        .client
+        .post(app.query_url("/graphql"))
+        .header(MIN_POSITION_HEADER, "5")
+        .header(MIN_POSITION_HEADER, "900")
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than once"),
+        "{body}"
+    );
     // A position no event has yet.
     let (status, body) = read_at(&app, "12345", "{ __typename }", json!({})).await;
     assert_eq!(status, 200, "{body}");
@@ -377,9 +408,11 @@ async fn a_websocket_connection_init_position_holds_its_queries(pool: PgPool) {
     .expect("an answer in time");
     assert_eq!(answer, json!({"data": {"user": {"name": "Grace"}}}));
 
-    // A malformed position in connection_init refuses the connection.
+    // A malformed position in connection_init refuses the connection, with a reason
+    // that fits a close frame (at most 123 bytes) whatever the value.
     let mut socket = app.open_socket().await;
-    let init = json!({"type": "connection_init", "payload": {MIN_POSITION_HEADER: "soon"}});
+    let init = json!({"type": "connection_init",
+                      "payload": {MIN_POSITION_HEADER: "99999999999999999999999999999999"}});
     socket
         .send(Message::Text(init.to_string().into()))
         .await
@@ -400,10 +433,85 @@ async fn a_websocket_connection_init_position_holds_its_queries(pool: PgPool) {
     })
     .await
     .expect("the connection is refused in time");
-    if let Some(reason) = closed {
-        assert!(reason.contains(MIN_POSITION_HEADER), "{reason}");
-    }
+    let reason = closed.expect("a close frame with a reason");
+    assert!(reason.starts_with("BAD_USER_INPUT: "), "{reason}");
+    assert!(reason.contains(MIN_POSITION_HEADER), "{reason}");
+    assert!(reason.len() <= 123, "{reason}");
     pipeline.stop().await;
+}
+
+/// Two appends at once: the one that commits first can hold a higher position than the
+/// other's. A read at the higher position then also waits for the relay to publish the
+/// lower one, which it publishes later.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_position_covers_a_lower_one_that_committed_after_it(pool: PgPool) {
+    let app = spawn_with(
+        pool.clone(),
+        QueryOptions {
+            min_version_timeout: Duration::from_millis(300),
+            ..QueryOptions::default()
+        },
+    )
+    .await;
+    async fn append(conn: &mut sqlx::PgConnection, stream: uuid::Uuid, version: i32) -> (i64, i64) {
+        sqlx::query_as(
+            "insert into events (stream_id, stream_type, version, event_type, schema_version, \
+             payload, metadata) values ($1, 'user', $2, 'UserRenamed', 1, '{}', '{}') \
+             returning tx_id::text::bigint, position",
+        )
+        .bind(stream)
+        .bind(version)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+    }
+    let (first, second) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let mut one = pool.begin().await.unwrap();
+    let mut other = pool.begin().await.unwrap();
+    let (_, low) = append(&mut one, first, 1).await;
+    let (late_tx, middle) = append(&mut other, second, 1).await;
+    let (early_tx, high) = append(&mut one, first, 2).await;
+    one.commit().await.unwrap();
+    other.commit().await.unwrap();
+    assert!(low < middle && middle < high && early_tx < late_tx);
+
+    // The relay has published the first transaction (its cursor at `high`), not the
+    // second: `middle` is below `high` but not published.
+    let relay_at = |tx_id: i64, position: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "insert into relay_cursors (name, tx_id, position) values ('default', $1, $2) \
+                 on conflict (name) do update set tx_id = $1, position = $2",
+            )
+            .bind(tx_id)
+            .bind(position)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    relay_at(early_tx, high).await;
+    let (status, body) = read_at(&app, &high.to_string(), "{ __typename }", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "STALE", "{body}");
+    assert_eq!(error["extensions"]["relayPosition"], high, "{body}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("the relay has not published it yet"),
+        "{body}"
+    );
+    // Once the relay is past the second transaction too, the read answers.
+    relay_at(late_tx, middle).await;
+    let (status, body) = read_at(&app, &high.to_string(), "{ __typename }", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"data": {"__typename": "Query"}}));
+    // The lower position alone is covered by the relay's cursor at it, as before.
+    let (_, body) = read_at(&app, &middle.to_string(), "{ __typename }", json!({})).await;
+    assert_eq!(body, json!({"data": {"__typename": "Query"}}));
 }
 
 #[test]
