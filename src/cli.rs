@@ -716,7 +716,7 @@ async fn run_dev(args: &DevArgs, database_url: &str, shown_url: &str) -> anyhow:
             }
             // The in-process broker starts empty: offsets recorded against an earlier one
             // mean nothing now (they are how `X-Min-Position` reads know a view's progress).
-            for table in ["relay_partitions", "projection_progress"] {
+            for table in ["relay_partitions", "relay_history", "projection_progress"] {
                 sqlx::query(&format!("delete from {table}"))
                     .execute(&pool)
                     .await

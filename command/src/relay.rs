@@ -32,6 +32,14 @@ use tokio::sync::{watch, Notify};
 /// Pages failed in a row after which the relay starts a new producer.
 const FRESH_PRODUCER_AFTER: u32 = 3;
 
+/// How often, at most, the relay records a snapshot of its offsets with its cursor
+/// (`relay_history`, `migrations/0009_relay_history.sql`).
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
+/// Snapshots kept per relay (10 minutes at one every [`SNAPSHOT_EVERY`]); older ones are
+/// deleted every [`PRUNE_EVERY`] snapshots.
+const SNAPSHOTS_KEPT: i64 = 6_000;
+const PRUNE_EVERY: u64 = 100;
+
 /// Advisory lock class of relays ("ofrl"); the object is a hash of the relay's name, so
 /// relays of one name take turns and relays of different names run side by side.
 const LOCK_CLASS: i32 = 0x6f66_726c;
@@ -159,6 +167,7 @@ async fn publish_loop(
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut look_soon_until = tokio::time::Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), options.max_backoff);
+    let mut snapshots = Snapshots::default();
     // Pages failed in a row since the last acknowledgement.
     let mut failures = 0u32;
     loop {
@@ -208,7 +217,12 @@ async fn publish_loop(
                         // Through the lock's own connection: if the lock is gone, so is the
                         // write.
                         let partitions = last_per_partition(&oldest.page, &partitions);
-                        save_cursor(lock, &options.name, oldest.next, &partitions).await?;
+                        let snapshot = snapshots.due();
+                        save_cursor(lock, &options.name, oldest.next, &partitions, snapshot)
+                            .await?;
+                        if snapshot && snapshots.prune_due() {
+                            prune_history(lock, &options.name).await?;
+                        }
                         tracing::debug!(events = oldest.page.len(), next = ?oldest.next, "published");
                         metrics::counter!("orderflow_relay_published_total")
                             .increment(oldest.page.len() as u64);
@@ -478,14 +492,43 @@ fn last_per_partition<'a>(
     next
 }
 
+/// When the relay next records a snapshot of its offsets, and when it prunes old ones.
+#[derive(Debug, Default)]
+struct Snapshots {
+    last: Option<std::time::Instant>,
+    taken: u64,
+}
+
+impl Snapshots {
+    /// Whether this save records a snapshot (the first does, then one per
+    /// [`SNAPSHOT_EVERY`]); counts it if so.
+    fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|last| now - last < SNAPSHOT_EVERY) {
+            return false;
+        }
+        self.last = Some(now);
+        self.taken += 1;
+        true
+    }
+
+    /// Whether the snapshot just taken is one to prune after.
+    fn prune_due(&self) -> bool {
+        self.taken.is_multiple_of(PRUNE_EVERY)
+    }
+}
+
 /// Cursors only move forward, whatever a relay that lost its lock late still writes. The
 /// partitions' offsets are written by the same statement, so a reader that sees the cursor
-/// sees the offsets of everything published before it.
+/// sees the offsets of everything published before it; with `snapshot`, so is a snapshot of
+/// the offsets in every partition with the cursor (`relay_history`: a relay that lost its
+/// lock late records offsets past the cursor's, which only asks readers for more).
 async fn save_cursor(
     lock: &mut PgConnection,
     name: &str,
     cursor: Cursor,
     partitions: &BTreeMap<(&str, i32), i64>,
+    snapshot: bool,
 ) -> anyhow::Result<()> {
     let (mut stream_types, mut numbers, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
     for ((stream_type, partition), next_offset) in partitions {
@@ -495,12 +538,29 @@ async fn save_cursor(
     }
     // One statement: one round trip, and atomic.
     sqlx::query(
-        "with partitions as ( \
+        "with page as (select * from unnest($4::text[], $5::int[], $6::bigint[]) \
+                       as p(stream_type, partition, next_offset)), \
+         partitions as ( \
              insert into relay_partitions (relay, stream_type, partition, next_offset) \
-             select $1, * from unnest($4::text[], $5::int[], $6::bigint[]) \
+             select $1, * from page \
              on conflict (relay, stream_type, partition) do update \
              set next_offset = greatest(relay_partitions.next_offset, excluded.next_offset), \
-                 updated_at = now()) \
+                 updated_at = now()), \
+         history as ( \
+             insert into relay_history (relay, tx_id, position, stream_types, partitions, \
+                                        next_offsets) \
+             select $1, $2, $3, array_agg(stream_type), array_agg(partition), \
+                    array_agg(next_offset) \
+             from (select coalesce(r.stream_type, p.stream_type) as stream_type, \
+                          coalesce(r.partition, p.partition) as partition, \
+                          greatest(r.next_offset, p.next_offset) as next_offset \
+                   from (select stream_type, partition, next_offset from relay_partitions \
+                         where relay = $1) r \
+                   full join page p \
+                       on p.stream_type = r.stream_type and p.partition = r.partition) s \
+             where $7 \
+             having count(*) > 0 \
+             on conflict (relay, tx_id, position) do nothing) \
          insert into relay_cursors (name, tx_id, position) values ($1, $2, $3) \
          on conflict (name) do update set tx_id = excluded.tx_id, \
              position = excluded.position, updated_at = now() \
@@ -513,9 +573,25 @@ async fn save_cursor(
     .bind(&stream_types)
     .bind(&numbers)
     .bind(&offsets)
+    .bind(snapshot)
     .execute(lock)
     .await
     .context("storing the relay cursor")?;
+    Ok(())
+}
+
+/// Delete all but the relay's last [`SNAPSHOTS_KEPT`] snapshots.
+async fn prune_history(lock: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    sqlx::query(
+        "delete from relay_history where relay = $1 and (tx_id, position) < \
+             (select tx_id, position from relay_history where relay = $1 \
+              order by tx_id desc, position desc offset $2 limit 1)",
+    )
+    .bind(name)
+    .bind(SNAPSHOTS_KEPT - 1)
+    .execute(lock)
+    .await
+    .context("pruning the relay's snapshots")?;
     Ok(())
 }
 

@@ -84,6 +84,70 @@ async fn every_committed_event_reaches_kafka_in_version_order(pool: PgPool) {
     assert_in_version_order(&published, &expected);
     relay.stop.send(true).unwrap();
     relay.task.await.unwrap().unwrap();
+    assert_snapshots_agree(&pool, total).await;
+}
+
+/// The relay's snapshots (`relay_history`) only move forward, in cursor and in every
+/// partition's offset, never past its cursor or its partitions' offsets, and count every
+/// record published by their cursor: the last one, taken within 100 ms of the end, at
+/// most all of them.
+async fn assert_snapshots_agree(pool: &PgPool, total: usize) {
+    let snapshots: Vec<(i64, i64, Vec<String>, Vec<i32>, Vec<i64>)> = sqlx::query_as(
+        "select tx_id, position, stream_types, partitions, next_offsets from relay_history \
+         where relay = 'default' order by tx_id, position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(!snapshots.is_empty(), "the relay records snapshots");
+    let now: BTreeMap<(String, i32), i64> = sqlx::query_as::<_, (String, i32, i64)>(
+        "select stream_type, partition, next_offset from relay_partitions where relay = 'default'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(t, p, o)| ((t, p), o))
+    .collect();
+    let cursor: (i64, i64) =
+        sqlx::query_as("select tx_id, position from relay_cursors where name = 'default'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let mut before: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for (tx_id, position, stream_types, partitions, offsets) in snapshots {
+        assert!((tx_id, position) <= cursor);
+        let at: BTreeMap<(String, i32), i64> = stream_types
+            .into_iter()
+            .zip(partitions)
+            .zip(offsets)
+            .collect();
+        for (key, offset) in &before {
+            assert!(at.get(key) >= Some(offset), "{key:?} went back");
+        }
+        for (key, offset) in &at {
+            assert!(
+                Some(offset) <= now.get(key),
+                "{key:?} past the relay's offset"
+            );
+        }
+        // One relay and no crash: the offsets count the records published by the cursor.
+        let records: i64 = sqlx::query_scalar(
+            "select count(*) from events where (tx_id::text::bigint, position) <= ($1, $2)",
+        )
+        .bind(tx_id)
+        .bind(position)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            at.values().sum::<i64>(),
+            records,
+            "at ({tx_id}, {position})"
+        );
+        before = at;
+    }
+    assert!(before.values().sum::<i64>() <= total as i64);
 }
 
 #[sqlx::test(migrations = "../migrations")]

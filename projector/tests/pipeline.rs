@@ -330,11 +330,15 @@ async fn a_batch_that_fails_in_the_statement_that_begins_it_closes_its_connectio
     let waiting = |pid: Option<i32>| {
         let pool = pool.clone();
         async move {
+            // This test's database and the writers' lock only: tests run side by side.
             sqlx::query_scalar::<_, i32>(
                 "select pid from pg_locks where locktype = 'advisory' and not granted \
+                 and database = (select oid from pg_database where datname = current_database()) \
+                 and classid::bigint = $2 and objsubid = 2 \
                  and ($1::int is null or pid = $1) limit 1",
             )
             .bind(pid)
+            .bind(i64::from(orderflow_projector::engine::WRITER_LOCK))
             .fetch_optional(&pool)
             .await
             .unwrap()

@@ -217,6 +217,14 @@ impl Extension for Limits {
         // which is exponential: size the query from a parse of our own before it runs.
         let parsed = async_graphql::parser::parse_query(query)
             .map_err(|err| server_error(code::GRAPHQL_PARSE_FAILED, err.to_string()))?;
+        // The checks below recurse through fragment spreads: bound the chain first.
+        let chain = spread_chain(&parsed);
+        if chain > MAX_SPREAD_CHAIN {
+            return Err(server_error(
+                code::QUERY_TOO_DEEP,
+                format!("fragments spread each other {chain} deep, more than {MAX_SPREAD_CHAIN}"),
+            ));
+        }
         match expanded_size(&parsed) {
             None => {
                 return Err(server_error(
@@ -465,6 +473,72 @@ pub(crate) fn kept_bytes(query: &str, document: &ExecutableDocument) -> usize {
 const MAX_NESTING: usize = 64;
 /// Most fields a query may expand to once its fragments are spread.
 const MAX_EXPANDED_FIELDS: u64 = 10_000;
+/// Longest chain of fragments spreading one another (a fragment spreading one that spreads
+/// one ...); the checks that follow spreads recurse that deep.
+const MAX_SPREAD_CHAIN: usize = 32;
+
+/// The longest chain of fragment spreads, operation first (an operation spreading `A` that
+/// spreads `B` is 2), computed without recursing through spreads; a cycle counts as
+/// `usize::MAX`.
+fn spread_chain(document: &ExecutableDocument) -> usize {
+    /// The fragments spread anywhere in a selection set (recursing only into its own
+    /// nesting, which the bracket count bounds).
+    fn spreads<'a>(selection_set: &'a SelectionSet, found: &mut Vec<&'a Name>) {
+        for selection in &selection_set.items {
+            match &selection.node {
+                Selection::Field(field) => spreads(&field.node.selection_set.node, found),
+                Selection::InlineFragment(inline) => {
+                    spreads(&inline.node.selection_set.node, found)
+                }
+                Selection::FragmentSpread(spread) => found.push(&spread.node.fragment_name.node),
+            }
+        }
+    }
+    let mut graph: HashMap<&Name, Vec<&Name>> = HashMap::new();
+    for (name, fragment) in &document.fragments {
+        let mut found = Vec::new();
+        spreads(&fragment.node.selection_set.node, &mut found);
+        found.retain(|spread| document.fragments.contains_key(*spread));
+        graph.insert(name, found);
+    }
+    // Longest path from each fragment, by an explicit depth-first stack.
+    let mut longest: HashMap<&Name, usize> = HashMap::new();
+    let mut on_stack: HashSet<&Name> = HashSet::new();
+    for start in graph.keys() {
+        if longest.contains_key(start) {
+            continue;
+        }
+        let mut stack: Vec<(&Name, usize)> = vec![(start, 0)];
+        on_stack.insert(start);
+        while let Some((name, next)) = stack.last_mut() {
+            let children = &graph[name];
+            if let Some(child) = children.get(*next) {
+                *next += 1;
+                if on_stack.contains(child) {
+                    return usize::MAX;
+                }
+                if !longest.contains_key(child) {
+                    on_stack.insert(child);
+                    stack.push((child, 0));
+                }
+            } else {
+                let depth = 1 + children.iter().map(|c| longest[c]).max().unwrap_or(0);
+                longest.insert(name, depth);
+                on_stack.remove(name);
+                stack.pop();
+            }
+        }
+    }
+    let mut deepest = 0;
+    for (_, operation) in document.operations.iter() {
+        let mut found = Vec::new();
+        spreads(&operation.node.selection_set.node, &mut found);
+        for spread in found {
+            deepest = deepest.max(longest.get(spread).copied().unwrap_or(1));
+        }
+    }
+    deepest
+}
 
 /// The deepest nesting of brackets outside strings and comments, as the parser splits
 /// them (async-graphql's grammar): a comment ends at a line terminator (`\n`, `\r`); a
@@ -641,19 +715,27 @@ const INTROSPECTION_LISTS: [&str; 8] = [
 const MAX_INTROSPECTION_LISTS: usize = 3;
 /// Most `__schema` and `__type` fields a query may expand to.
 const MAX_INTROSPECTION_ROOTS: u64 = 10;
+/// What each introspection list is taken to hold, for [`MAX_INTROSPECTION_COST`].
+const INTROSPECTION_LIST_GUESS: u64 = 10;
+/// Most introspection work a query may ask for: each selection below `__schema`/`__type`,
+/// fragments spread, counts [`INTROSPECTION_LIST_GUESS`] to the power of the lists around
+/// it (GraphiQL 3.9's, which the playground sends, costs 49,428).
+const MAX_INTROSPECTION_COST: u64 = 200_000;
 
 /// What a query asks of introspection, fragments followed. Introspection is outside the
 /// depth limit and async-graphql counts its fields with no multiplier for lists, so a few
 /// hundred bytes could otherwise ask for an answer that grows with the schema's size to
-/// the power of the nesting, or repeated under aliases. So: at most
-/// [`MAX_INTROSPECTION_ROOTS`] `__schema`/`__type` fields, list fields nested at most
-/// [`MAX_INTROSPECTION_LISTS`] deep, and no aliases below them (which leaves each level
-/// at most one of each field).
+/// the power of the nesting, or for the same work many times (under aliases, or the same
+/// field or fragment repeated, which async-graphql resolves once per selection before it
+/// merges them). So: at most [`MAX_INTROSPECTION_ROOTS`] `__schema`/`__type` fields, list
+/// fields nested at most [`MAX_INTROSPECTION_LISTS`] deep, no aliases below them, and at
+/// most [`MAX_INTROSPECTION_COST`] of work.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Introspection {
     roots: u64,
     lists: usize,
     aliased: bool,
+    cost: u64,
 }
 
 impl Introspection {
@@ -674,6 +756,7 @@ impl Introspection {
         self.roots = self.roots.saturating_add(part.roots);
         self.lists = self.lists.max(part.lists);
         self.aliased |= part.aliased;
+        self.cost = self.cost.saturating_add(part.cost);
     }
 
     /// Why the query is refused, if it is.
@@ -690,6 +773,12 @@ impl Introspection {
             ))
         } else if self.aliased {
             Some("aliases are not allowed inside __schema or __type".to_owned())
+        } else if self.cost > MAX_INTROSPECTION_COST {
+            Some(format!(
+                "the query asks introspection for about {} resolutions, more than \
+                 {MAX_INTROSPECTION_COST}; ask for each part once",
+                self.cost
+            ))
         } else {
             None
         }
@@ -715,7 +804,12 @@ impl<'a> IntrospectionWalk<'a> {
                     let mut part = self.of(&field.node.selection_set, inside || root);
                     part.roots += u64::from(root);
                     if inside {
-                        part.lists += usize::from(INTROSPECTION_LISTS.contains(&name));
+                        let list = INTROSPECTION_LISTS.contains(&name);
+                        part.lists += usize::from(list);
+                        if list {
+                            part.cost = part.cost.saturating_mul(INTROSPECTION_LIST_GUESS);
+                        }
+                        part.cost = part.cost.saturating_add(1);
                         part.aliased |= field
                             .node
                             .alias
@@ -842,6 +936,11 @@ mod tests {
             fragment V on __InputValue { name type { ...R } } \
             fragment R on __Type { kind name ofType { kind name ofType { kind name } } }";
         assert_eq!(introspection_of(graphiql), None);
+        let cost = Introspection::of(&parse_query(graphiql).unwrap()).cost;
+        assert!(
+            (10_000..MAX_INTROSPECTION_COST / 2).contains(&cost),
+            "{cost}"
+        );
         assert_eq!(
             introspection_of("{ a: __type(name: \"A\") { name } b: __type(name: \"B\") { name } }"),
             None
@@ -867,6 +966,15 @@ mod tests {
         }
         many.push_str(" }");
         assert!(introspection_of(&many).unwrap().contains("12 times"));
+        // The same work asked for many times, without aliases.
+        let mut repeated = String::from("{ __schema { types {");
+        repeated.push_str(&" ...X".repeat(200));
+        repeated.push_str(" } } } fragment X on __Type { fields { type { fields { name } } } }");
+        assert!(introspection_of(&repeated).unwrap().contains("resolutions"));
+        let mut repeated = String::from("{ __schema { types { fields {");
+        repeated.push_str(&" args { name }".repeat(300));
+        repeated.push_str(" } } } }");
+        assert!(introspection_of(&repeated).unwrap().contains("resolutions"));
         // Our own fields named like introspection's lists are not introspection.
         assert_eq!(
             introspection_of("{ a: types { b: fields { c: args { d: types { e } } } } }"),
@@ -906,6 +1014,27 @@ mod tests {
             .all(|(query, _)| !query.contains("...F")));
         let sum: usize = kept.documents.iter().map(|(_, (_, bytes))| bytes).sum();
         assert_eq!(kept.bytes, sum);
+    }
+
+    #[test]
+    fn fragment_chains_are_measured_without_recursing_through_them() {
+        let chain = |n: usize| {
+            let mut query = String::from("{ ...F0 }");
+            for i in 0..n {
+                query.push_str(&format!(" fragment F{i} on Query {{ ...F{} }}", i + 1));
+            }
+            query.push_str(&format!(" fragment F{n} on Query {{ a }}"));
+            spread_chain(&parse_query(&query).unwrap())
+        };
+        assert_eq!(chain(0), 1);
+        assert_eq!(chain(3), 4);
+        // Deeper than any recursion would survive.
+        assert_eq!(chain(200_000), 200_001);
+        let cycle = "{ ...A } fragment A on Q { a { ...B } } fragment B on Q { ...A }";
+        assert_eq!(spread_chain(&parse_query(cycle).unwrap()), usize::MAX);
+        let diamond = "{ ...A ...B } fragment A on Q { ...C } fragment B on Q { x { ...C } } \
+                       fragment C on Q { c }";
+        assert_eq!(spread_chain(&parse_query(diamond).unwrap()), 2);
     }
 
     #[test]

@@ -8,13 +8,15 @@
 //! written by the orchestrator as its steps run, not by a projection, and is not waited
 //! for. A read waits for every view, whichever it reads.
 //!
-//! How far a view is comes from two tables (`migrations/0008_read_progress.sql`): with its
-//! cursor, the relay records the offset past the last record the broker acknowledged in
-//! each (stream type, partition); each projector records the offset past the last record
-//! it consumed from each. Once the relay's cursor is at or past the event at P (its
-//! gap-safe `(tx_id, position)` cursor), the relay's offsets at that moment cover every
-//! event up to P, whatever order retries put records in; a view has applied them once its
-//! offsets reach those. Records a view dead-lettered count as consumed.
+//! How far a view is comes from three tables (`migrations/0008_read_progress.sql`,
+//! `0009_relay_history.sql`): with its cursor, the relay records the offset past the last
+//! record the broker acknowledged in each (stream type, partition), and at most every
+//! 100 ms a snapshot of them all with the cursor; each projector records the offset past
+//! the last record it consumed from each. Once the relay's cursor is at or past the event
+//! at P (its gap-safe `(tx_id, position)` cursor), the offsets of its first snapshot at or
+//! past it cover every event up to P, whatever order retries put records in (before there
+//! is one, its offsets now, which cover more); a view has applied them once its offsets
+//! reach those. Records a view dead-lettered count as consumed.
 //!
 //! A read first looks once itself; one that has to wait joins the process's waits, for
 //! which one task reads the progress every [`POLL`] (10 ms), and only while any wait: no
@@ -145,14 +147,6 @@ impl Reading {
         Ok(reading)
     }
 
-    /// The offsets each view must reach to have applied everything up to `target`, once
-    /// the relay has published it.
-    fn required(&self, target: Cursor) -> Option<Required> {
-        (self.relay >= target).then(|| Required {
-            offsets: self.published.clone(),
-        })
-    }
-
     /// How far `view` is from `offsets`: the records it has still to consume.
     fn behind(
         &self,
@@ -251,7 +245,7 @@ pub(crate) async fn lagging_floors(
         .collect())
 }
 
-/// What a wait needs: the relay's offsets once it had published the target.
+/// What a wait needs: offsets of the relay that cover the target.
 #[derive(Debug)]
 struct Required {
     offsets: HashMap<(String, i32), i64>,
@@ -341,10 +335,16 @@ impl Progress {
                 position.0
             )));
         };
-        let mut required = reading.required(target);
+        // Once the relay is past the target, all it has published covers it: views that
+        // have applied that much need no more reading.
+        if reading.relay >= target && reached(&reading, &reading.published) {
+            return Ok(());
+        }
+        let relay = &self.inner.relay;
+        let mut required = required(pool, relay, &reading, target).await?;
         if required
             .as_ref()
-            .is_some_and(|required| reached(&reading, required))
+            .is_some_and(|required| reached(&reading, &required.offsets))
         {
             return Ok(());
         }
@@ -364,11 +364,11 @@ impl Progress {
                 reading = newer;
             }
             if required.is_none() {
-                required = reading.required(target);
+                required = self::required(pool, relay, &reading, target).await?;
             }
             if required
                 .as_ref()
-                .is_some_and(|required| reached(&reading, required))
+                .is_some_and(|required| reached(&reading, &required.offsets))
             {
                 return Ok(());
             }
@@ -417,7 +417,7 @@ async fn target(
         "with at as (select tx_id, position from events where position >= $1 \
                      order by position limit 1), \
               later as (select tx_id, position from events \
-                        where $4 and (tx_id, position) > ($2::text::xid8, $3) and position <= $1 \
+                        where (tx_id, position) > ($2::text::xid8, $3) and position <= $1 \
                         order by tx_id desc, position desc limit 1) \
          select tx_id::text::bigint, position from \
              (select * from at union all select * from later where exists (select 1 from at)) t \
@@ -426,15 +426,48 @@ async fn target(
     .bind(position.0)
     .bind(reading.relay.0)
     .bind(reading.relay.1)
-    .bind(reading.relay_found)
     .fetch_optional(pool)
     .await
 }
 
-fn reached(reading: &Reading, required: &Required) -> bool {
+fn reached(reading: &Reading, offsets: &HashMap<(String, i32), i64>) -> bool {
     VIEWS
         .iter()
-        .all(|(view, stream_types)| reading.behind(view, stream_types, &required.offsets) == 0)
+        .all(|(view, stream_types)| reading.behind(view, stream_types, offsets) == 0)
+}
+
+/// The offsets each view must reach to have applied everything up to `target`, once the
+/// relay is past it in `reading` (`None` before): those of the relay's first snapshot at or
+/// after it (`relay_history`), or, before there is one, all the relay has published, which
+/// cover more.
+async fn required(
+    pool: &PgPool,
+    relay: &str,
+    reading: &Reading,
+    target: Cursor,
+) -> Result<Option<Required>, sqlx::Error> {
+    if reading.relay < target {
+        return Ok(None);
+    }
+    let snapshot: Option<(Vec<String>, Vec<i32>, Vec<i64>)> = sqlx::query_as(
+        "select stream_types, partitions, next_offsets from relay_history \
+         where relay = $1 and (tx_id, position) >= ($2, $3) \
+         order by tx_id, position limit 1",
+    )
+    .bind(relay)
+    .bind(target.0)
+    .bind(target.1)
+    .fetch_optional(pool)
+    .await?;
+    let offsets = match snapshot {
+        Some((stream_types, partitions, offsets)) => stream_types
+            .into_iter()
+            .zip(partitions)
+            .zip(offsets)
+            .collect(),
+        None => reading.published.clone(),
+    };
+    Ok(Some(Required { offsets }))
 }
 
 /// Counts a wait for as long as it lives, and wakes the poller when it begins.
@@ -558,14 +591,18 @@ pub(crate) async fn hold(
 pub(crate) fn from_connection_init(
     payload: &serde_json::Value,
 ) -> Result<Option<MinPosition>, String> {
-    let Some(value) = payload.as_object().and_then(|fields| {
-        fields
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(MIN_POSITION_HEADER))
-            .map(|(_, value)| value)
-    }) else {
+    let mut values = payload
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| key.eq_ignore_ascii_case(MIN_POSITION_HEADER))
+        .map(|(_, value)| value);
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(format!("{MIN_POSITION_HEADER} is given more than once"));
+    }
     match value {
         serde_json::Value::Null => Ok(None),
         serde_json::Value::String(text) => MinPosition::parse(text).map(Some),
@@ -595,6 +632,22 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_connection_init_position_is_read_once_whatever_the_key_case() {
+        let at = |payload: serde_json::Value| from_connection_init(&payload);
+        assert_eq!(at(serde_json::json!({})), Ok(None));
+        assert_eq!(
+            at(serde_json::json!({"x-min-position": "42"})),
+            Ok(Some(MinPosition(42)))
+        );
+        assert_eq!(
+            at(serde_json::json!({"X-Min-Position": 42})),
+            Ok(Some(MinPosition(42)))
+        );
+        assert!(at(serde_json::json!({"X-Min-Position": 5, "x-min-position": 900})).is_err());
+        assert!(at(serde_json::json!({"X-Min-Position": "soon"})).is_err());
     }
 
     #[test]

@@ -440,6 +440,73 @@ async fn a_websocket_connection_init_position_holds_its_queries(pool: PgPool) {
     pipeline.stop().await;
 }
 
+/// Views that lag behind the relay still answer a read of a position they applied: it needs
+/// the offsets of the relay's first snapshot at or after the position, not today's.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_position_the_views_applied_answers_while_they_lag_behind_the_relay(pool: PgPool) {
+    let app = spawn_with(
+        pool.clone(),
+        QueryOptions {
+            min_version_timeout: Duration::from_millis(300),
+            ..QueryOptions::default()
+        },
+    )
+    .await;
+    let (tx_id, position): (i64, i64) = sqlx::query_as(
+        "insert into events (stream_id, stream_type, version, event_type, schema_version, \
+         payload, metadata) values ($1, 'user', 1, 'UserRegistered', 1, '{}', '{}') \
+         returning tx_id::text::bigint, position",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // The relay has since published 40 more records to the partition; the views that
+    // consume it have applied the first 10, which the snapshot at the event covers.
+    sqlx::query("insert into relay_cursors (name, tx_id, position) values ('default', $1, $2)")
+        .bind(tx_id)
+        .bind(position + 40)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into relay_partitions (relay, stream_type, partition, next_offset) \
+         values ('default', 'user', 0, 50)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into projection_progress (projection, stream_type, partition, next_offset, \
+         position) values ('order_view', 'user', 0, 10, $1), ('user_view', 'user', 0, 10, $1)",
+    )
+    .bind(position)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let at = position.to_string();
+    let read = || read_at(&app, &at, "{ __typename }", json!({}));
+    // Without a snapshot, today's offsets are all there is to go by: STALE.
+    let (_, body) = read().await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "STALE", "{body}");
+    // The first snapshot at or after the event is the one (one before it covers less, a
+    // later one more).
+    let snapshot = "insert into relay_history (relay, tx_id, position, stream_types, \
+                    partitions, next_offsets) values ('default', $1, $2, '{user}', '{0}', $3)";
+    for (at, offset) in [(position - 1, 9), (position, 10), (position + 20, 30)] {
+        sqlx::query(snapshot)
+            .bind(tx_id)
+            .bind(at)
+            .bind(vec![offset])
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let (status, body) = read().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"data": {"__typename": "Query"}}));
+}
+
 /// Two appends at once: the one that commits first can hold a higher position than the
 /// other's. A read at the higher position then also waits for the relay to publish the
 /// lower one, which it publishes later.
