@@ -92,7 +92,9 @@ async fn every_committed_event_reaches_kafka_in_version_order(pool: PgPool) {
 /// record published by their cursor: the last one, taken within 100 ms of the end, at
 /// most all of them.
 async fn assert_snapshots_agree(pool: &PgPool, total: usize) {
-    let snapshots: Vec<(i64, i64, Vec<String>, Vec<i32>, Vec<i64>)> = sqlx::query_as(
+    /// Cursor, then the stream types, partitions and next offsets.
+    type Snapshot = (i64, i64, Vec<String>, Vec<i32>, Vec<i64>);
+    let snapshots: Vec<Snapshot> = sqlx::query_as(
         "select tx_id, position, stream_types, partitions, next_offsets from relay_history \
          where relay = 'default' order by tx_id, position",
     )
