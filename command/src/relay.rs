@@ -263,11 +263,22 @@ async fn publish_loop(
             continue;
         }
         // Nothing in flight and nothing new. Losing the lock connection means another relay
-        // may take over: stop publishing.
-        sqlx::query("select 1")
-            .execute(&mut *lock)
-            .await
-            .context("the relay lock connection was lost")?;
+        // may take over: stop publishing. A cursor saved without a snapshot gets one now,
+        // rather than at the next save, however long the relay then idles.
+        if snapshots.behind {
+            snapshot_at(lock, &options.name, acked)
+                .await
+                .context("the relay lock connection was lost")?;
+            snapshots.taken_now();
+            if snapshots.prune_due() {
+                prune_history(lock, &options.name).await?;
+            }
+        } else {
+            sqlx::query("select 1")
+                .execute(&mut *lock)
+                .await
+                .context("the relay lock connection was lost")?;
+        }
         // An announced event may not be readable yet: the reader stops below the oldest
         // transaction still running anywhere. For a while after an announcement, look
         // again soon rather than after a whole `idle_poll`.
@@ -497,6 +508,8 @@ fn last_per_partition<'a>(
 struct Snapshots {
     last: Option<std::time::Instant>,
     taken: u64,
+    /// A cursor saved without a snapshot since the last one.
+    behind: bool,
 }
 
 impl Snapshots {
@@ -505,16 +518,24 @@ impl Snapshots {
     fn due(&mut self) -> bool {
         let now = std::time::Instant::now();
         if self.last.is_some_and(|last| now - last < SNAPSHOT_EVERY) {
+            self.behind = true;
             return false;
         }
-        self.last = Some(now);
-        self.taken += 1;
+        self.taken_now();
         true
     }
 
-    /// Whether the snapshot just taken is one to prune after.
+    /// Count a snapshot taken now.
+    fn taken_now(&mut self) {
+        self.last = Some(std::time::Instant::now());
+        self.taken += 1;
+        self.behind = false;
+    }
+
+    /// Whether the snapshot just taken is one to prune after: the first of each run of the
+    /// relay, then one in [`PRUNE_EVERY`].
     fn prune_due(&self) -> bool {
-        self.taken.is_multiple_of(PRUNE_EVERY)
+        self.taken % PRUNE_EVERY == 1
     }
 }
 
@@ -577,6 +598,24 @@ async fn save_cursor(
     .execute(lock)
     .await
     .context("storing the relay cursor")?;
+    Ok(())
+}
+
+/// A snapshot of the relay's offsets now, at its cursor `cursor`.
+async fn snapshot_at(lock: &mut PgConnection, name: &str, cursor: Cursor) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into relay_history (relay, tx_id, position, stream_types, partitions, \
+                                    next_offsets) \
+         select $1, $2, $3, array_agg(stream_type), array_agg(partition), array_agg(next_offset) \
+         from relay_partitions where relay = $1 \
+         having count(*) > 0 \
+         on conflict (relay, tx_id, position) do nothing",
+    )
+    .bind(name)
+    .bind(cursor.tx_id)
+    .bind(cursor.position)
+    .execute(lock)
+    .await?;
     Ok(())
 }
 

@@ -217,8 +217,15 @@ impl Extension for Limits {
         // which is exponential: size the query from a parse of our own before it runs.
         let parsed = async_graphql::parser::parse_query(query)
             .map_err(|err| server_error(code::GRAPHQL_PARSE_FAILED, err.to_string()))?;
-        // The checks below recurse through fragment spreads: bound the chain first.
+        // The checks below, and async-graphql's validation, recurse through fragment
+        // spreads: bound the chains first (every fragment's, spread or not).
         let chain = spread_chain(&parsed);
+        if chain == usize::MAX {
+            return Err(server_error(
+                code::GRAPHQL_VALIDATION_FAILED,
+                "fragments spread each other in a cycle".to_owned(),
+            ));
+        }
         if chain > MAX_SPREAD_CHAIN {
             return Err(server_error(
                 code::QUERY_TOO_DEEP,
@@ -477,9 +484,9 @@ const MAX_EXPANDED_FIELDS: u64 = 10_000;
 /// one ...); the checks that follow spreads recurse that deep.
 const MAX_SPREAD_CHAIN: usize = 32;
 
-/// The longest chain of fragment spreads, operation first (an operation spreading `A` that
-/// spreads `B` is 2), computed without recursing through spreads; a cycle counts as
-/// `usize::MAX`.
+/// The longest chain of fragment spreads (`A` spreading `B` is 2), from any fragment whether
+/// an operation spreads it or not (async-graphql's cycle check walks them all), computed
+/// without recursing through spreads; a cycle counts as `usize::MAX`.
 fn spread_chain(document: &ExecutableDocument) -> usize {
     /// The fragments spread anywhere in a selection set (recursing only into its own
     /// nesting, which the bracket count bounds).
@@ -529,15 +536,7 @@ fn spread_chain(document: &ExecutableDocument) -> usize {
             }
         }
     }
-    let mut deepest = 0;
-    for (_, operation) in document.operations.iter() {
-        let mut found = Vec::new();
-        spreads(&operation.node.selection_set.node, &mut found);
-        for spread in found {
-            deepest = deepest.max(longest.get(spread).copied().unwrap_or(1));
-        }
-    }
-    deepest
+    longest.values().copied().max().unwrap_or(0)
 }
 
 /// The deepest nesting of brackets outside strings and comments, as the parser splits
@@ -1030,6 +1029,10 @@ mod tests {
         assert_eq!(chain(3), 4);
         // Deeper than any recursion would survive.
         assert_eq!(chain(200_000), 200_001);
+        // Fragments no operation spreads count too.
+        let unused =
+            "{ a } fragment A on Q { ...B } fragment B on Q { ...C } fragment C on Q { c }";
+        assert_eq!(spread_chain(&parse_query(unused).unwrap()), 3);
         let cycle = "{ ...A } fragment A on Q { a { ...B } } fragment B on Q { ...A }";
         assert_eq!(spread_chain(&parse_query(cycle).unwrap()), usize::MAX);
         let diamond = "{ ...A ...B } fragment A on Q { ...C } fragment B on Q { x { ...C } } \

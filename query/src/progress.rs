@@ -12,11 +12,12 @@
 //! `0009_relay_history.sql`): with its cursor, the relay records the offset past the last
 //! record the broker acknowledged in each (stream type, partition), and at most every
 //! 100 ms a snapshot of them all with the cursor; each projector records the offset past
-//! the last record it consumed from each. Once the relay's cursor is at or past the event
-//! at P (its gap-safe `(tx_id, position)` cursor), the offsets of its first snapshot at or
-//! past it cover every event up to P, whatever order retries put records in (before there
-//! is one, its offsets now, which cover more); a view has applied them once its offsets
-//! reach those. Records a view dead-lettered count as consumed.
+//! the last record it consumed from each. Once the relay's cursor is at or past the last
+//! gap-safe `(tx_id, position)` cursor of the events up to P ([`target`]), the offsets of
+//! its first snapshot at or past that cursor cover every event up to P, whatever order
+//! retries put records in (before there is one, its offsets now, which cover more); a view
+//! has applied them once its offsets reach those. Records a view dead-lettered count as
+//! consumed.
 //!
 //! A read first looks once itself; one that has to wait joins the process's waits, for
 //! which one task reads the progress every [`POLL`] (10 ms), and only while any wait: no
@@ -249,6 +250,8 @@ pub(crate) async fn lagging_floors(
 #[derive(Debug)]
 struct Required {
     offsets: HashMap<(String, i32), i64>,
+    /// Whether these are the least that will be known (else a snapshot may still come).
+    settled: bool,
 }
 
 /// How far each view has applied what the relay has published.
@@ -337,7 +340,7 @@ impl Progress {
         };
         // Once the relay is past the target, all it has published covers it: views that
         // have applied that much need no more reading.
-        if reading.relay >= target && reached(&reading, &reading.published) {
+        if reading.relay >= target.cursor && reached(&reading, &reading.published) {
             return Ok(());
         }
         let relay = &self.inner.relay;
@@ -363,8 +366,10 @@ impl Progress {
             if let Some(newer) = latest.borrow_and_update().clone() {
                 reading = newer;
             }
-            if required.is_none() {
-                required = self::required(pool, relay, &reading, target).await?;
+            if required.as_ref().is_none_or(|required| !required.settled) {
+                if let Some(newer) = self::required(pool, relay, &reading, target).await? {
+                    required = Some(newer);
+                }
             }
             if required
                 .as_ref()
@@ -381,7 +386,7 @@ impl Progress {
                 "the relay '{}' has published nothing yet (is --relay-name the relay's?)",
                 self.inner.relay
             )
-        } else if reading.relay < target {
+        } else if reading.relay < target.cursor {
             format!(
                 "the relay has not published it yet: it is at position {}",
                 reading.relay.1
@@ -394,7 +399,7 @@ impl Progress {
             views: reading
                 .views(&offsets)
                 .into_iter()
-                .filter(|view| view.behind.0 > 0 || reading.relay < target)
+                .filter(|view| view.behind.0 > 0 || reading.relay < target.cursor)
                 .collect(),
             waited_ms: started.elapsed().as_millis(),
             relay,
@@ -403,31 +408,66 @@ impl Progress {
     }
 }
 
-/// The cursor the relay must pass before the offsets it has published cover every event
-/// up to `position`: the event at it (the first at or after it, positions having gaps),
-/// or a later cursor, an event with a lower position that committed after it and that the
-/// relay has not published yet. `None` when the log ends before `position`. The second
-/// part searches only what the relay has not published.
+/// Events after the event at a read's position that [`target`] looks through for one with
+/// a lower position (10 s of writes at 1,000 a second).
+const EXACT_SCAN: i64 = 10_000;
+
+/// The cursor the relay must pass before the views can have every event up to a position.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    cursor: Cursor,
+    /// Whether `cursor` is the last of every event up to the position, so that a snapshot
+    /// at or after it covers them all; otherwise only what the relay has published in all
+    /// does.
+    exact: bool,
+}
+
+/// The event at `position` (the first at or after it, positions having gaps), or a later
+/// cursor: an event with a lower position that committed after it (two appends at once
+/// can commit in the other order). Among the [`EXACT_SCAN`] events after it this is exact;
+/// past that (an old position), only events the relay has not published are looked at,
+/// and the read needs all the relay has published. `None` when the log ends before
+/// `position`.
 async fn target(
     pool: &PgPool,
     position: MinPosition,
     reading: &Reading,
-) -> Result<Option<Cursor>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<Target>, sqlx::Error> {
+    /// The event at the position's cursor, whether the scan after it was whole, and the
+    /// latest cursor with a lower position found.
+    type Row = (i64, i64, bool, Option<i64>, Option<i64>);
+    let row: Option<Row> = sqlx::query_as(
         "with at as (select tx_id, position from events where position >= $1 \
                      order by position limit 1), \
-              later as (select tx_id, position from events \
-                        where (tx_id, position) > ($2::text::xid8, $3) and position <= $1 \
-                        order by tx_id desc, position desc limit 1) \
-         select tx_id::text::bigint, position from \
-             (select * from at union all select * from later where exists (select 1 from at)) t \
-         order by tx_id desc, position desc limit 1",
+              after as (select e.tx_id, e.position from events e, at \
+                        where (e.tx_id, e.position) > (at.tx_id, at.position) \
+                        order by e.tx_id, e.position limit $4), \
+              scanned as (select count(*) < $4 as exact from after), \
+              unpublished as (select tx_id, position from events \
+                              where (tx_id, position) > ($2::text::xid8, $3) and position <= $1 \
+                                and not (select exact from scanned) \
+                              order by tx_id desc, position desc limit 1) \
+         select at.tx_id::text::bigint, at.position, (select exact from scanned), \
+                l.tx_id::text::bigint, l.position \
+         from at left join lateral ( \
+             select tx_id, position from \
+                 (select tx_id, position from after where position <= $1 \
+                  union all select tx_id, position from unpublished) u \
+             order by tx_id desc, position desc limit 1) l on true",
     )
     .bind(position.0)
     .bind(reading.relay.0)
     .bind(reading.relay.1)
+    .bind(EXACT_SCAN)
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(row.map(|(tx_id, at, exact, late_tx_id, late)| {
+        let mut cursor = (tx_id, at);
+        if let (Some(tx_id), Some(position)) = (late_tx_id, late) {
+            cursor = cursor.max((tx_id, position));
+        }
+        Target { cursor, exact }
+    }))
 }
 
 fn reached(reading: &Reading, offsets: &HashMap<(String, i32), i64>) -> bool {
@@ -438,16 +478,22 @@ fn reached(reading: &Reading, offsets: &HashMap<(String, i32), i64>) -> bool {
 
 /// The offsets each view must reach to have applied everything up to `target`, once the
 /// relay is past it in `reading` (`None` before): those of the relay's first snapshot at or
-/// after it (`relay_history`), or, before there is one, all the relay has published, which
-/// cover more.
+/// after it (`relay_history`) when the target is exact, or else, or before there is such a
+/// snapshot, all the relay has published, which cover more.
 async fn required(
     pool: &PgPool,
     relay: &str,
     reading: &Reading,
-    target: Cursor,
+    target: Target,
 ) -> Result<Option<Required>, sqlx::Error> {
-    if reading.relay < target {
+    if reading.relay < target.cursor {
         return Ok(None);
+    }
+    if !target.exact {
+        return Ok(Some(Required {
+            offsets: reading.published.clone(),
+            settled: true,
+        }));
     }
     let snapshot: Option<(Vec<String>, Vec<i32>, Vec<i64>)> = sqlx::query_as(
         "select stream_types, partitions, next_offsets from relay_history \
@@ -455,19 +501,25 @@ async fn required(
          order by tx_id, position limit 1",
     )
     .bind(relay)
-    .bind(target.0)
-    .bind(target.1)
+    .bind(target.cursor.0)
+    .bind(target.cursor.1)
     .fetch_optional(pool)
     .await?;
-    let offsets = match snapshot {
-        Some((stream_types, partitions, offsets)) => stream_types
-            .into_iter()
-            .zip(partitions)
-            .zip(offsets)
-            .collect(),
-        None => reading.published.clone(),
-    };
-    Ok(Some(Required { offsets }))
+    Ok(Some(match snapshot {
+        Some((stream_types, partitions, offsets)) => Required {
+            offsets: stream_types
+                .into_iter()
+                .zip(partitions)
+                .zip(offsets)
+                .collect(),
+            settled: true,
+        },
+        // The snapshot may come with the relay's next save: looked for again.
+        None => Required {
+            offsets: reading.published.clone(),
+            settled: false,
+        },
+    }))
 }
 
 /// Counts a wait for as long as it lives, and wakes the poller when it begins.

@@ -579,6 +579,40 @@ async fn a_position_covers_a_lower_one_that_committed_after_it(pool: PgPool) {
     // The lower position alone is covered by the relay's cursor at it, as before.
     let (_, body) = read_at(&app, &middle.to_string(), "{ __typename }", json!({})).await;
     assert_eq!(body, json!({"data": {"__typename": "Query"}}));
+
+    // With the relay's snapshots: the one at the higher position's own cursor, taken before
+    // the lower position was published, does not answer for it. The lower position's
+    // record is the partition's second; the views have consumed only the first.
+    for statement in [
+        "insert into relay_partitions (relay, stream_type, partition, next_offset) \
+         values ('default', 'user', 0, 2)",
+        "insert into projection_progress (projection, stream_type, partition, next_offset) \
+         values ('order_view', 'user', 0, 1), ('user_view', 'user', 0, 1)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let snapshot = |tx_id: i64, position: i64, offset: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "insert into relay_history (relay, tx_id, position, stream_types, partitions, \
+                 next_offsets) values ('default', $1, $2, '{user}', '{0}', $3)",
+            )
+            .bind(tx_id)
+            .bind(position)
+            .bind(vec![offset])
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    snapshot(early_tx, high, 1).await;
+    let (_, body) = read_at(&app, &high.to_string(), "{ __typename }", json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "STALE", "{body}");
+    // A snapshot at or after the lower position's cursor is the one the read goes by.
+    snapshot(late_tx, middle, 1).await;
+    let (_, body) = read_at(&app, &high.to_string(), "{ __typename }", json!({})).await;
+    assert_eq!(body, json!({"data": {"__typename": "Query"}}));
 }
 
 #[test]
