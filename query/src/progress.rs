@@ -13,7 +13,7 @@
 //! record the broker acknowledged in each (stream type, partition), and at most every
 //! 100 ms a snapshot of them all with the cursor; each projector records the offset past
 //! the last record it consumed from each. Once the relay's cursor is at or past the last
-//! gap-safe `(tx_id, position)` cursor of the events up to P ([`target`]), the offsets of
+//! gap-safe `(tx_id, position)` cursor of the events up to P (`target`), the offsets of
 //! its first snapshot at or past that cursor cover every event up to P, whatever order
 //! retries put records in (before there is one, its offsets now, which cover more); a view
 //! has applied them once its offsets reach those. Records a view dead-lettered count as
