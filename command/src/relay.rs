@@ -263,9 +263,9 @@ async fn publish_loop(
             continue;
         }
         // Nothing in flight and nothing new. Losing the lock connection means another relay
-        // may take over: stop publishing. A cursor saved without a snapshot gets one now,
-        // rather than at the next save, however long the relay then idles.
-        if snapshots.behind {
+        // may take over: stop publishing. A cursor saved without a snapshot gets one while
+        // the relay idles (once one is due), rather than at the next save.
+        if snapshots.idle_due() {
             snapshot_at(lock, &options.name, acked)
                 .await
                 .context("the relay lock connection was lost")?;
@@ -523,6 +523,15 @@ impl Snapshots {
         }
         self.taken_now();
         true
+    }
+
+    /// Whether a cursor was saved without a snapshot and one is due: at most one per
+    /// [`SNAPSHOT_EVERY`], idle or not.
+    fn idle_due(&self) -> bool {
+        self.behind
+            && self
+                .last
+                .is_none_or(|last| last.elapsed() >= SNAPSHOT_EVERY)
     }
 
     /// Count a snapshot taken now.

@@ -2,9 +2,9 @@
 //! a command answered with) is answered once every view has applied every event it
 //! consumes up to P: the event at P, every event whose gap-safe cursor sorts before it in
 //! the relay's commit order (which includes a client's own earlier writes), and any event
-//! with a lower position that committed after it (two writes at once can commit in the
-//! other order than their positions), or fails with the code STALE and how far each view
-//! is. The views are the four projections' (`VIEWS`); a saga's state (`Order.saga`) is
+//! with a lower position that committed after it but before the read began (two writes at
+//! once can commit in the other order than their positions; a write still running is not
+//! waited for), or fails with the code STALE and how far each view is. The views are the four projections' (`VIEWS`); a saga's state (`Order.saga`) is
 //! written by the orchestrator as its steps run, not by a projection, and is not waited
 //! for. A read waits for every view, whichever it reads.
 //!
@@ -92,6 +92,8 @@ pub(crate) struct Reading {
     /// Whether the relay has a cursor (it has published at least once).
     relay_found: bool,
     relay: Cursor,
+    /// The cursor of the relay's latest snapshot (`relay_history`), if any.
+    snapshot: Option<Cursor>,
     /// (stream type, partition) → next offset the relay has published to.
     published: HashMap<(String, i32), i64>,
     /// (projection, stream type, partition) → (next offset consumed, last position applied).
@@ -103,6 +105,8 @@ pub(crate) struct Reading {
 struct ReadingRow {
     relay_tx_id: i64,
     relay_position: i64,
+    snapshot_tx_id: Option<i64>,
+    snapshot_position: Option<i64>,
     stream_type: Option<String>,
     partition: Option<i32>,
     next_offset: Option<i64>,
@@ -115,9 +119,13 @@ impl Reading {
     async fn take(pool: &PgPool, relay: &str) -> Result<Self, sqlx::Error> {
         let rows: Vec<ReadingRow> = sqlx::query_as(
             "select c.tx_id as relay_tx_id, c.position as relay_position, \
+                    h.tx_id as snapshot_tx_id, h.position as snapshot_position, \
                     r.stream_type, r.partition, r.next_offset, \
                     p.projection, p.next_offset as consumed, p.position as applied_position \
              from relay_cursors c \
+             left join lateral (select tx_id, position from relay_history \
+                                where relay = c.name \
+                                order by tx_id desc, position desc limit 1) h on true \
              left join relay_partitions r on r.relay = c.name \
              left join projection_progress p \
                  on p.stream_type = r.stream_type and p.partition = r.partition \
@@ -130,6 +138,9 @@ impl Reading {
         for row in rows {
             reading.relay_found = true;
             reading.relay = (row.relay_tx_id, row.relay_position);
+            if let (Some(tx_id), Some(position)) = (row.snapshot_tx_id, row.snapshot_position) {
+                reading.snapshot = Some((tx_id, position));
+            }
             let (Some(stream_type), Some(partition), Some(next_offset)) =
                 (row.stream_type, row.partition, row.next_offset)
             else {
@@ -366,7 +377,15 @@ impl Progress {
             if let Some(newer) = latest.borrow_and_update().clone() {
                 reading = newer;
             }
-            if required.as_ref().is_none_or(|required| !required.settled) {
+            // Looked for again only once the relay has a snapshot that can answer: one
+            // statement per wait, and a new snapshot is a new reading, which wakes it.
+            let retry = match &required {
+                None => true,
+                Some(required) => {
+                    !required.settled && reading.snapshot.is_some_and(|at| at >= target.cursor)
+                }
+            };
+            if retry {
                 if let Some(newer) = self::required(pool, relay, &reading, target).await? {
                     required = Some(newer);
                 }
@@ -423,11 +442,11 @@ struct Target {
 }
 
 /// The event at `position` (the first at or after it, positions having gaps), or a later
-/// cursor: an event with a lower position that committed after it (two appends at once
-/// can commit in the other order). Among the [`EXACT_SCAN`] events after it this is exact;
-/// past that (an old position), only events the relay has not published are looked at,
-/// and the read needs all the relay has published. `None` when the log ends before
-/// `position`.
+/// cursor: an event with a lower position that committed after it, before this statement
+/// (two appends at once can commit in the other order). Among the [`EXACT_SCAN`] events
+/// after it this is exact; past that (an old position), only events the relay has not
+/// published are looked at, and the read needs all the relay has published. `None` when
+/// the log ends before `position`.
 async fn target(
     pool: &PgPool,
     position: MinPosition,
@@ -439,9 +458,10 @@ async fn target(
     let row: Option<Row> = sqlx::query_as(
         "with at as (select tx_id, position from events where position >= $1 \
                      order by position limit 1), \
-              after as (select e.tx_id, e.position from events e, at \
-                        where (e.tx_id, e.position) > (at.tx_id, at.position) \
-                        order by e.tx_id, e.position limit $4), \
+              after as (select tx_id, position from events \
+                        where (tx_id, position) > \
+                              ((select tx_id from at), (select position from at)) \
+                        order by tx_id, position limit $4), \
               scanned as (select count(*) < $4 as exact from after), \
               unpublished as (select tx_id, position from events \
                               where (tx_id, position) > ($2::text::xid8, $3) and position <= $1 \
@@ -670,6 +690,7 @@ mod tests {
         Reading {
             relay_found: true,
             relay: (0, 0),
+            snapshot: None,
             published: published
                 .iter()
                 .map(|(p, next)| (("user".to_owned(), *p), *next))

@@ -447,7 +447,7 @@ async fn a_position_the_views_applied_answers_while_they_lag_behind_the_relay(po
     let app = spawn_with(
         pool.clone(),
         QueryOptions {
-            min_version_timeout: Duration::from_millis(300),
+            min_version_timeout: Duration::from_millis(1500),
             ..QueryOptions::default()
         },
     )
@@ -490,7 +490,23 @@ async fn a_position_the_views_applied_answers_while_they_lag_behind_the_relay(po
     let (_, body) = read().await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "STALE", "{body}");
     // The first snapshot at or after the event is the one (one before it covers less, a
-    // later one more).
+    // later one more). A read already waiting when the snapshots come answers then.
+    let waiting = tokio::spawn({
+        let (client, url, at) = (app.client.clone(), app.query_url("/graphql"), at.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let response = client
+                .post(url)
+                .header(MIN_POSITION_HEADER, at)
+                .json(&json!({"query": "{ __typename }"}))
+                .send()
+                .await
+                .unwrap();
+            let body: Value = response.json().await.unwrap();
+            (started.elapsed(), body)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let snapshot = "insert into relay_history (relay, tx_id, position, stream_types, \
                     partitions, next_offsets) values ('default', $1, $2, '{user}', '{0}', $3)";
     for (at, offset) in [(position - 1, 9), (position, 10), (position + 20, 30)] {
@@ -502,6 +518,9 @@ async fn a_position_the_views_applied_answers_while_they_lag_behind_the_relay(po
             .await
             .unwrap();
     }
+    let (waited, body) = waiting.await.unwrap();
+    assert_eq!(body, json!({"data": {"__typename": "Query"}}));
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
     let (status, body) = read().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"data": {"__typename": "Query"}}));
