@@ -12,8 +12,9 @@
 //! [`EVENTS_APPENDED`](orderflow_store::signal::EVENTS_APPENDED), and looks anyway every
 //! `idle_poll` in case an announcement was lost. With its cursor it records, per
 //! (stream type, partition), the offset past the last record the broker acknowledged
-//! there: how readers learn that a view has applied everything up to a position (see
-//! `migrations/0008_read_progress.sql`).
+//! there, and at most every 100 ms a snapshot of them all: how readers learn that a view
+//! has applied everything up to a position (see `migrations/0008_read_progress.sql` and
+//! `0009_relay_history.sql`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
