@@ -4,9 +4,10 @@
 //! the relay's commit order (which includes a client's own earlier writes), and any event
 //! with a lower position that committed after it but before the read began (two writes at
 //! once can commit in the other order than their positions; a write still running is not
-//! waited for), or fails with the code STALE and how far each view is. The views are the four projections' (`VIEWS`); a saga's state (`Order.saga`) is
-//! written by the orchestrator as its steps run, not by a projection, and is not waited
-//! for. A read waits for every view, whichever it reads.
+//! waited for), or fails with the code STALE and how far each view is. The views are the
+//! four projections' (`VIEWS`); a saga's state (`Order.saga`) is written by the
+//! orchestrator as its steps run, not by a projection, and is not waited for. A read waits
+//! for every view, whichever it reads.
 //!
 //! How far a view is comes from three tables (`migrations/0008_read_progress.sql`,
 //! `0009_relay_history.sql`): with its cursor, the relay records the offset past the last
