@@ -229,14 +229,7 @@ async fn after_its_own_writes_a_client_never_sees_null_for_what_it_created(pool:
 #[sqlx::test(migrations = "../migrations")]
 async fn views_that_do_not_catch_up_in_time_answer_stale_with_how_far_each_is(pool: PgPool) {
     let kafka = fresh_topics().await;
-    let app = spawn_with(
-        pool.clone(),
-        QueryOptions {
-            min_version_timeout: Duration::from_millis(300),
-            ..QueryOptions::default()
-        },
-    )
-    .await;
+    let app = waiting_up_to(&pool, 300).await;
     // The relay runs, no projector does: the views stay behind.
     let (stop, shutdown) = watch::channel(false);
     let relay = tokio::spawn(relay::run(
@@ -440,27 +433,54 @@ async fn a_websocket_connection_init_position_holds_its_queries(pool: PgPool) {
     pipeline.stop().await;
 }
 
+/// The query service alone, its `X-Min-Position` waits bounded at `ms`.
+async fn waiting_up_to(pool: &PgPool, ms: u64) -> TestApp {
+    let options = QueryOptions {
+        min_version_timeout: Duration::from_millis(ms),
+        ..QueryOptions::default()
+    };
+    spawn_with(pool.clone(), options).await
+}
+
+/// A user event written straight to the store: its cursor `(tx_id, position)`.
+async fn append_user_event(
+    conn: &mut sqlx::PgConnection,
+    stream: uuid::Uuid,
+    version: i32,
+) -> (i64, i64) {
+    sqlx::query_as(
+        "insert into events (stream_id, stream_type, version, event_type, schema_version, \
+         payload, metadata) values ($1, 'user', $2, 'UserRenamed', 1, '{}', '{}') \
+         returning tx_id::text::bigint, position",
+    )
+    .bind(stream)
+    .bind(version)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// A relay snapshot at `cursor` of one partition, `user` 0, at `offset`.
+async fn user_snapshot(pool: &PgPool, cursor: (i64, i64), offset: i64) {
+    sqlx::query(
+        "insert into relay_history (relay, tx_id, position, stream_types, partitions, \
+         next_offsets) values ('default', $1, $2, '{user}', '{0}', $3)",
+    )
+    .bind(cursor.0)
+    .bind(cursor.1)
+    .bind(vec![offset])
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// Views that lag behind the relay still answer a read of a position they applied: it needs
 /// the offsets of the relay's first snapshot at or after the position, not today's.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_position_the_views_applied_answers_while_they_lag_behind_the_relay(pool: PgPool) {
-    let app = spawn_with(
-        pool.clone(),
-        QueryOptions {
-            min_version_timeout: Duration::from_millis(1500),
-            ..QueryOptions::default()
-        },
-    )
-    .await;
-    let (tx_id, position): (i64, i64) = sqlx::query_as(
-        "insert into events (stream_id, stream_type, version, event_type, schema_version, \
-         payload, metadata) values ($1, 'user', 1, 'UserRegistered', 1, '{}', '{}') \
-         returning tx_id::text::bigint, position",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let app = waiting_up_to(&pool, 1500).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let (tx_id, position) = append_user_event(&mut conn, uuid::Uuid::now_v7(), 1).await;
     // The relay has since published 40 more records to the partition; the views that
     // consume it have applied the first 10, which the snapshot at the event covers.
     sqlx::query("insert into relay_cursors (name, tx_id, position) values ('default', $1, $2)")
@@ -507,16 +527,8 @@ async fn a_position_the_views_applied_answers_while_they_lag_behind_the_relay(po
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let snapshot = "insert into relay_history (relay, tx_id, position, stream_types, \
-                    partitions, next_offsets) values ('default', $1, $2, '{user}', '{0}', $3)";
     for (at, offset) in [(position - 1, 9), (position, 10), (position + 20, 30)] {
-        sqlx::query(snapshot)
-            .bind(tx_id)
-            .bind(at)
-            .bind(vec![offset])
-            .execute(&pool)
-            .await
-            .unwrap();
+        user_snapshot(&pool, (tx_id, at), offset).await;
     }
     let (waited, body) = waiting.await.unwrap();
     assert_eq!(body, json!({"data": {"__typename": "Query"}}));
@@ -531,32 +543,13 @@ async fn a_position_the_views_applied_answers_while_they_lag_behind_the_relay(po
 /// lower one, which it publishes later.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_position_covers_a_lower_one_that_committed_after_it(pool: PgPool) {
-    let app = spawn_with(
-        pool.clone(),
-        QueryOptions {
-            min_version_timeout: Duration::from_millis(300),
-            ..QueryOptions::default()
-        },
-    )
-    .await;
-    async fn append(conn: &mut sqlx::PgConnection, stream: uuid::Uuid, version: i32) -> (i64, i64) {
-        sqlx::query_as(
-            "insert into events (stream_id, stream_type, version, event_type, schema_version, \
-             payload, metadata) values ($1, 'user', $2, 'UserRenamed', 1, '{}', '{}') \
-             returning tx_id::text::bigint, position",
-        )
-        .bind(stream)
-        .bind(version)
-        .fetch_one(conn)
-        .await
-        .unwrap()
-    }
+    let app = waiting_up_to(&pool, 300).await;
     let (first, second) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     let mut one = pool.begin().await.unwrap();
     let mut other = pool.begin().await.unwrap();
-    let (_, low) = append(&mut one, first, 1).await;
-    let (late_tx, middle) = append(&mut other, second, 1).await;
-    let (early_tx, high) = append(&mut one, first, 2).await;
+    let (_, low) = append_user_event(&mut one, first, 1).await;
+    let (late_tx, middle) = append_user_event(&mut other, second, 1).await;
+    let (early_tx, high) = append_user_event(&mut one, first, 2).await;
     one.commit().await.unwrap();
     other.commit().await.unwrap();
     assert!(low < middle && middle < high && early_tx < late_tx);
@@ -610,26 +603,11 @@ async fn a_position_covers_a_lower_one_that_committed_after_it(pool: PgPool) {
     ] {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
-    let snapshot = |tx_id: i64, position: i64, offset: i64| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query(
-                "insert into relay_history (relay, tx_id, position, stream_types, partitions, \
-                 next_offsets) values ('default', $1, $2, '{user}', '{0}', $3)",
-            )
-            .bind(tx_id)
-            .bind(position)
-            .bind(vec![offset])
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
-    };
-    snapshot(early_tx, high, 1).await;
+    user_snapshot(&pool, (early_tx, high), 1).await;
     let (_, body) = read_at(&app, &high.to_string(), "{ __typename }", json!({})).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "STALE", "{body}");
     // A snapshot at or after the lower position's cursor is the one the read goes by.
-    snapshot(late_tx, middle, 1).await;
+    user_snapshot(&pool, (late_tx, middle), 1).await;
     let (_, body) = read_at(&app, &high.to_string(), "{ __typename }", json!({})).await;
     assert_eq!(body, json!({"data": {"__typename": "Query"}}));
 }
