@@ -63,22 +63,33 @@ async fn waiting_for_the_database(
         .spawn()
         .expect("orderflow starts");
     let mut log = BufReader::new(role.stdout.take().unwrap()).lines();
-    timeout(Duration::from_secs(30), async {
-        while let Some(line) = log.next_line().await.unwrap() {
-            if line.contains("cannot reach the database") {
-                return;
-            }
-        }
-        panic!("orderflow {args:?} ended without saying it waits for the database");
-    })
-    .await
-    .expect("the role says it waits for the database");
+    until_logged(
+        &mut log,
+        "cannot reach the database",
+        Duration::from_secs(30),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         role.try_wait().unwrap().is_none(),
         "orderflow {args:?} gave up while the database dropped its connections"
     );
     (role, log)
+}
+
+/// Read `log` until a line contains `text`; fails if the process ends first or `within`
+/// passes.
+async fn until_logged(log: &mut Lines<BufReader<ChildStdout>>, text: &str, within: Duration) {
+    timeout(within, async {
+        while let Some(line) = log.next_line().await.unwrap() {
+            if line.contains(text) {
+                return;
+            }
+        }
+        panic!("orderflow ended without logging {text:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("orderflow did not log {text:?} within {within:?}"));
 }
 
 #[sqlx::test(migrations = false)]
@@ -120,16 +131,7 @@ async fn the_saga_started_while_the_database_drops_connections_runs_when_it_is_b
     ];
     let (mut saga, mut log) = waiting_for_the_database(&args, &url).await;
     up.store(true, Ordering::SeqCst);
-    timeout(Duration::from_secs(60), async {
-        while let Some(line) = log.next_line().await.unwrap() {
-            if line.contains("saga driver started") {
-                return;
-            }
-        }
-        panic!("orderflow saga ended instead of starting once the database was back");
-    })
-    .await
-    .expect("orderflow saga starts once the database is back");
+    until_logged(&mut log, "saga driver started", Duration::from_secs(60)).await;
     assert!(saga.try_wait().unwrap().is_none(), "the saga keeps running");
     let sagas: i64 = sqlx::query_scalar("select count(*) from sagas")
         .fetch_one(&pool)
