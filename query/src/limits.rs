@@ -7,7 +7,7 @@
 //! - Complexity: async-graphql's own count (`limit_complexity`), its error given a code.
 //! - Time: each execution is bounded by the query timeout (subscriptions are not).
 //! - Read-your-writes: an operation of a request that carries `X-Min-Position` waits for
-//!   the views first ([`crate::progress::hold`]). One extension does all of this: every
+//!   the views it reads first ([`crate::progress::hold`], [`crate::progress::views_read`]). One extension does all of this: every
 //!   extension adds a layer to the resolution of every field.
 //! - Documents: a document that passed the checks and validation is kept, parsed, by its
 //!   text (an LRU of at most [`DOCUMENTS`] documents of at most [`MAX_KEPT_DOCUMENT`] bytes,
@@ -44,6 +44,7 @@ use sha2::Digest as _;
 
 use crate::config::QueryOptions;
 use crate::error::{code, code_of, server_error, set_code};
+use crate::progress::{views_read, MinPosition, ViewSet};
 
 /// The message async-graphql's complexity check fails with.
 const TOO_COMPLEX: &str = "Query is too complex.";
@@ -74,6 +75,9 @@ pub(crate) struct Limits {
     registering: Arc<Mutex<Option<(String, String)>>>,
     /// SHA-256 (hex) → document text, registered by persisted-query requests.
     persisted: Arc<Mutex<LruCache<String, String>>>,
+    /// The views this request's document reads, when it carries `X-Min-Position` (each
+    /// request has its own).
+    reads: Arc<Mutex<Option<ViewSet>>>,
 }
 
 impl Limits {
@@ -90,121 +94,19 @@ impl Limits {
             persisted: Arc::new(Mutex::new(LruCache::new(capacity))),
             pending: Arc::default(),
             registering: Arc::default(),
+            reads: Arc::default(),
         }
     }
 
-    /// Fill in or register the document of a persisted-query request.
-    fn persisted_query(&self, request: &mut Request) -> ServerResult<()> {
-        let Some(value) = request.extensions.remove("persistedQuery") else {
-            return Ok(());
-        };
-        let hash = match &value {
-            async_graphql::Value::Object(fields) => match (
-                fields.get("version"),
-                fields.get("sha256Hash"),
-            ) {
-                (
-                    Some(async_graphql::Value::Number(version)),
-                    Some(async_graphql::Value::String(hash)),
-                ) if version.as_u64() == Some(1) => hash.to_ascii_lowercase(),
-                _ => return Err(server_error(
-                    code::BAD_USER_INPUT,
-                    "extensions.persistedQuery must be {\"version\": 1, \"sha256Hash\": \"<hex>\"}"
-                        .to_owned(),
-                )),
-            },
-            _ => {
-                return Err(server_error(
-                    code::BAD_USER_INPUT,
-                    "extensions.persistedQuery must be an object".to_owned(),
-                ))
-            }
-        };
-        if request.query.is_empty() {
-            let known = self
-                .persisted
-                .lock()
-                .expect("not poisoned")
-                .get(&hash)
-                .cloned();
-            return match known {
-                Some(query) => {
-                    request.query = query;
-                    Ok(())
-                }
-                None => Err(server_error(
-                    code::PERSISTED_QUERY_NOT_FOUND,
-                    "PersistedQueryNotFound".to_owned(),
-                )),
-            };
-        }
-        let actual = format!("{:x}", sha2::Sha256::digest(request.query.as_bytes()));
-        if actual != hash {
-            return Err(server_error(
-                code::BAD_USER_INPUT,
-                format!("extensions.persistedQuery.sha256Hash is {hash} but the document's SHA-256 is {actual}"),
-            ));
-        }
-        if request.query.len() <= MAX_KEPT_DOCUMENT {
-            *self.registering.lock().expect("not poisoned") = Some((hash, request.query.clone()));
-        }
-        Ok(())
-    }
-}
-
-impl ExtensionFactory for Limits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Self {
-            pending: Arc::default(),
-            registering: Arc::default(),
-            ..self.clone()
-        })
-    }
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for Limits {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        mut request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        self.persisted_query(&mut request)?;
-        next.run(ctx, request).await
-    }
-
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let mut response = next.run(ctx).await;
-        finish(&mut response.errors);
-        response
-    }
-
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream)
-            .map(|mut response| {
-                finish(&mut response.errors);
-                response
-            })
-            .boxed()
-    }
-
-    async fn parse_query(
+    /// Check, parse and size a document not kept yet (the checks before async-graphql's
+    /// own parse, which runs last); it is kept once it passes validation too.
+    async fn parse_checked(
         &self,
         ctx: &ExtensionContext<'_>,
         query: &str,
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let kept = self.parsed.lock().expect("not poisoned").get(query);
-        if let Some(document) = kept {
-            return Ok(ExecutableDocument::clone(&document));
-        }
         // The parser recurses on nested values; refuse deep brackets before it overflows.
         let nesting = bracket_nesting(query);
         if nesting > MAX_NESTING {
@@ -282,6 +184,127 @@ impl Extension for Limits {
         Ok(document)
     }
 
+    /// Fill in or register the document of a persisted-query request.
+    fn persisted_query(&self, request: &mut Request) -> ServerResult<()> {
+        let Some(value) = request.extensions.remove("persistedQuery") else {
+            return Ok(());
+        };
+        let hash = match &value {
+            async_graphql::Value::Object(fields) => match (
+                fields.get("version"),
+                fields.get("sha256Hash"),
+            ) {
+                (
+                    Some(async_graphql::Value::Number(version)),
+                    Some(async_graphql::Value::String(hash)),
+                ) if version.as_u64() == Some(1) => hash.to_ascii_lowercase(),
+                _ => return Err(server_error(
+                    code::BAD_USER_INPUT,
+                    "extensions.persistedQuery must be {\"version\": 1, \"sha256Hash\": \"<hex>\"}"
+                        .to_owned(),
+                )),
+            },
+            _ => {
+                return Err(server_error(
+                    code::BAD_USER_INPUT,
+                    "extensions.persistedQuery must be an object".to_owned(),
+                ))
+            }
+        };
+        if request.query.is_empty() {
+            let known = self
+                .persisted
+                .lock()
+                .expect("not poisoned")
+                .get(&hash)
+                .cloned();
+            return match known {
+                Some(query) => {
+                    request.query = query;
+                    Ok(())
+                }
+                None => Err(server_error(
+                    code::PERSISTED_QUERY_NOT_FOUND,
+                    "PersistedQueryNotFound".to_owned(),
+                )),
+            };
+        }
+        let actual = format!("{:x}", sha2::Sha256::digest(request.query.as_bytes()));
+        if actual != hash {
+            return Err(server_error(
+                code::BAD_USER_INPUT,
+                format!("extensions.persistedQuery.sha256Hash is {hash} but the document's SHA-256 is {actual}"),
+            ));
+        }
+        if request.query.len() <= MAX_KEPT_DOCUMENT {
+            *self.registering.lock().expect("not poisoned") = Some((hash, request.query.clone()));
+        }
+        Ok(())
+    }
+}
+
+impl ExtensionFactory for Limits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(Self {
+            pending: Arc::default(),
+            registering: Arc::default(),
+            reads: Arc::default(),
+            ..self.clone()
+        })
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for Limits {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        self.persisted_query(&mut request)?;
+        next.run(ctx, request).await
+    }
+
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        finish(&mut response.errors);
+        response
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream)
+            .map(|mut response| {
+                finish(&mut response.errors);
+                response
+            })
+            .boxed()
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let kept = self.parsed.lock().expect("not poisoned").get(query);
+        let document = match kept {
+            Some(document) => ExecutableDocument::clone(&document),
+            None => self.parse_checked(ctx, query, variables, next).await?,
+        };
+        if ctx.data_opt::<MinPosition>().is_some() {
+            *self.reads.lock().expect("not poisoned") =
+                Some(views_read(&document, &ctx.schema_env.registry));
+        }
+        Ok(document)
+    }
+
     async fn validation(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -327,7 +350,13 @@ impl Extension for Limits {
         next: NextExecute<'_>,
     ) -> Response {
         // Read-your-writes first: its wait has a bound of its own, shorter than the timeout.
-        if let Err(error) = crate::progress::hold(ctx).await {
+        // The views its document reads (all when they were not worked out).
+        let reads = self
+            .reads
+            .lock()
+            .expect("not poisoned")
+            .unwrap_or(ViewSet::ALL);
+        if let Err(error) = crate::progress::hold(ctx, reads).await {
             return Response::from_errors(vec![error]);
         }
         match tokio::time::timeout(self.query_timeout, next.run(ctx, operation_name)).await {

@@ -1,13 +1,15 @@
 //! Read-your-writes across views: a request that carries `X-Min-Position: P` (the position
-//! a command answered with) is answered once every view has applied every event it
-//! consumes up to P: the event at P, every event whose gap-safe cursor sorts before it in
+//! a command answered with) is answered once every view it reads has applied every event
+//! it consumes up to P: the event at P, every event whose gap-safe cursor sorts before it in
 //! the relay's commit order (which includes a client's own earlier writes), and any event
 //! with a lower position that committed after it but before the read began (two writes at
 //! once can commit in the other order than their positions; a write still running is not
 //! waited for), or fails with the code STALE and how far each view is. The views are the
 //! four projections' (`VIEWS`); a saga's state (`Order.saga`) is written by the
 //! orchestrator as its steps run, not by a projection, and is not waited for. A read waits
-//! for every view, whichever it reads.
+//! only for the views it reads ([`views_read`]): those behind the object types its
+//! operations select ([`TYPE_VIEWS`]), so a view that lags or is stuck holds up only the
+//! reads that need it.
 //!
 //! How far a view is comes from three tables (`migrations/0008_read_progress.sql`,
 //! `0009_relay_history.sql`): with its cursor, the relay records the offset past the last
@@ -26,12 +28,14 @@
 //! These waits are bounded by `--min-version-timeout`; they do not count against
 //! `--max-watches`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use async_graphql::{ErrorExtensionValues, SimpleObject};
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
+use async_graphql::registry::{MetaTypeName, Registry};
+use async_graphql::{ErrorExtensionValues, Name, SimpleObject};
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use tokio::time::{timeout_at, Instant};
@@ -52,6 +56,121 @@ pub const VIEWS: [(&str, &[&str]); 4] = [
     ("product_view", &["product", "order"]),
     ("payment_view", &["payment"]),
 ];
+
+/// The object types whose data comes from a view, and that view: an operation that
+/// selects a field of one of these types (or returning one) reads the view, and a read with
+/// `X-Min-Position` waits for it. Every other object type of the schema is built from these
+/// (`Money`, `PageInfo`), from the event store or the sagas table (always current), or from
+/// the operations figures; a test holds every object type of the schema to one side or the
+/// other.
+pub const TYPE_VIEWS: [(&str, &str); 11] = [
+    ("Order", "order_view"),
+    ("OrderConnection", "order_view"),
+    ("OrderEdge", "order_view"),
+    ("OrderItem", "order_view"),
+    ("User", "user_view"),
+    ("UserConnection", "user_view"),
+    ("UserEdge", "user_view"),
+    ("Product", "product_view"),
+    ("ProductConnection", "product_view"),
+    ("ProductEdge", "product_view"),
+    ("Payment", "payment_view"),
+];
+
+/// A set of [`VIEWS`] (by their place in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewSet(u8);
+
+impl ViewSet {
+    pub const NONE: Self = Self(0);
+    pub const ALL: Self = Self((1 << VIEWS.len()) - 1);
+
+    /// The set with `view` (a name of [`VIEWS`]) added.
+    #[must_use]
+    pub fn with(self, view: &str) -> Self {
+        match VIEWS.iter().position(|(name, _)| *name == view) {
+            Some(index) => Self(self.0 | 1 << index),
+            None => self,
+        }
+    }
+
+    fn contains(self, index: usize) -> bool {
+        self.0 & 1 << index != 0
+    }
+
+    /// The views of the set, in the order of [`VIEWS`].
+    pub fn names(self) -> Vec<&'static str> {
+        VIEWS
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| self.contains(*index))
+            .map(|(_, (name, _))| *name)
+            .collect()
+    }
+}
+
+/// The views the operations of `document` read: those of [`TYPE_VIEWS`] behind every type
+/// whose fields they select, fragments followed (each once: its type condition fixes the
+/// types inside it). Introspection reads none. A field the schema does not have is passed
+/// over (validation refuses the document before it runs).
+pub fn views_read(document: &ExecutableDocument, registry: &Registry) -> ViewSet {
+    let mut views = ViewSet::NONE;
+    let mut seen: HashSet<&Name> = HashSet::new();
+    let mut pending: Vec<(&SelectionSet, &str)> = Vec::new();
+    for (_, operation) in document.operations.iter() {
+        let root = match operation.node.ty {
+            OperationType::Query => Some(registry.query_type.as_str()),
+            OperationType::Mutation => registry.mutation_type.as_deref(),
+            OperationType::Subscription => registry.subscription_type.as_deref(),
+        };
+        if let Some(root) = root {
+            pending.push((&operation.node.selection_set.node, root));
+        }
+    }
+    while let Some((selection_set, on)) = pending.pop() {
+        for selection in &selection_set.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    let field = &field.node;
+                    let Some(meta) = registry
+                        .types
+                        .get(on)
+                        .and_then(|ty| ty.field_by_name(field.name.node.as_str()))
+                    else {
+                        continue;
+                    };
+                    let returns = MetaTypeName::concrete_typename(&meta.ty);
+                    if let Some((_, view)) = TYPE_VIEWS.iter().find(|(ty, _)| *ty == returns) {
+                        views = views.with(view);
+                    }
+                    pending.push((&field.selection_set.node, returns));
+                }
+                Selection::InlineFragment(fragment) => {
+                    let fragment = &fragment.node;
+                    let on = fragment
+                        .type_condition
+                        .as_ref()
+                        .map_or(on, |condition| condition.node.on.node.as_str());
+                    pending.push((&fragment.selection_set.node, on));
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = &spread.node.fragment_name.node;
+                    if !seen.insert(name) {
+                        continue;
+                    }
+                    if let Some(fragment) = document.fragments.get(name) {
+                        let fragment = &fragment.node;
+                        pending.push((
+                            &fragment.selection_set.node,
+                            fragment.type_condition.node.on.node.as_str(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    views
+}
 
 /// The position a request asked to read after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,18 +427,19 @@ impl Progress {
         Self { inner }
     }
 
-    /// Wait until every view has applied everything up to `position`, at most `wait`
+    /// Wait until `views` have applied everything up to `position`, at most `wait`
     /// (reading where it stands included).
     pub(crate) async fn wait_for(
         &self,
         pool: &PgPool,
         freshness: &Freshness,
         position: MinPosition,
+        views: ViewSet,
         wait: Duration,
     ) -> Result<(), QueryError> {
         let started = Instant::now();
         let deadline = started + wait;
-        let waited = self.wait_until(pool, freshness, position, started, deadline);
+        let waited = self.wait_until(pool, freshness, position, views, started, deadline);
         match timeout_at(deadline, waited).await {
             Ok(waited) => waited,
             // The database did not answer in time (the wait itself ends with its own
@@ -339,6 +459,7 @@ impl Progress {
         pool: &PgPool,
         freshness: &Freshness,
         position: MinPosition,
+        views: ViewSet,
         started: Instant,
         deadline: Instant,
     ) -> Result<(), QueryError> {
@@ -350,16 +471,20 @@ impl Progress {
                 position.0
             )));
         };
+        // A read of no view (introspection, the sagas) has nothing to wait for.
+        if views == ViewSet::NONE {
+            return Ok(());
+        }
         // Once the relay is past the target, all it has published covers it: views that
         // have applied that much need no more reading.
-        if reading.relay >= target.cursor && reached(&reading, &reading.published) {
+        if reading.relay >= target.cursor && reached(&reading, &reading.published, views) {
             return Ok(());
         }
         let relay = &self.inner.relay;
         let mut required = required(pool, relay, &reading, target).await?;
         if required
             .as_ref()
-            .is_some_and(|required| reached(&reading, &required.offsets))
+            .is_some_and(|required| reached(&reading, &required.offsets, views))
         {
             return Ok(());
         }
@@ -393,7 +518,7 @@ impl Progress {
             }
             if required
                 .as_ref()
-                .is_some_and(|required| reached(&reading, &required.offsets))
+                .is_some_and(|required| reached(&reading, &required.offsets, views))
             {
                 return Ok(());
             }
@@ -419,7 +544,11 @@ impl Progress {
             views: reading
                 .views(&offsets)
                 .into_iter()
-                .filter(|view| view.behind.0 > 0 || reading.relay < target.cursor)
+                .enumerate()
+                .filter(|(index, view)| {
+                    views.contains(*index) && (view.behind.0 > 0 || reading.relay < target.cursor)
+                })
+                .map(|(_, view)| view)
                 .collect(),
             waited_ms: started.elapsed().as_millis(),
             relay,
@@ -491,10 +620,12 @@ async fn target(
     }))
 }
 
-fn reached(reading: &Reading, offsets: &HashMap<(String, i32), i64>) -> bool {
+fn reached(reading: &Reading, offsets: &HashMap<(String, i32), i64>, views: ViewSet) -> bool {
     VIEWS
         .iter()
-        .all(|(view, stream_types)| reading.behind(view, stream_types, offsets) == 0)
+        .enumerate()
+        .filter(|(index, _)| views.contains(*index))
+        .all(|(_, (view, stream_types))| reading.behind(view, stream_types, offsets) == 0)
 }
 
 /// The offsets each view must reach to have applied everything up to `target`, once the
@@ -630,11 +761,12 @@ pub(crate) fn stale_extensions(
     );
 }
 
-/// Hold an operation until the views reached the request's [`MinPosition`] (from the HTTP
-/// header or the WebSocket `connection_init` payload), if it has one: run by the
-/// [`Limits`](crate::limits) extension before the operation executes.
+/// Hold an operation until `views` (those it reads) reached the request's [`MinPosition`]
+/// (from the HTTP header or the WebSocket `connection_init` payload), if it has one: run
+/// by the [`Limits`](crate::limits) extension before the operation executes.
 pub(crate) async fn hold(
     ctx: &async_graphql::extensions::ExtensionContext<'_>,
+    views: ViewSet,
 ) -> Result<(), async_graphql::ServerError> {
     let Some(position) = ctx.data_opt::<MinPosition>() else {
         return Ok(());
@@ -646,6 +778,7 @@ pub(crate) async fn hold(
             services.db.pool(),
             &services.freshness,
             *position,
+            views,
             services.options.min_version_timeout,
         )
         .await;
@@ -686,6 +819,132 @@ pub(crate) fn from_connection_init(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Works out [`views_read`] for each document it parses, with the schema's registry.
+    struct Reads(Arc<std::sync::Mutex<Option<ViewSet>>>);
+
+    impl async_graphql::extensions::ExtensionFactory for Reads {
+        fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+            Arc::new(Reads(self.0.clone()))
+        }
+    }
+
+    #[async_graphql::async_trait::async_trait]
+    impl async_graphql::extensions::Extension for Reads {
+        async fn parse_query(
+            &self,
+            ctx: &async_graphql::extensions::ExtensionContext<'_>,
+            query: &str,
+            variables: &async_graphql::Variables,
+            next: async_graphql::extensions::NextParseQuery<'_>,
+        ) -> async_graphql::ServerResult<ExecutableDocument> {
+            let document = next.run(ctx, query, variables).await?;
+            *self.0.lock().unwrap() = Some(views_read(&document, &ctx.schema_env.registry));
+            Ok(document)
+        }
+    }
+
+    async fn reads(query: &str) -> Vec<&'static str> {
+        let found = Arc::new(std::sync::Mutex::new(None));
+        let schema = crate::schema::builder()
+            .extension(Reads(found.clone()))
+            .finish();
+        // Without the service's data the resolvers fail; the document was read by then.
+        let _ = schema.execute(query).await;
+        let views = found.lock().unwrap().expect("the document parsed");
+        views.names()
+    }
+
+    #[tokio::test]
+    async fn a_read_waits_for_the_views_behind_the_types_it_selects() {
+        assert_eq!(reads("{ __typename }").await, Vec::<&str>::new());
+        assert_eq!(reads("{ viewProgress { view } }").await, Vec::<&str>::new());
+        assert_eq!(
+            reads("{ sagas { nodes { state order { id } } } }").await,
+            ["order_view"]
+        );
+        assert_eq!(reads(r#"{ order(id: "x") { id } }"#).await, ["order_view"]);
+        assert_eq!(
+            reads(
+                r#"{ order(id: "x") { user { name } items { product { name } } saga { state } } }"#
+            )
+            .await,
+            ["order_view", "user_view", "product_view"]
+        );
+        assert_eq!(
+            reads(r#"{ order(id: "x") { items { productName } payment { status } } }"#).await,
+            ["order_view", "payment_view"]
+        );
+        // A connection's count reads its view without selecting a node.
+        assert_eq!(
+            reads(r#"{ user(id: "x") { orders { totalCount } } }"#).await,
+            ["order_view", "user_view"]
+        );
+        // Through fragments, named (each followed once) and inline.
+        assert_eq!(
+            reads(
+                "query One { ...A ...A } fragment A on Query { products { nodes { ...B } } } \
+                 fragment B on Product { name } query Other { ... on Query { users { totalCount } } }"
+            )
+            .await,
+            ["user_view", "product_view"]
+        );
+        assert_eq!(
+            reads(r#"subscription { orderUpdated(id: "x") { user { name } } }"#).await,
+            ["order_view", "user_view"]
+        );
+        // Introspection reads no view, even of a view's type.
+        assert_eq!(
+            reads(r#"{ __type(name: "Order") { fields { name } } }"#).await,
+            Vec::<&str>::new()
+        );
+    }
+
+    /// Every object type of the schema is either a view's ([`TYPE_VIEWS`]) or one of these,
+    /// so that a new type is put on one side or the other.
+    #[test]
+    fn every_object_type_is_a_views_or_is_known_not_to_be() {
+        const NOT_FROM_VIEWS: [&str; 21] = [
+            "ConsumerGroup",
+            "DeadLetterTopic",
+            "GroupSample",
+            "LagMonitorStatus",
+            "Money",
+            "OpsSample",
+            "OrderEvent",
+            "PageInfo",
+            "PartitionLag",
+            "ProjectionStatus",
+            "Query",
+            "RelayStatus",
+            "Saga",
+            "SagaConnection",
+            "SagaCount",
+            "SagaEdge",
+            "SagaStepRecord",
+            "Subscription",
+            "TimelineEvent",
+            "TopicLag",
+            "ViewProgress",
+        ];
+        let sdl = crate::schema::sdl();
+        let types: Vec<&str> = sdl
+            .lines()
+            .filter_map(|line| line.strip_prefix("type "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect();
+        for ty in &types {
+            let views = TYPE_VIEWS.iter().any(|(name, _)| name == ty);
+            assert!(
+                views != NOT_FROM_VIEWS.contains(ty),
+                "{ty}: in TYPE_VIEWS or NOT_FROM_VIEWS, exactly one"
+            );
+        }
+        for (ty, view) in TYPE_VIEWS {
+            assert!(types.contains(&ty), "{ty} is not a type of the schema");
+            assert!(VIEWS.iter().any(|(name, _)| *name == view), "{view}");
+        }
+    }
 
     fn reading(published: &[(i32, i64)], consumed: &[(i32, i64, Option<i64>)]) -> Reading {
         Reading {

@@ -51,7 +51,7 @@ pub(crate) struct Services {
 }
 
 /// The schema's types without data or limits: enough to print the SDL.
-fn builder() -> SchemaBuilder<QueryRoot, EmptyMutation, SubscriptionRoot> {
+pub(crate) fn builder() -> SchemaBuilder<QueryRoot, EmptyMutation, SubscriptionRoot> {
     Schema::build(QueryRoot, EmptyMutation, SubscriptionRoot)
 }
 
