@@ -60,8 +60,8 @@ pub enum QueryError {
         waited_ms: u128,
     },
     #[error(
-        "the views have not applied every event up to position {min_position} within \
-         {waited_ms} ms; {relay}"
+        "the views this read needs have not applied every event up to position \
+         {min_position} within {waited_ms} ms; {relay}"
     )]
     StaleViews {
         min_position: i64,

@@ -1,6 +1,6 @@
 //! The GraphQL query service: composed order, user and product views over the projectors'
-//! read models, with read-your-writes (`minVersion` for an order, `X-Min-Position` for every
-//! view), subscriptions to order changes, and
+//! read models, with read-your-writes (`minVersion` for an order, `X-Min-Position` for the
+//! views a read reads), subscriptions to order changes, and
 //! a playground that works offline.
 //!
 //! Reads only: `order_view`, `user_view`, `product_view` and `payment_view` (owned by the

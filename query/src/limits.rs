@@ -7,7 +7,8 @@
 //! - Complexity: async-graphql's own count (`limit_complexity`), its error given a code.
 //! - Time: each execution is bounded by the query timeout (subscriptions are not).
 //! - Read-your-writes: an operation of a request that carries `X-Min-Position` waits for
-//!   the views it reads first ([`crate::progress::hold`], [`crate::progress::views_read`]). One extension does all of this: every
+//!   the views it reads first ([`crate::progress::hold`],
+//!   [`crate::progress::OperationViews`]). One extension does all of this: every
 //!   extension adds a layer to the resolution of every field.
 //! - Documents: a document that passed the checks and validation is kept, parsed, by its
 //!   text (an LRU of at most [`DOCUMENTS`] documents of at most [`MAX_KEPT_DOCUMENT`] bytes,
@@ -44,7 +45,7 @@ use sha2::Digest as _;
 
 use crate::config::QueryOptions;
 use crate::error::{code, code_of, server_error, set_code};
-use crate::progress::{views_read, MinPosition, ViewSet};
+use crate::progress::{MinPosition, OperationViews, ViewSet};
 
 /// The message async-graphql's complexity check fails with.
 const TOO_COMPLEX: &str = "Query is too complex.";
@@ -75,9 +76,9 @@ pub(crate) struct Limits {
     registering: Arc<Mutex<Option<(String, String)>>>,
     /// SHA-256 (hex) → document text, registered by persisted-query requests.
     persisted: Arc<Mutex<LruCache<String, String>>>,
-    /// The views this request's document reads, when it carries `X-Min-Position` (each
-    /// request has its own).
-    reads: Arc<Mutex<Option<ViewSet>>>,
+    /// The views each operation of this request's document reads, when it carries
+    /// `X-Min-Position` (each request has its own).
+    reads: Arc<Mutex<Option<OperationViews>>>,
 }
 
 impl Limits {
@@ -300,7 +301,7 @@ impl Extension for Limits {
         };
         if ctx.data_opt::<MinPosition>().is_some() {
             *self.reads.lock().expect("not poisoned") =
-                Some(views_read(&document, &ctx.schema_env.registry));
+                Some(OperationViews::of(&document, &ctx.schema_env.registry));
         }
         Ok(document)
     }
@@ -350,12 +351,13 @@ impl Extension for Limits {
         next: NextExecute<'_>,
     ) -> Response {
         // Read-your-writes first: its wait has a bound of its own, shorter than the timeout.
-        // The views its document reads (all when they were not worked out).
+        // The views the operation reads (all when they were not worked out).
         let reads = self
             .reads
             .lock()
             .expect("not poisoned")
-            .unwrap_or(ViewSet::ALL);
+            .as_ref()
+            .map_or(ViewSet::ALL, |views| views.get(operation_name));
         if let Err(error) = crate::progress::hold(ctx, reads).await {
             return Response::from_errors(vec![error]);
         }

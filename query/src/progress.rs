@@ -7,7 +7,7 @@
 //! waited for), or fails with the code STALE and how far each view is. The views are the
 //! four projections' (`VIEWS`); a saga's state (`Order.saga`) is written by the
 //! orchestrator as its steps run, not by a projection, and is not waited for. A read waits
-//! only for the views it reads ([`views_read`]): those behind the object types its
+//! only for the views it reads ([`OperationViews`]): those behind the object types its
 //! operations select ([`TYPE_VIEWS`]), so a view that lags or is stuck holds up only the
 //! reads that need it.
 //!
@@ -58,11 +58,13 @@ pub const VIEWS: [(&str, &[&str]); 4] = [
 ];
 
 /// The object types whose data comes from a view, and that view: an operation that
-/// selects a field of one of these types (or returning one) reads the view, and a read with
+/// selects a field returning one of these types reads the view, and a read with
 /// `X-Min-Position` waits for it. Every other object type of the schema is built from these
 /// (`Money`, `PageInfo`), from the event store or the sagas table (always current), or from
 /// the operations figures; a test holds every object type of the schema to one side or the
-/// other.
+/// other. The rule this rests on: a field reads a view only through a value of the view's
+/// type, so a resolver that reads a view must return (or belong to) that type, never a
+/// scalar on a type of another view or of none.
 pub const TYPE_VIEWS: [(&str, &str); 11] = [
     ("Order", "order_view"),
     ("OrderConnection", "order_view"),
@@ -109,24 +111,58 @@ impl ViewSet {
     }
 }
 
-/// The views the operations of `document` read: those of [`TYPE_VIEWS`] behind every type
-/// whose fields they select, fragments followed (each once: its type condition fixes the
-/// types inside it). Introspection reads none. A field the schema does not have is passed
-/// over (validation refuses the document before it runs).
-pub fn views_read(document: &ExecutableDocument, registry: &Registry) -> ViewSet {
+/// The views each operation of a document reads: those of [`TYPE_VIEWS`] behind every type
+/// whose fields it selects, fragments followed (each once per operation: its type
+/// condition fixes the types inside it). Introspection reads none. A field the schema does
+/// not have is passed over (validation refuses the document before it runs).
+#[derive(Debug, Clone, Default)]
+pub struct OperationViews(Vec<(Option<String>, ViewSet)>);
+
+impl OperationViews {
+    pub fn of(document: &ExecutableDocument, registry: &Registry) -> Self {
+        Self(
+            document
+                .operations
+                .iter()
+                .map(|(name, operation)| {
+                    let root = match operation.node.ty {
+                        OperationType::Query => Some(registry.query_type.as_str()),
+                        OperationType::Mutation => registry.mutation_type.as_deref(),
+                        OperationType::Subscription => registry.subscription_type.as_deref(),
+                    };
+                    let views = root.map_or(ViewSet::NONE, |root| {
+                        views_read(document, registry, &operation.node.selection_set.node, root)
+                    });
+                    (name.map(|name| name.to_string()), views)
+                })
+                .collect(),
+        )
+    }
+
+    /// The views of the operation that runs: the one named, or the document's only one;
+    /// every view when that is not known.
+    pub fn get(&self, operation_name: Option<&str>) -> ViewSet {
+        let found = match (operation_name, self.0.as_slice()) {
+            (Some(wanted), operations) => operations
+                .iter()
+                .find(|(name, _)| name.as_deref() == Some(wanted)),
+            (None, [only]) => Some(only),
+            (None, _) => None,
+        };
+        found.map_or(ViewSet::ALL, |(_, views)| *views)
+    }
+}
+
+/// The views one operation reads, from its selection set on its root type `root`.
+fn views_read(
+    document: &ExecutableDocument,
+    registry: &Registry,
+    selection_set: &SelectionSet,
+    root: &str,
+) -> ViewSet {
     let mut views = ViewSet::NONE;
     let mut seen: HashSet<&Name> = HashSet::new();
-    let mut pending: Vec<(&SelectionSet, &str)> = Vec::new();
-    for (_, operation) in document.operations.iter() {
-        let root = match operation.node.ty {
-            OperationType::Query => Some(registry.query_type.as_str()),
-            OperationType::Mutation => registry.mutation_type.as_deref(),
-            OperationType::Subscription => registry.subscription_type.as_deref(),
-        };
-        if let Some(root) = root {
-            pending.push((&operation.node.selection_set.node, root));
-        }
-    }
+    let mut pending: Vec<(&SelectionSet, &str)> = vec![(selection_set, root)];
     while let Some((selection_set, on)) = pending.pop() {
         for selection in &selection_set.items {
             match &selection.node {
@@ -820,8 +856,8 @@ pub(crate) fn from_connection_init(
 mod tests {
     use super::*;
 
-    /// Works out [`views_read`] for each document it parses, with the schema's registry.
-    struct Reads(Arc<std::sync::Mutex<Option<ViewSet>>>);
+    /// Works out [`OperationViews`] for each document it parses, with the schema's registry.
+    struct Reads(Arc<std::sync::Mutex<Option<OperationViews>>>);
 
     impl async_graphql::extensions::ExtensionFactory for Reads {
         fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
@@ -839,20 +875,24 @@ mod tests {
             next: async_graphql::extensions::NextParseQuery<'_>,
         ) -> async_graphql::ServerResult<ExecutableDocument> {
             let document = next.run(ctx, query, variables).await?;
-            *self.0.lock().unwrap() = Some(views_read(&document, &ctx.schema_env.registry));
+            *self.0.lock().unwrap() = Some(OperationViews::of(&document, &ctx.schema_env.registry));
             Ok(document)
         }
     }
 
-    async fn reads(query: &str) -> Vec<&'static str> {
+    async fn operations(query: &str) -> OperationViews {
         let found = Arc::new(std::sync::Mutex::new(None));
         let schema = crate::schema::builder()
             .extension(Reads(found.clone()))
             .finish();
         // Without the service's data the resolvers fail; the document was read by then.
         let _ = schema.execute(query).await;
-        let views = found.lock().unwrap().expect("the document parsed");
-        views.names()
+        let views = found.lock().unwrap().take();
+        views.expect("the document parsed")
+    }
+
+    async fn reads(query: &str) -> Vec<&'static str> {
+        operations(query).await.get(None).names()
     }
 
     #[tokio::test]
@@ -880,19 +920,22 @@ mod tests {
             reads(r#"{ user(id: "x") { orders { totalCount } } }"#).await,
             ["order_view", "user_view"]
         );
-        // Through fragments, named (each followed once) and inline.
+        // Through fragments, named (each followed once per operation) and inline; each
+        // operation of a document reads its own views.
+        let document = operations(
+            "query One { ...A ...A } fragment A on Query { products { nodes { ...B } } } \
+             fragment B on Product { name } \
+             query Other { ... on Query { users { totalCount } ...A } }",
+        )
+        .await;
+        assert_eq!(document.get(Some("One")).names(), ["product_view"]);
         assert_eq!(
-            reads(
-                "query One { ...A ...A } fragment A on Query { products { nodes { ...B } } } \
-                 fragment B on Product { name } query Other { ... on Query { users { totalCount } } }"
-            )
-            .await,
+            document.get(Some("Other")).names(),
             ["user_view", "product_view"]
         );
-        assert_eq!(
-            reads(r#"subscription { orderUpdated(id: "x") { user { name } } }"#).await,
-            ["order_view", "user_view"]
-        );
+        // Which one runs is not known without its name (async-graphql refuses it then).
+        assert_eq!(document.get(None), ViewSet::ALL);
+        assert_eq!(document.get(Some("Third")), ViewSet::ALL);
         // Introspection reads no view, even of a view's type.
         assert_eq!(
             reads(r#"{ __type(name: "Order") { fields { name } } }"#).await,
