@@ -3,6 +3,10 @@
 //! the event store (an order's stream and its timeline). Statements are counted, so tests
 //! can prove that a page costs a constant number of queries.
 //!
+//! A statement that reads a view serves only fields that return (or belong to) that view's
+//! type: `X-Min-Position` reads wait for the views behind the types a query selects
+//! ([`crate::progress::TYPE_VIEWS`]).
+//!
 //! Filters are optional, so SQL is built with [`QueryBuilder`] to leave absent conditions
 //! out (a generic plan with `$1 is null or ...` could not use the views' indexes).
 

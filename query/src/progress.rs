@@ -7,9 +7,9 @@
 //! waited for), or fails with the code STALE and how far each view is. The views are the
 //! four projections' (`VIEWS`); a saga's state (`Order.saga`) is written by the
 //! orchestrator as its steps run, not by a projection, and is not waited for. A read waits
-//! only for the views it reads ([`OperationViews`]): those behind the object types its
-//! operations select ([`TYPE_VIEWS`]), so a view that lags or is stuck holds up only the
-//! reads that need it.
+//! only for the views it reads ([`OperationViews`]): those behind the object types the
+//! operation that runs selects ([`TYPE_VIEWS`]), so a view that lags or is stuck holds up
+//! only the reads that need it.
 //!
 //! How far a view is comes from three tables (`migrations/0008_read_progress.sql`,
 //! `0009_relay_history.sql`): with its cursor, the relay records the offset past the last
@@ -62,7 +62,8 @@ pub const VIEWS: [(&str, &[&str]); 4] = [
 /// `X-Min-Position` waits for it. Every other object type of the schema is built from these
 /// (`Money`, `PageInfo`), from the event store or the sagas table (always current), or from
 /// the operations figures; a test holds every object type of the schema to one side or the
-/// other. The rule this rests on: a field reads a view only through a value of the view's
+/// other. The rule this rests on, which no test can check (it is about what resolvers'
+/// SQL reads; `db.rs` repeats it): a field reads a view only through a value of the view's
 /// type, so a resolver that reads a view must return (or belong to) that type, never a
 /// scalar on a type of another view or of none.
 pub const TYPE_VIEWS: [(&str, &str); 11] = [
