@@ -59,7 +59,8 @@ pub const PROMPT_LINGER: Duration = Duration::from_millis(1);
 /// How long a batching producer ([`EventPublisher::with_linger`]) waits to fill a batch: under
 /// load its records go out in fewer, larger requests, which costs a broker less (README,
 /// "Freshness and queries", the relay's two producers and the eighth round: 20 ms took
-/// tansu from about half a core to 40% at 1,000 events/s, for 10 ms more at the median).
+/// tansu from about half a core to 40% at 1,000 commands/s, for 10–17 ms more at the
+/// median).
 pub const BATCHING_LINGER: Duration = Duration::from_millis(20);
 
 impl EventPublisher {
