@@ -267,7 +267,8 @@ async fn publish_loop(
         // may take over: stop publishing. A cursor saved without a snapshot gets one while
         // the relay idles (once one is due), rather than at the next save.
         if snapshots.idle_due() {
-            snapshot_at(lock, &options.name, acked)
+            // A save of the same cursor with no new offsets: only its snapshot is new.
+            save_cursor(lock, &options.name, acked, &BTreeMap::new(), true)
                 .await
                 .context("the relay lock connection was lost")?;
             snapshots.taken_now();
@@ -608,24 +609,6 @@ async fn save_cursor(
     .execute(lock)
     .await
     .context("storing the relay cursor")?;
-    Ok(())
-}
-
-/// A snapshot of the relay's offsets now, at its cursor `cursor`.
-async fn snapshot_at(lock: &mut PgConnection, name: &str, cursor: Cursor) -> anyhow::Result<()> {
-    sqlx::query(
-        "insert into relay_history (relay, tx_id, position, stream_types, partitions, \
-                                    next_offsets) \
-         select $1, $2, $3, array_agg(stream_type), array_agg(partition), array_agg(next_offset) \
-         from relay_partitions where relay = $1 \
-         having count(*) > 0 \
-         on conflict (relay, tx_id, position) do nothing",
-    )
-    .bind(name)
-    .bind(cursor.tx_id)
-    .bind(cursor.position)
-    .execute(lock)
-    .await?;
     Ok(())
 }
 
